@@ -1,0 +1,35 @@
+# One entry point for the generators and the checks CI runs.
+# Every tool runs through `go tool`, pinned in go.mod (API generators) or tools/go.mod (sqlc, which
+# needs cgo and pulls dependencies we keep out of the server's module graph).
+GO ?= go
+SQLC := $(GO) tool -modfile=tools/go.mod sqlc
+GOOSE := $(GO) tool -modfile=tools/go.mod goose
+
+.PHONY: all build generate generate-sqlc generate-apis verify test migration
+
+all: build
+
+build:
+	$(GO) build -o bin/reports-server ./cmd/reports-server
+
+generate: generate-sqlc generate-apis
+
+generate-sqlc:
+	$(SQLC) generate -f sqlc.yaml
+
+generate-apis:
+	./hack/generate-apis.sh
+
+# verify fails when generated code is stale or Go files are not gofmt'ed.
+verify:
+	./hack/verify-generated.sh
+
+# test is the project's one test command (README, CI): checks, then every test against a real
+# PostgreSQL (see internal/db/dbtest for how it is found or started).
+test: verify
+	./hack/test.sh
+
+# migration creates the next numbered goose migration: make migration NAME=add_something
+migration:
+	@test -n "$(NAME)" || (echo "usage: make migration NAME=what_it_does" >&2; exit 1)
+	$(GOOSE) -dir sql/schema -s create $(NAME) sql

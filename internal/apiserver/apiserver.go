@@ -1,0 +1,301 @@
+// Package apiserver assembles the reports API server: the scheme of the report kinds, the generic
+// API server configuration, and one REST store per kind on top of the Postgres storage.
+//
+// It follows the Config → Complete → New pattern of k8s.io/sample-apiserver, without its
+// package-level scheme: every Config owns its scheme and codecs, so several servers can run in one
+// process (the integration tests do).
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/healthz"
+	"k8s.io/apiserver/pkg/util/compatibility"
+
+	"github.com/reports-server/reports-server/internal/analytics"
+	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
+	"github.com/reports-server/reports-server/internal/apiserver/registry"
+	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/generated/openapi"
+)
+
+// Config is the configuration of a reports API server. Create it with NewConfig, apply the
+// generic options to Generic, set Extra, then Complete and New.
+type Config struct {
+	// Generic is the generic API server configuration; its serializers use Codecs.
+	Generic *genericapiserver.RecommendedConfig
+	Extra   ExtraConfig
+
+	// Scheme holds the report kinds and the meta types; Codecs serialize them.
+	Scheme *runtime.Scheme
+	Codecs serializer.CodecFactory
+}
+
+// ExtraConfig is what the reports server needs beyond the generic API server.
+type ExtraConfig struct {
+	// Pool is the database the reports are kept in. The server does not close it.
+	Pool *pgxpool.Pool
+	// Cluster scopes every stored row, so several clusters can share one database.
+	Cluster string
+	// Kinds are the served kinds; reports.All() when nil.
+	Kinds []reports.Kind
+
+	// WatchHistoryWindow keeps at least this much change history for watches to resume from
+	// (0: no time-based compaction); WatchHistoryMaxEvents caps it at about that many
+	// revisions (0: no cap); CompactionInterval is how often a compaction pass runs (0: never).
+	// One replica at a time compacts. See pgstorage.Compactor.
+	WatchHistoryWindow    time.Duration
+	WatchHistoryMaxEvents int64
+	CompactionInterval    time.Duration
+
+	// Analytics, when set, runs the projector and summary refresher behind the SQL schema
+	// `reporting` (one replica at a time each; see internal/analytics). nil: not in this process.
+	Analytics *analytics.Config
+}
+
+// NewConfig builds a fresh scheme with the report kinds and a generic configuration with the
+// OpenAPI definitions that server-side apply and `kubectl explain` need.
+func NewConfig() (*Config, error) {
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	codecs := serializer.NewCodecFactory(scheme)
+
+	generic := genericapiserver.NewRecommendedConfig(codecs)
+	generic.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
+
+	// The API server builds the server-side apply type converter from the OpenAPI v3
+	// definitions; it refuses to start without them.
+	namer := openapinamer.NewDefinitionNamer(externalKinds(scheme))
+	generic.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
+	generic.OpenAPIConfig.Info.Title = "reports-server"
+	generic.OpenAPIConfig.Info.Version = "v1"
+	generic.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openapi.GetOpenAPIDefinitions, namer)
+	generic.OpenAPIV3Config.Info.Title = "reports-server"
+	generic.OpenAPIV3Config.Info.Version = "v1"
+
+	return &Config{Generic: generic, Scheme: scheme, Codecs: codecs}, nil
+}
+
+// NewScheme returns a scheme with the report kinds of all groups and the meta types every API
+// server serves (options, Status, discovery documents).
+func NewScheme() (*runtime.Scheme, error) {
+	scheme := runtime.NewScheme()
+	if err := reports.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register report kinds: %w", err)
+	}
+	for _, gv := range servedGroupVersions(reports.All()) {
+		if err := scheme.SetVersionPriority(gv); err != nil {
+			return nil, fmt.Errorf("set version priority of %s: %w", gv, err)
+		}
+	}
+	// The options types (ListOptions, …) and unversioned types under v1, as every API server has them.
+	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
+	scheme.AddUnversionedTypes(schema.GroupVersion{Group: "", Version: "v1"},
+		&metav1.Status{},
+		&metav1.APIVersions{},
+		&metav1.APIGroupList{},
+		&metav1.APIGroup{},
+		&metav1.APIResourceList{},
+	)
+	return scheme, nil
+}
+
+// externalKinds returns a scheme with the kinds of scheme minus the internal versions. The
+// OpenAPI namer lists every GroupVersionKind registered for a Go type in
+// x-kubernetes-group-version-kind; the internal versions of the reports use the same Go types as
+// the served ones, and "__internal" must not show up in the documents clients read.
+func externalKinds(scheme *runtime.Scheme) *runtime.Scheme {
+	out := runtime.NewScheme()
+	for gvk, typ := range scheme.AllKnownTypes() {
+		if gvk.Version == runtime.APIVersionInternal {
+			continue
+		}
+		out.AddKnownTypeWithName(gvk, reflect.New(typ).Interface().(runtime.Object))
+	}
+	return out
+}
+
+// servedGroupVersions lists the group versions of kinds, each once, in order of first appearance.
+func servedGroupVersions(kinds []reports.Kind) []schema.GroupVersion {
+	var gvs []schema.GroupVersion
+	seen := map[schema.GroupVersion]bool{}
+	for _, k := range kinds {
+		if !seen[k.GroupVersion] {
+			seen[k.GroupVersion] = true
+			gvs = append(gvs, k.GroupVersion)
+		}
+	}
+	return gvs
+}
+
+// watchSafetyPoll is how often watchers look at the change log when no notification arrives:
+// notifications are a wake-up, lost while the LISTEN connection is down; the log is the truth.
+const watchSafetyPoll = 5 * time.Second
+
+type completedConfig struct {
+	generic   genericapiserver.CompletedConfig
+	extra     ExtraConfig
+	scheme    *runtime.Scheme
+	codecs    serializer.CodecFactory
+	notifier  *db.Notifier
+	compactor *pgstorage.Compactor
+}
+
+// CompletedConfig is a Config with defaults filled in, ready for New.
+type CompletedConfig struct {
+	// Embed a private pointer that cannot be instantiated outside of this package.
+	*completedConfig
+}
+
+// Complete fills in defaults and wires the Postgres storage into the generic configuration.
+func (c *Config) Complete() (CompletedConfig, error) {
+	if c.Extra.Pool == nil {
+		return CompletedConfig{}, errors.New("apiserver: no database pool")
+	}
+	if c.Extra.Cluster == "" {
+		return CompletedConfig{}, errors.New("apiserver: no cluster name")
+	}
+	if c.Extra.Kinds == nil {
+		c.Extra.Kinds = reports.All()
+	}
+	// Objects are stored as JSON of their served version: the storage parses it into JSONB, and
+	// rows stay readable in SQL whatever the Go types look like.
+	// One writer, one LISTEN connection, one follower and one compactor per process, shared by
+	// every resource: writes to all kinds share commit batches; the follower reads every change
+	// once and fans it out to the watchers of all kinds; the compactor trims the cluster's
+	// change log (one replica at a time).
+	notifier := db.NewNotifier(c.Extra.Pool, slog.Default().With("component", "notifier"))
+	follower := pgstorage.NewFollower(c.Extra.Pool, c.Extra.Cluster, pgstorage.FollowerOptions{
+		Notifier: notifier, PollInterval: watchSafetyPoll, Log: slog.Default().With("component", "watch"),
+	})
+	compactor := pgstorage.NewCompactor(c.Extra.Pool, c.Extra.Cluster, pgstorage.CompactorOptions{
+		Window:    c.Extra.WatchHistoryWindow,
+		MaxEvents: c.Extra.WatchHistoryMaxEvents,
+		Interval:  c.Extra.CompactionInterval,
+		Follower:  follower,
+		Log:       slog.Default().With("component", "compactor"),
+	})
+	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
+		Pool:      c.Extra.Pool,
+		Cluster:   c.Extra.Cluster,
+		Codec:     c.Codecs.LegacyCodec(servedGroupVersions(c.Extra.Kinds)...),
+		Writer:    pgstorage.NewWriter(c.Extra.Pool, c.Extra.Cluster),
+		Follower:  follower,
+		Compactor: compactor,
+	}
+	return CompletedConfig{&completedConfig{
+		generic:   c.Generic.Complete(),
+		extra:     c.Extra,
+		scheme:    c.Scheme,
+		codecs:    c.Codecs,
+		notifier:  notifier,
+		compactor: compactor,
+	}}, nil
+}
+
+// Server is a running reports API server.
+type Server struct {
+	GenericAPIServer *genericapiserver.GenericAPIServer
+}
+
+// New creates the server and installs the report API groups.
+func (c CompletedConfig) New() (*Server, error) {
+	generic, err := c.generic.New("reports-server", genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, fmt.Errorf("create generic API server: %w", err)
+	}
+	s := &Server{GenericAPIServer: generic}
+
+	groups, err := c.apiGroups()
+	if err != nil {
+		return nil, err
+	}
+	if err := generic.InstallAPIGroups(groups...); err != nil {
+		return nil, fmt.Errorf("install report API groups: %w", err)
+	}
+
+	notifier := c.notifier
+	if err := generic.AddPostStartHook("reports-notifier", func(ctx genericapiserver.PostStartHookContext) error {
+		go notifier.Run(ctx)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("add notifier hook: %w", err)
+	}
+	compactor := c.compactor
+	if err := generic.AddPostStartHook("reports-compactor", func(ctx genericapiserver.PostStartHookContext) error {
+		go compactor.Run(ctx)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("add compactor hook: %w", err)
+	}
+
+	if c.extra.Analytics != nil {
+		svc := analytics.New(c.extra.Pool, notifier, *c.extra.Analytics)
+		if err := generic.AddPostStartHook("reports-analytics", func(ctx genericapiserver.PostStartHookContext) error {
+			go svc.Run(ctx)
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("add analytics hook: %w", err)
+		}
+	}
+
+	// Without the database every request fails: take the server out of rotation instead.
+	if err := generic.AddReadyzChecks(databaseCheck(c.extra.Pool)); err != nil {
+		return nil, fmt.Errorf("add database readiness check: %w", err)
+	}
+	return s, nil
+}
+
+// apiGroups builds one APIGroupInfo per group, with a store for every kind of that group.
+func (c CompletedConfig) apiGroups() ([]*genericapiserver.APIGroupInfo, error) {
+	byGroup := map[string]*genericapiserver.APIGroupInfo{}
+	var groups []*genericapiserver.APIGroupInfo
+	for _, kind := range c.extra.Kinds {
+		gv := kind.GroupVersion
+		info, ok := byGroup[gv.Group]
+		if !ok {
+			g := genericapiserver.NewDefaultAPIGroupInfo(gv.Group, c.scheme, metav1.ParameterCodec, c.codecs)
+			info = &g
+			byGroup[gv.Group] = info
+			groups = append(groups, info)
+		}
+		storage, err := registry.NewREST(kind, c.generic.RESTOptionsGetter)
+		if err != nil {
+			return nil, fmt.Errorf("create storage for %s: %w", kind.GroupVersionResource(), err)
+		}
+		if info.VersionedResourcesStorageMap[gv.Version] == nil {
+			info.VersionedResourcesStorageMap[gv.Version] = map[string]rest.Storage{}
+		}
+		info.VersionedResourcesStorageMap[gv.Version][kind.Resource] = storage
+	}
+	return groups, nil
+}
+
+// databaseCheck is a readyz check that pings the database.
+func databaseCheck(pool *pgxpool.Pool) healthz.HealthChecker {
+	return healthz.NamedCheck("database", func(r *http.Request) error {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := pool.Ping(ctx); err != nil {
+			return fmt.Errorf("ping database: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,65 @@
+package pgstorage
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/db/sqlc"
+)
+
+// BumpRevision advances the cluster's revision by exactly one without writing an object: the
+// suite's IncreaseRVFunc (etcd tests write an unrelated key for the same effect).
+func (s *Store) BumpRevision(ctx context.Context) (int64, error) {
+	var rev int64
+	err := db.Tx(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		var err error
+		rev, err = s.q.NextRevision(ctx, tx, s.cluster)
+		return err
+	})
+	return rev, err
+}
+
+// RawObject returns the stored JSON of key.
+func (s *Store) RawObject(ctx context.Context, key string) ([]byte, error) {
+	row, err := s.q.GetObject(ctx, s.pool, sqlc.GetObjectParams{Cluster: s.cluster, Key: key})
+	if err != nil {
+		return nil, err
+	}
+	if row.Object == nil {
+		return nil, db.ErrNotFound
+	}
+	return row.Object, nil
+}
+
+// Codec returns the store's codec.
+func (s *Store) Codec() runtime.Codec { return s.codec }
+
+// FollowerStats are a follower's counters and its window.
+type FollowerStats struct {
+	FollowerReads, LogReads, Dropped int64
+	Current, WindowStart             int64
+	WindowEvents                     int
+	WindowBytes                      int64
+}
+
+// Stats returns the follower's counters and the extent of its window.
+func (f *Follower) Stats() FollowerStats {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return FollowerStats{
+		FollowerReads: f.followerReads.Load(), LogReads: f.logReads.Load(), Dropped: f.dropped.Load(),
+		Current: f.current, WindowStart: f.start, WindowEvents: len(f.window), WindowBytes: f.bytes,
+	}
+}
+
+// Pass runs one periodic compaction pass; led says whether this compactor held leadership.
+func (c *Compactor) Pass(ctx context.Context) (bool, error) { return c.pass(ctx) }
+
+// OnLeading sets a function run while the compactor holds leadership, before it compacts.
+func (c *Compactor) OnLeading(fn func(ctx context.Context)) { c.leading = fn }
+
+// CompactionLockClass is the first key of the compaction advisory lock.
+const CompactionLockClass = compactionLockClass

@@ -1,0 +1,461 @@
+package pgstorage
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/db/sqlc"
+)
+
+// Defaults of the follower's memory window.
+const (
+	// DefaultWindowEvents and DefaultWindowBytes bound the recent changes a follower keeps in
+	// memory for its watchers. A change of a 20-result report is ~20 KB (new and replaced
+	// object), so the byte bound is the one that usually applies: a few thousand changes, seconds
+	// to minutes of writes, which is what watchers that are "slightly behind" need. Watchers
+	// further behind read the change log.
+	DefaultWindowEvents = 10_000
+	DefaultWindowBytes  = 64 << 20
+	// DefaultFollowerPoll is the safety-net poll when FollowerOptions.PollInterval is unset.
+	DefaultFollowerPoll = time.Second
+	// followerBatch is the most change rows one follower read returns.
+	followerBatch = 1000
+	// changeOverhead approximates the memory of a window entry beyond its bytes.
+	changeOverhead = 128
+	// sharedDecodeEntries is how many of the newest window entries keep their decoded objects
+	// for every watcher of the same resource to share (older ones are decoded by each watcher
+	// that still needs them, which only watchers behind do).
+	sharedDecodeEntries = 512
+)
+
+// FollowerOptions tune a Follower. Zero values take the defaults.
+type FollowerOptions struct {
+	// Notifier wakes the follower when a write commits (any process). nil: poll only.
+	Notifier *db.Notifier
+	// PollInterval is the safety-net poll: notifications are only a wake-up, lost while the
+	// LISTEN connection is down; the change log is the truth.
+	PollInterval time.Duration
+	// WindowEvents and WindowBytes bound the memory window of recent changes (both apply).
+	WindowEvents int
+	WindowBytes  int64
+	Log          *slog.Logger
+}
+
+// change is one change-log entry, as the follower keeps it and watchers read it. Its bytes are
+// never modified after it is made, so every watcher shares the same one; decoding happens in the
+// watchers, whose codecs differ per resource, once per resource while the entry is recent
+// (shared; see decoded).
+type change struct {
+	rev        int64
+	key        string
+	object     []byte // nil for a deletion
+	prevObject []byte // nil for a creation
+	shared     atomic.Pointer[decodeCache]
+}
+
+// decodeCache holds a recent change's objects decoded by each resource's store.
+type decodeCache struct {
+	mu      sync.Mutex
+	byStore map[*Store]*decodedChange
+}
+
+type decodedChange struct {
+	once      sync.Once
+	cur, prev runtime.Object
+	// Labels and selectable fields of cur and prev, computed once for every watcher of the
+	// resource (as the API server's watch cache does) when the store knows its attribute function.
+	curAttrs, prevAttrs *attrs
+	err                 error
+}
+
+type attrs struct {
+	labels labels.Set
+	fields fields.Set
+}
+
+// decoded returns the change's new and replaced objects as s decodes them. shared objects are
+// also handed to s's other watchers and must not be modified: copy before handing one out.
+func (c *change) decoded(s *Store) (d *decodedChange, shared bool) {
+	cache := c.shared.Load()
+	if cache == nil {
+		d = &decodedChange{}
+		s.decodeChange(c, d)
+		return d, false
+	}
+	cache.mu.Lock()
+	d = cache.byStore[s]
+	if d == nil {
+		d = &decodedChange{}
+		cache.byStore[s] = d
+	}
+	cache.mu.Unlock()
+	d.once.Do(func() { s.decodeChange(c, d) })
+	return d, true
+}
+
+func (c *change) size() int64 {
+	return int64(len(c.key)+len(c.object)+len(c.prevObject)) + changeOverhead
+}
+
+// Follower is the watch fan-out of one cluster in one process. It reads every new change of
+// the cluster once, in batches (all keys, (last, current]), and keeps the recent ones in a
+// memory window bounded by count and bytes. Watchers (one goroutine each) take their changes
+// from the window, filtering by predicate themselves; so N watchers cost no queries, and a
+// watcher that does not read never holds up the follower or the other watchers. A watcher that
+// has fallen behind the window reads the change log itself (the log is the truth; see
+// watcher.deliver).
+//
+// Watchers subscribe with their key range, and the follower wakes only those with a new change
+// in range: an idle watcher (nothing in its range) is never woken, and when it next looks (a
+// bookmark is due), "nothing in range since you last read" lets it jump to the current revision
+// without a scan, even if its old revision has left the window.
+//
+// It is woken by NOTIFY (through a db.Notifier, when there is one) and polls as a safety net.
+// It only runs while somebody watches: a process without watchers sends no queries and keeps
+// no window.
+type Follower struct {
+	pool         *pgxpool.Pool
+	q            *db.Queries
+	cluster      string
+	notifier     *db.Notifier
+	poll         time.Duration
+	windowEvents int
+	windowBytes  int64
+	batch        int32
+	log          *slog.Logger
+
+	mu sync.RWMutex
+	// Every committed change with a revision in (start, current] is in window, oldest first.
+	current   int64
+	compacted int64
+	start     int64
+	window    []*change
+	bytes     int64
+	subs      map[*subscription]struct{}
+	stop      context.CancelFunc
+	epoch     uint64 // which run may fill the window (a stopped run may still be finishing a read)
+
+	// Counters, for tests and metrics.
+	followerReads atomic.Int64 // change-log reads by the follower
+	logReads      atomic.Int64 // change-log reads by watchers that fell behind the window
+	dropped       atomic.Int64 // watchers closed because their consumer stopped reading
+}
+
+// NewFollower returns the follower of cluster. Share one per process and cluster.
+func NewFollower(pool *pgxpool.Pool, cluster string, opts FollowerOptions) *Follower {
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = DefaultFollowerPoll
+	}
+	if opts.WindowEvents <= 0 {
+		opts.WindowEvents = DefaultWindowEvents
+	}
+	if opts.WindowBytes <= 0 {
+		opts.WindowBytes = DefaultWindowBytes
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	return &Follower{
+		pool: pool, q: db.New(), cluster: cluster, notifier: opts.Notifier, poll: opts.PollInterval,
+		windowEvents: opts.WindowEvents, windowBytes: opts.WindowBytes,
+		// A read never brings more than a quarter of the window, so the batch watchers are about
+		// to read is not evicted by the same read.
+		batch: int32(max(1, min(followerBatch, opts.WindowEvents/4))),
+		log:   opts.Log, subs: map[*subscription]struct{}{},
+	}
+}
+
+// subscription is one watcher's registration with the follower.
+type subscription struct {
+	from, before string
+	// pending is set when a change in [from, before) may not have been read yet: by the
+	// follower when it adds one (or loses the window), by read when it stops early. read
+	// clears it, under the follower's lock, as it looks.
+	pending atomic.Bool
+	// seen is a revision up to which the watcher has taken every change in range: when the
+	// follower adds a change in range while the subscription is not pending, everything before
+	// that change has been taken. It lets an idle watcher, whose own revision is old because
+	// nothing woke it, resume from there instead of from before the window (or compaction).
+	// Guarded by the follower's mutex.
+	seen int64
+	wake chan struct{} // capacity 1: a wake-up is never lost, never blocks the follower
+}
+
+// signal marks the subscription pending and wakes its watcher.
+func (s *subscription) signal() {
+	s.pending.Store(true)
+	s.poke()
+}
+
+// poke wakes the watcher to look at the revisions (compaction) without marking it pending.
+func (s *subscription) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *subscription) covers(key string) bool { return key >= s.from && key < s.before }
+
+// state returns the newest revisions seen.
+func (f *Follower) state() (current, compacted int64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.current, f.compacted
+}
+
+// CompactRevision is the newest compacted revision this process has seen.
+func (f *Follower) CompactRevision() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.compacted
+}
+
+// observeCompacted records a compacted revision learnt elsewhere (a list, a compaction) and
+// wakes the watchers, which may now be expired.
+func (f *Follower) observeCompacted(rev int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if rev > f.compacted {
+		f.compacted = rev
+		for s := range f.subs {
+			s.poke()
+		}
+	}
+}
+
+// read returns the window's changes in sub's key range after rev, oldest first and at most
+// limit, and the revision they cover: every change in range up to upto has been taken. rev must
+// be the upto of the subscription's previous read (or its start). ok is false when the window
+// no longer holds everything the watcher needs; the caller reads the log after upto.
+func (f *Follower) read(sub *subscription, rev int64, limit int) (out []*change, upto int64, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	pending := sub.pending.Swap(false)
+	rev = max(rev, sub.seen)
+	if rev >= f.current {
+		return nil, rev, true
+	}
+	if !pending {
+		// Nothing in range arrived since the previous read, which covered everything up to
+		// its upto: the watcher is caught up, wherever the window starts now.
+		return nil, f.current, true
+	}
+	if rev < f.start {
+		sub.pending.Store(true) // still to be read, from the log
+		return nil, rev, false
+	}
+	i := sort.Search(len(f.window), func(i int) bool { return f.window[i].rev > rev })
+	for _, c := range f.window[i:] {
+		if !sub.covers(c.key) {
+			continue
+		}
+		out = append(out, c)
+		if len(out) == limit {
+			sub.signal() // more may follow: come back at once
+			return out, c.rev, true
+		}
+	}
+	return out, f.current, true
+}
+
+// acquire registers a watcher of [from, before) and starts the follower for the first one;
+// release undoes it.
+func (f *Follower) acquire(from, before string) *subscription {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sub := &subscription{from: from, before: before, wake: make(chan struct{}, 1)}
+	sub.pending.Store(true) // nothing read yet
+	f.subs[sub] = struct{}{}
+	if len(f.subs) == 1 {
+		ctx, cancel := context.WithCancel(context.Background())
+		f.stop = cancel
+		f.epoch++
+		go f.run(ctx, f.epoch)
+	}
+	return sub
+}
+
+func (f *Follower) release(sub *subscription) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.subs, sub)
+	if len(f.subs) == 0 && f.stop != nil {
+		f.stop()
+		f.stop = nil
+		f.epoch++
+		// Nobody needs the window: free it. It is empty and covers nothing before current.
+		f.window, f.bytes, f.start = nil, 0, f.current
+	}
+}
+
+func (f *Follower) run(ctx context.Context, epoch uint64) {
+	var notes <-chan string
+	if f.notifier != nil {
+		// Subscribe before the first read, so no commit after it goes unnoticed.
+		ch, cancel := f.notifier.Subscribe()
+		defer cancel()
+		notes = ch
+	}
+	ticker := time.NewTicker(f.poll)
+	defer ticker.Stop()
+	prefix := f.cluster + ":"
+	synced := false
+	for {
+		if !synced {
+			synced = f.resync(ctx, epoch)
+		}
+		if synced {
+			f.catchUp(ctx, epoch)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case p := <-notes:
+			// Another cluster's write is not ours; "" is a resync request.
+			if p != "" && !strings.HasPrefix(p, prefix) {
+				continue
+			}
+			if rev, err := strconv.ParseInt(strings.TrimPrefix(p, prefix), 10, 64); err == nil {
+				if cur, _ := f.state(); rev <= cur {
+					continue
+				}
+			}
+		}
+	}
+}
+
+// resync starts a run at the committed revision, with an empty window: whatever happened while
+// nobody watched is in the change log, for the watchers that ask for it.
+func (f *Follower) resync(ctx context.Context, epoch uint64) bool {
+	row, err := f.q.CurrentRevision(ctx, f.pool, f.cluster)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Warn("watch: cannot read the current revision; retrying", "cluster", f.cluster, "err", err)
+		}
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if epoch != f.epoch {
+		return false
+	}
+	if row.Current > f.current {
+		f.window, f.bytes = nil, 0
+		f.current, f.start = row.Current, row.Current
+	}
+	f.compacted = max(f.compacted, row.Compacted)
+	f.signalAll()
+	return true
+}
+
+// catchUp reads the changes after current until it has everything committed.
+func (f *Follower) catchUp(ctx context.Context, epoch uint64) {
+	for ctx.Err() == nil {
+		after, _ := f.state()
+		f.followerReads.Add(1)
+		rows, err := f.q.ReadChanges(ctx, f.pool, sqlc.ReadChangesParams{Cluster: f.cluster, AfterRevision: after, RowLimit: f.batch})
+		if err != nil || len(rows) == 0 {
+			if ctx.Err() == nil {
+				f.log.Warn("watch: cannot read the change log; retrying", "cluster", f.cluster, "err", err)
+			}
+			return
+		}
+		if !f.append(epoch, after, rows) {
+			return
+		}
+	}
+}
+
+// append adds one read's rows to the window; it reports whether more rows may be waiting.
+func (f *Follower) append(epoch uint64, after int64, rows []sqlc.ReadChangesRow) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if epoch != f.epoch || after != f.current {
+		return false
+	}
+	current, compacted := rows[0].Current, rows[0].Compacted
+	f.compacted = max(f.compacted, compacted)
+	if compacted > after {
+		// A compaction removed changes we had not read: the window cannot be complete. Start
+		// it again at the current revision; watchers before it read the log (or expire).
+		f.window, f.bytes = nil, 0
+		f.current, f.start = current, current
+		f.signalAll()
+		return false
+	}
+	first := len(f.window)
+	for _, r := range rows {
+		if r.ResourceVersion == 0 {
+			continue // no change in range: the row only carries the revisions
+		}
+		c := &change{rev: r.ResourceVersion, key: r.Key, object: r.Object, prevObject: r.PrevObject}
+		c.shared.Store(&decodeCache{byStore: map[*Store]*decodedChange{}})
+		f.window = append(f.window, c)
+		f.bytes += c.size()
+		f.current = c.rev
+	}
+	added := f.window[first:]
+	// Entries that are no longer among the newest drop their decoded objects.
+	for i := max(0, first-sharedDecodeEntries); i < len(f.window)-sharedDecodeEntries; i++ {
+		f.window[i].shared.Store(nil)
+	}
+	more := len(added) == int(f.batch)
+	if !more {
+		f.current = max(f.current, current)
+	}
+	// Wake the watchers with something new in range; nobody else.
+	for s := range f.subs {
+		for _, c := range added {
+			if s.covers(c.key) {
+				if !s.pending.Load() {
+					s.seen = max(s.seen, c.rev-1)
+				}
+				s.signal()
+				break
+			}
+		}
+	}
+	f.evict()
+	return more
+}
+
+// evict drops the oldest changes until the window is within its bounds.
+func (f *Follower) evict() {
+	i := 0
+	for i < len(f.window) && (len(f.window)-i > f.windowEvents || f.bytes > f.windowBytes) {
+		c := f.window[i]
+		f.bytes -= c.size()
+		f.start = c.rev
+		f.window[i] = nil // let the entry go once no watcher holds it
+		i++
+	}
+	if i > 0 {
+		f.window = f.window[i:]
+	}
+}
+
+// signalAll makes every watcher look again, at the window or the log.
+func (f *Follower) signalAll() {
+	for s := range f.subs {
+		s.signal()
+	}
+}
+
+// notifyPayload is what a write on cluster at rev sends.
+func notifyPayload(cluster string, rev int64) string {
+	return cluster + ":" + strconv.FormatInt(rev, 10)
+}

@@ -1,0 +1,279 @@
+package pgstorage
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"reflect"
+
+	"github.com/jackc/pgx/v5"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/storage"
+
+	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/db/sqlc"
+)
+
+// nextKey is the smallest key after k: text cannot contain NUL, so k || chr(1) is next.
+func nextKey(k string) string { return k + "\x01" }
+
+// row is one object read by a list query.
+type row struct {
+	key  string
+	data []byte
+	rev  int64
+}
+
+// snapshotReader runs the reads of one list request in one REPEATABLE READ snapshot, so the
+// revision it reports and the rows it returns agree.
+type snapshotReader struct {
+	s      *Store
+	tx     pgx.Tx
+	filter sqlFilter
+	// at is the revision being read; atCurrent says it equals the newest revision, which
+	// lets reads use the current table alone (index-only paging, no change-log union).
+	at        int64
+	atCurrent bool
+}
+
+func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit int32) ([]row, error) {
+	f := r.filter
+	var rows []sqlc.ListObjectsRow
+	var err error
+	if r.atCurrent {
+		rows, err = r.s.q.ListObjects(ctx, r.tx, sqlc.ListObjectsParams{
+			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
+			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
+			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit,
+		})
+	} else {
+		var past []sqlc.ListObjectsAtRow
+		past, err = r.s.q.ListObjectsAt(ctx, r.tx, sqlc.ListObjectsAtParams{
+			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at,
+			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
+			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit,
+		})
+		for _, x := range past {
+			rows = append(rows, sqlc.ListObjectsRow(x))
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]row, len(rows))
+	for i, x := range rows {
+		out[i] = row{key: x.Key, data: x.Object, rev: x.ResourceVersion}
+	}
+	return out, nil
+}
+
+// unfiltered is the same snapshot read without selectors.
+func (r *snapshotReader) unfiltered() *snapshotReader {
+	c := *r
+	c.filter = sqlFilter{complete: true}
+	return &c
+}
+
+func (r *snapshotReader) count(ctx context.Context, from, before string) (int64, error) {
+	if r.atCurrent {
+		return r.s.q.CountObjects(ctx, r.tx, sqlc.CountObjectsParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before})
+	}
+	return r.s.q.CountObjectsAt(ctx, r.tx, sqlc.CountObjectsAtParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at})
+}
+
+// initialEventsPage is how many objects a watch's initial state reads per query.
+const initialEventsPage = 500
+
+// pageAt reads one keyset page of the state as of revision at, in its own short snapshot. It
+// fails with 410 Expired once the change log no longer reaches back to at.
+func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, before string, limit int32) ([]row, error) {
+	var rows []row
+	err := db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		cur, err := s.q.CurrentRevision(ctx, tx, s.cluster)
+		if err != nil {
+			return db.NoRows(err)
+		}
+		s.observeCompacted(cur.Compacted)
+		if at < cur.Compacted {
+			return apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", at, cur.Compacted))
+		}
+		r := &snapshotReader{s: s, tx: tx, filter: filter, at: at, atCurrent: at == cur.Current}
+		rows, err = r.fetch(ctx, from, before, limit)
+		return err
+	})
+	return rows, err
+}
+
+// GetList implements storage.Interface.
+func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
+	keyPrefix, err := s.prepareKey(key, opts.Recursive)
+	if err != nil {
+		return err
+	}
+	v, err := listItems(listObj)
+	if err != nil {
+		return err
+	}
+	withRev, continueKey, err := storage.ValidateListOptions(keyPrefix, s.versioner, opts)
+	if err != nil {
+		return err
+	}
+	from, before := keyPrefix, prefixEnd(keyPrefix)
+	if !opts.Recursive {
+		before = nextKey(keyPrefix)
+	}
+	if continueKey != "" {
+		// Tokens we issue point just after a key ("key\x00"); others start at their key.
+		from = continueKey
+		if last, ok := trimContinueKey(continueKey); ok {
+			from = nextKey(last)
+		}
+	}
+	pred := opts.Predicate
+	paging := opts.Recursive && pred.Limit > 0
+	newItem := newItemFunc(listObj, v, s.newFunc)
+
+	var rev int64
+	var lastKey string
+	var hasMore bool
+	var remaining *int64
+	err = db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		cur, err := s.q.CurrentRevision(ctx, tx, s.cluster)
+		if err != nil {
+			return db.NoRows(err)
+		}
+		s.observeCompacted(cur.Compacted)
+		r := &snapshotReader{s: s, tx: tx, filter: translate(pred), at: cur.Current, atCurrent: true}
+		if withRev == 0 {
+			if err := s.checkMinimumRV(opts.ResourceVersion, cur.Current); err != nil {
+				return err
+			}
+		} else {
+			if withRev > cur.Current {
+				return storage.NewTooLargeResourceVersionError(uint64(withRev), uint64(cur.Current), 0)
+			}
+			if withRev < cur.Compacted {
+				return expiredListError(len(pred.Continue) > 0, continueKey, keyPrefix)
+			}
+			r.at, r.atCurrent = withRev, withRev == cur.Current
+		}
+		rev = r.at
+
+		pageFrom := from
+		for {
+			limit := int32(math.MaxInt32)
+			if paging {
+				// One row beyond the page tells whether there is more.
+				limit = int32(min(pred.Limit-int64(v.Len())+1, math.MaxInt32))
+			}
+			rows, err := r.fetch(ctx, from, before, limit)
+			if err != nil {
+				return err
+			}
+			for _, x := range rows {
+				if paging && int64(v.Len()) >= pred.Limit {
+					hasMore = true
+					break
+				}
+				lastKey = x.key
+				obj := newItem()
+				if err := s.decode(x.data, obj, x.rev); err != nil {
+					return err
+				}
+				if !r.filter.complete {
+					if ok, err := pred.Matches(obj); err != nil || !ok {
+						continue
+					}
+				}
+				v.Set(reflect.Append(v, reflect.ValueOf(obj).Elem()))
+			}
+			if hasMore || !paging || int32(len(rows)) < limit {
+				break
+			}
+			if int64(v.Len()) >= pred.Limit {
+				// The extra row was consumed by Go-side filtering: there may be more.
+				hasMore = true
+				break
+			}
+			from = nextKey(lastKey)
+		}
+		if paging && !hasMore && int64(v.Len()) == pred.Limit && !pred.Empty() {
+			// A full page of a filtered list: like etcd, which cannot know whether later keys
+			// match, offer a continuation while any key follows. Clients rely on "no token"
+			// meaning "no more", never on "a token" meaning "more matches".
+			rows, err := r.unfiltered().fetch(ctx, nextKey(lastKey), before, 1)
+			if err != nil {
+				return err
+			}
+			hasMore = len(rows) > 0
+		}
+		if hasMore && pred.Empty() {
+			n, err := r.count(ctx, pageFrom, before)
+			if err != nil {
+				return err
+			}
+			left := n - pred.Limit
+			remaining = &left
+		}
+		return nil
+	})
+	if err != nil {
+		return s.dbError(keyPrefix, "list", err)
+	}
+	continueValue := ""
+	if hasMore {
+		continueValue, err = storage.EncodeContinue(lastKey+"\x00", keyPrefix, rev)
+		if err != nil {
+			return err
+		}
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeSlice(v.Type(), 0, 0))
+	}
+	return s.versioner.UpdateList(listObj, uint64(rev), continueValue, remaining)
+}
+
+// expiredListError is what a list at a compacted revision gets (410 Gone). A paged list also
+// gets a token that continues at the newest revision, as the etcd store does.
+func expiredListError(paging bool, continueKey, keyPrefix string) error {
+	if !paging {
+		return apierrors.NewResourceExpired("The resourceVersion for the provided list is too old.")
+	}
+	token, err := storage.EncodeContinue(continueKey, keyPrefix, -1)
+	if err != nil {
+		return apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
+	}
+	se := apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+	se.ErrStatus.ListMeta = metav1.ListMeta{Continue: token}
+	return se
+}
+
+// newItemFunc makes empty list items; unstructured lists keep their group/version/kind.
+func newItemFunc(listObj runtime.Object, v reflect.Value, newFunc func() runtime.Object) func() runtime.Object {
+	if _, ok := listObj.(runtime.Unstructured); ok {
+		elem := v.Type().Elem()
+		return func() runtime.Object {
+			obj := reflect.New(elem).Interface().(runtime.Unstructured)
+			if gvk := listObj.GetObjectKind().GroupVersionKind(); !gvk.Empty() {
+				obj.GetObjectKind().SetGroupVersionKind(gvk.GroupVersion().WithKind(trimList(gvk.Kind)))
+			}
+			return obj
+		}
+	}
+	elem := v.Type().Elem()
+	return func() runtime.Object {
+		if o, ok := reflect.New(elem).Interface().(runtime.Object); ok {
+			return o
+		}
+		return newFunc()
+	}
+}
+
+func trimList(kind string) string {
+	if len(kind) > 4 && kind[len(kind)-4:] == "List" {
+		return kind[:len(kind)-4]
+	}
+	return kind
+}

@@ -1,0 +1,551 @@
+// Package pgstorage implements k8s.io/apiserver's storage.Interface on PostgreSQL, so the generic
+// registry (validation, admission, patch, apply, tables, watch plumbing) runs unchanged on top of
+// it. See docs/design.md for the storage model and the revision guarantees.
+package pgstorage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/conversion"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/storage"
+
+	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/db/sqlc"
+)
+
+// Config describes one resource's store. Every resource of a process shares the pool; rows are
+// told apart by cluster and key prefix.
+type Config struct {
+	Pool    *pgxpool.Pool
+	Cluster string
+	// Codec must encode JSON: stored bytes are parsed into JSONB.
+	Codec          runtime.Codec
+	ResourcePrefix string
+	NewFunc        func() runtime.Object
+	NewListFunc    func() runtime.Object
+	// GetAttrs is the resource's attribute function (the one its selection predicates use).
+	// When set, watch events compute labels and fields once for all watchers.
+	GetAttrs storage.AttrFunc
+	// Writer commits this store's writes. Share one per process and cluster, so writes to
+	// every resource share batches; when nil the store makes its own.
+	Writer *Writer
+	// Follower feeds this store's watchers. Share one per process and cluster; when nil the
+	// store makes its own that polls every WatchPollInterval.
+	Follower          *Follower
+	WatchPollInterval time.Duration
+	// Compactor compacts the cluster's change log (Compact). Share one per process and
+	// cluster, made with the same Follower; when nil the store makes its own, which only
+	// compacts when asked.
+	Compactor *Compactor
+	// BookmarkInterval is how often watchers that allow bookmarks get one
+	// (DefaultBookmarkInterval when zero).
+	BookmarkInterval time.Duration
+	// SlowWatcherTimeout closes a watcher whose consumer has not taken an event from its full
+	// buffer for this long (DefaultSlowWatcherTimeout when zero; negative: never).
+	SlowWatcherTimeout time.Duration
+}
+
+// Store is a storage.Interface backed by the reports, changes and revisions tables.
+type Store struct {
+	pool           *pgxpool.Pool
+	q              *db.Queries
+	cluster        string
+	codec          runtime.Codec
+	versioner      storage.APIObjectVersioner
+	resourcePrefix string
+	newFunc        func() runtime.Object
+	newListFunc    func() runtime.Object
+	getAttrs       storage.AttrFunc
+	writer         *Writer
+	follower       *Follower
+	compactor      *Compactor
+
+	bookmarkInterval   time.Duration
+	slowWatcherTimeout time.Duration
+
+	sizeEstimation atomic.Bool
+}
+
+var _ storage.Interface = (*Store)(nil)
+
+// New returns a store for one resource. It makes sure the cluster's revision row exists.
+func New(cfg Config) (*Store, error) {
+	if cfg.Pool == nil || cfg.Codec == nil || cfg.NewFunc == nil || cfg.NewListFunc == nil {
+		return nil, errors.New("pgstorage: Pool, Codec, NewFunc and NewListFunc are required")
+	}
+	if cfg.Cluster == "" {
+		return nil, errors.New("pgstorage: Cluster is required")
+	}
+	if cfg.ResourcePrefix != "" && !strings.HasSuffix(cfg.ResourcePrefix, "/") {
+		// "/group/resource" must not also match "/group/resourcefoo/...".
+		cfg.ResourcePrefix += "/"
+	}
+	s := &Store{
+		pool:           cfg.Pool,
+		q:              db.New(),
+		cluster:        cfg.Cluster,
+		codec:          cfg.Codec,
+		resourcePrefix: cfg.ResourcePrefix,
+		newFunc:        cfg.NewFunc,
+		newListFunc:    cfg.NewListFunc,
+		getAttrs:       cfg.GetAttrs,
+		writer:         cfg.Writer,
+		follower:       cfg.Follower,
+		compactor:      cfg.Compactor,
+
+		bookmarkInterval:   cfg.BookmarkInterval,
+		slowWatcherTimeout: cfg.SlowWatcherTimeout,
+	}
+	if s.writer == nil {
+		s.writer = NewWriter(cfg.Pool, cfg.Cluster)
+	}
+	if s.follower == nil {
+		s.follower = NewFollower(cfg.Pool, cfg.Cluster, FollowerOptions{PollInterval: cfg.WatchPollInterval})
+	}
+	if s.compactor == nil {
+		s.compactor = NewCompactor(cfg.Pool, cfg.Cluster, CompactorOptions{Follower: s.follower})
+	}
+	if s.bookmarkInterval <= 0 {
+		s.bookmarkInterval = DefaultBookmarkInterval
+	}
+	if s.slowWatcherTimeout == 0 {
+		s.slowWatcherTimeout = DefaultSlowWatcherTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.q.EnsureCluster(ctx, s.pool, s.cluster); err != nil {
+		return nil, fmt.Errorf("register cluster %q: %w", s.cluster, err)
+	}
+	return s, nil
+}
+
+// Versioner implements storage.Interface.
+func (s *Store) Versioner() storage.Versioner { return s.versioner }
+
+// errKeyExists and errConflict abort a write transaction; they never leave this package.
+var (
+	errKeyExists = errors.New("key exists")
+	errConflict  = errors.New("revision conflict")
+)
+
+// Create implements storage.Interface.
+func (s *Store) Create(ctx context.Context, key string, obj, out runtime.Object, _ uint64) error {
+	key, err := s.prepareKey(key, false)
+	if err != nil {
+		return err
+	}
+	if rv, err := s.versioner.ObjectResourceVersion(obj); err == nil && rv != 0 {
+		return storage.ErrResourceVersionSetOnCreate
+	}
+	if err := s.versioner.PrepareObjectForStorage(obj); err != nil {
+		return fmt.Errorf("prepare object for storage: %w", err)
+	}
+	data, err := runtime.Encode(s.codec, obj)
+	if err != nil {
+		return err
+	}
+	rev, err := s.writer.do(ctx, &writeOp{kind: opCreate, key: key, data: data})
+	if errors.Is(err, errKeyExists) {
+		return storage.NewKeyExistsError(key, 0)
+	}
+	if err != nil {
+		return s.dbError(key, "create", err)
+	}
+	if out != nil {
+		return s.decode(data, out, rev)
+	}
+	return nil
+}
+
+// objState is an object as read from the database, with the canonical encoding used to detect
+// no-op updates (JSONB does not keep the encoder's bytes, so compare re-encoded objects).
+type objState struct {
+	obj  runtime.Object
+	rev  int64
+	data []byte // nil when the object does not exist
+}
+
+func (s *Store) newObject(v reflect.Value) runtime.Object {
+	if u, ok := v.Addr().Interface().(runtime.Unstructured); ok {
+		return u.NewEmptyInstance()
+	}
+	return reflect.New(v.Type()).Interface().(runtime.Object)
+}
+
+// currentState reads key's current state. A missing key is an error unless ignoreNotFound.
+func (s *Store) currentState(ctx context.Context, key string, v reflect.Value, ignoreNotFound bool) (*objState, error) {
+	row, err := s.q.GetObject(ctx, s.pool, sqlc.GetObjectParams{Cluster: s.cluster, Key: key})
+	if err != nil {
+		return nil, s.dbError(key, "get", db.NoRows(err))
+	}
+	st := &objState{obj: s.newObject(v)}
+	if row.Object == nil {
+		if !ignoreNotFound {
+			return nil, storage.NewKeyNotFoundError(key, 0)
+		}
+		if err := runtime.SetZeroValue(st.obj); err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	if err := s.decode(row.Object, st.obj, row.ResourceVersion); err != nil {
+		return nil, err
+	}
+	st.rev = row.ResourceVersion
+	st.data, err = s.canonical(st.obj)
+	return st, err
+}
+
+// stateFromObject trusts a caller's cached copy; writes still compare revisions, so a stale
+// copy costs a retry, never a lost update.
+func (s *Store) stateFromObject(obj runtime.Object) (*objState, error) {
+	rv, err := s.versioner.ObjectResourceVersion(obj)
+	if err != nil {
+		return nil, fmt.Errorf("read resource version: %w", err)
+	}
+	data, err := s.canonical(obj)
+	if err != nil {
+		return nil, err
+	}
+	return &objState{obj: obj, rev: int64(rv), data: data}, nil
+}
+
+// canonical encodes obj as it would be stored: without its resourceVersion.
+func (s *Store) canonical(obj runtime.Object) ([]byte, error) {
+	rv, err := s.versioner.ObjectResourceVersion(obj)
+	if err != nil {
+		return nil, fmt.Errorf("read resource version: %w", err)
+	}
+	if err := s.versioner.PrepareObjectForStorage(obj); err != nil {
+		return nil, fmt.Errorf("prepare object for storage: %w", err)
+	}
+	data, err := runtime.Encode(s.codec, obj)
+	if uerr := s.versioner.UpdateObject(obj, rv); uerr != nil && err == nil {
+		err = uerr
+	}
+	return data, err
+}
+
+// writeState is what a write loop works from: the caller's cached copy of the object until it
+// proves stale, then the current row. Writes compare revisions, so a stale copy costs a retry,
+// never a lost update.
+type writeState struct {
+	s              *Store
+	ctx            context.Context
+	key            string
+	v              reflect.Value
+	ignoreNotFound bool
+	*objState
+	current bool // objState was read from the database in this call
+}
+
+func (s *Store) writeState(ctx context.Context, key string, v reflect.Value, ignoreNotFound bool, cached runtime.Object) (*writeState, error) {
+	w := &writeState{s: s, ctx: ctx, key: key, v: v, ignoreNotFound: ignoreNotFound}
+	if cached != nil {
+		st, err := s.stateFromObject(cached)
+		w.objState = st
+		return w, err
+	}
+	return w, w.refresh()
+}
+
+// refresh reads the current row.
+func (w *writeState) refresh() error {
+	st, err := w.s.currentState(w.ctx, w.key, w.v, w.ignoreNotFound)
+	w.objState, w.current = st, true
+	return err
+}
+
+// retry decides what a failed check (precondition, validation, the caller's update) means. On
+// the current row the failure stands. On a cached copy the row is read: if its revision is the
+// same, the failure stands; otherwise the caller retries on the fresh state.
+func (w *writeState) retry(failure error) (bool, error) {
+	if w.current {
+		return false, failure
+	}
+	cachedRev := w.rev
+	if err := w.refresh(); err != nil {
+		return false, err
+	}
+	if w.rev == cachedRev {
+		return false, failure
+	}
+	return true, nil
+}
+
+// Delete implements storage.Interface.
+func (s *Store) Delete(ctx context.Context, key string, out runtime.Object, preconditions *storage.Preconditions,
+	validateDeletion storage.ValidateObjectFunc, cachedExistingObject runtime.Object, _ storage.DeleteOptions) error {
+	key, err := s.prepareKey(key, false)
+	if err != nil {
+		return err
+	}
+	v, err := conversion.EnforcePtr(out)
+	if err != nil {
+		return fmt.Errorf("unable to convert output object to pointer: %w", err)
+	}
+	st, err := s.writeState(ctx, key, v, false, cachedExistingObject)
+	if err != nil {
+		return err
+	}
+	for {
+		err := preconditions.Check(key, st.obj)
+		if err == nil {
+			err = validateDeletion(ctx, st.obj)
+		}
+		if err != nil {
+			if again, err := st.retry(err); !again {
+				return err
+			}
+			continue
+		}
+		rev, err := s.writer.do(ctx, &writeOp{kind: opDelete, key: key, expected: st.rev})
+		if errors.Is(err, errConflict) {
+			if err := st.refresh(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return s.dbError(key, "delete", err)
+		}
+		// Like etcd, the returned object is the deleted state at the deletion's revision.
+		return s.decode(st.data, out, rev)
+	}
+}
+
+// GuaranteedUpdate implements storage.Interface.
+func (s *Store) GuaranteedUpdate(ctx context.Context, key string, destination runtime.Object, ignoreNotFound bool,
+	preconditions *storage.Preconditions, tryUpdate storage.UpdateFunc, cachedExistingObject runtime.Object) error {
+	key, err := s.prepareKey(key, false)
+	if err != nil {
+		return err
+	}
+	v, err := conversion.EnforcePtr(destination)
+	if err != nil {
+		return fmt.Errorf("unable to convert output object to pointer: %w", err)
+	}
+	st, err := s.writeState(ctx, key, v, ignoreNotFound, cachedExistingObject)
+	if err != nil {
+		return err
+	}
+	for {
+		var ret runtime.Object
+		err := preconditions.Check(key, st.obj)
+		if err == nil {
+			ret, _, err = tryUpdate(st.obj, storage.ResponseMeta{ResourceVersion: uint64(st.rev)})
+		}
+		if err != nil {
+			if again, err := st.retry(err); !again {
+				return err
+			}
+			continue
+		}
+		if err := s.versioner.PrepareObjectForStorage(ret); err != nil {
+			return fmt.Errorf("prepare object for storage: %w", err)
+		}
+		data, err := runtime.Encode(s.codec, ret)
+		if err != nil {
+			return err
+		}
+		if st.data != nil && bytes.Equal(data, st.data) {
+			// Nothing changed: no write, no new revision, as etcd does. A cached copy must
+			// first be confirmed against the database.
+			if !st.current {
+				if err := st.refresh(); err != nil {
+					return err
+				}
+				if !bytes.Equal(data, st.data) {
+					continue
+				}
+			}
+			return s.decode(st.data, destination, st.rev)
+		}
+		op := &writeOp{kind: opUpdate, key: key, data: data, expected: st.rev}
+		if st.data == nil {
+			op.kind = opCreate // ignoreNotFound: the object did not exist when read
+		}
+		rev, err := s.writer.do(ctx, op)
+		if errors.Is(err, errKeyExists) {
+			err = errConflict // created meanwhile: re-read and try again
+		}
+		if errors.Is(err, errConflict) {
+			if err := st.refresh(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return s.dbError(key, "update", err)
+		}
+		return s.decode(data, destination, rev)
+	}
+}
+
+// Get implements storage.Interface.
+func (s *Store) Get(ctx context.Context, key string, opts storage.GetOptions, out runtime.Object) error {
+	key, err := s.prepareKey(key, false)
+	if err != nil {
+		return err
+	}
+	row, err := s.q.GetObject(ctx, s.pool, sqlc.GetObjectParams{Cluster: s.cluster, Key: key})
+	if err != nil {
+		return s.dbError(key, "get", db.NoRows(err))
+	}
+	if err := s.checkMinimumRV(opts.ResourceVersion, row.Current); err != nil {
+		return err
+	}
+	if row.Object == nil {
+		if opts.IgnoreNotFound {
+			return runtime.SetZeroValue(out)
+		}
+		return storage.NewKeyNotFoundError(key, 0)
+	}
+	return s.decode(row.Object, out, row.ResourceVersion)
+}
+
+// checkMinimumRV enforces "the result is at least as new as resourceVersion".
+func (s *Store) checkMinimumRV(resourceVersion string, current int64) error {
+	if resourceVersion == "" {
+		return nil
+	}
+	minRV, err := s.versioner.ParseResourceVersion(resourceVersion)
+	if err != nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("invalid resource version: %v", err))
+	}
+	if minRV > uint64(current) {
+		return storage.NewTooLargeResourceVersionError(minRV, uint64(current), 0)
+	}
+	return nil
+}
+
+// Stats implements storage.Interface.
+func (s *Store) Stats(ctx context.Context) (storage.Stats, error) {
+	prefix, err := s.prepareKey(s.resourcePrefix, true)
+	if err != nil {
+		return storage.Stats{}, err
+	}
+	row, err := s.q.StatsObjects(ctx, s.pool, sqlc.StatsObjectsParams{Cluster: s.cluster, KeyFrom: prefix, KeyBefore: prefixEnd(prefix)})
+	if err != nil {
+		return storage.Stats{}, s.dbError(prefix, "stats", err)
+	}
+	st := storage.Stats{ObjectCount: row.Objects}
+	if s.sizeEstimation.Load() {
+		st.EstimatedAverageObjectSizeBytes = row.AvgSize
+	}
+	return st, nil
+}
+
+// ReadinessCheck implements storage.Interface. Database health is a separate readyz check.
+func (s *Store) ReadinessCheck() error { return nil }
+
+// RequestWatchProgress implements storage.Interface. Our watchers send bookmarks themselves.
+func (s *Store) RequestWatchProgress(context.Context) error { return nil }
+
+// GetCurrentResourceVersion implements storage.Interface.
+func (s *Store) GetCurrentResourceVersion(ctx context.Context) (uint64, error) {
+	row, err := s.q.CurrentRevision(ctx, s.pool, s.cluster)
+	if err != nil {
+		return 0, s.dbError(s.resourcePrefix, "read revision", db.NoRows(err))
+	}
+	s.observeCompacted(row.Compacted)
+	return uint64(row.Current), nil
+}
+
+// EnableResourceSizeEstimation implements storage.Interface. Stats then reports the average
+// stored size, which SQL knows without the key walk etcd needs.
+func (s *Store) EnableResourceSizeEstimation(storage.KeysFunc) error {
+	s.sizeEstimation.Store(true)
+	return nil
+}
+
+// CompactRevision implements storage.Interface: the newest compaction this process has seen.
+func (s *Store) CompactRevision() int64 {
+	return max(s.follower.CompactRevision(), s.compactor.CompactRevision())
+}
+
+func (s *Store) observeCompacted(rev int64) { s.follower.observeCompacted(rev) }
+
+// Compact compacts the cluster's change log to rev: watches and exact-revision lists can no
+// longer start before it (410 Gone). The change log is per cluster, so this is the cluster's
+// Compactor's work (see Compactor.Compact); the store only forwards it.
+func (s *Store) Compact(ctx context.Context, rev int64) error {
+	return s.compactor.Compact(ctx, rev)
+}
+
+func (s *Store) decode(data []byte, out runtime.Object, rev int64) error {
+	if _, _, err := s.codec.Decode(data, nil, out); err != nil {
+		return storage.NewInternalError(fmt.Errorf("decode stored object: %w", err))
+	}
+	if err := s.versioner.UpdateObject(out, uint64(rev)); err != nil {
+		return fmt.Errorf("set resource version: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) prepareKey(key string, recursive bool) (string, error) {
+	return storage.PrepareKey(s.resourcePrefix, key, recursive)
+}
+
+// prefixEnd is the smallest key greater than every key that starts with prefix.
+func prefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\xff\xff\xff\xff"
+}
+
+// dbError turns a database failure into an API error: unreachable or overloaded databases are
+// 503 with a retry hint (clients and controllers back off and retry); anything else is 500.
+func (s *Store) dbError(key, op string, err error) error {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return storage.NewTimeoutError(key, fmt.Sprintf("%s did not complete: %v", op, err))
+	}
+	if db.IsUnavailable(err) {
+		return &apierrors.StatusError{ErrStatus: metav1.Status{
+			Status:  metav1.StatusFailure,
+			Code:    503,
+			Reason:  metav1.StatusReasonServiceUnavailable,
+			Message: fmt.Sprintf("the report database is unavailable (%s): %v; retry shortly", op, err),
+			Details: &metav1.StatusDetails{RetryAfterSeconds: 1},
+		}}
+	}
+	return storage.NewInternalError(fmt.Errorf("%s %s: %w", op, key, err))
+}
+
+// listItems returns the reflect.Value of listObj's Items slice.
+func listItems(listObj runtime.Object) (reflect.Value, error) {
+	ptr, err := meta.GetItemsPtr(listObj)
+	if err != nil {
+		return reflect.Value{}, err
+	}
+	v, err := conversion.EnforcePtr(ptr)
+	if err != nil || v.Kind() != reflect.Slice {
+		return reflect.Value{}, fmt.Errorf("need ptr to slice: %v", err)
+	}
+	return v, nil
+}
+
+func trimContinueKey(continueKey string) (string, bool) {
+	return strings.CutSuffix(continueKey, "\x00")
+}

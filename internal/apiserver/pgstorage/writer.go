@@ -1,0 +1,171 @@
+package pgstorage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/db/sqlc"
+)
+
+type opKind int
+
+const (
+	opCreate opKind = iota
+	opUpdate
+	opDelete
+)
+
+// writeOp is one object write waiting for a batch.
+type writeOp struct {
+	kind     opKind
+	key      string
+	data     []byte // the new object (create, update)
+	expected int64  // the revision the caller read (update, delete)
+	done     chan writeResult
+}
+
+type writeResult struct {
+	rev int64
+	err error
+}
+
+// Writer commits the object writes of one cluster, from every resource of a process, in
+// batches: one transaction takes the cluster's revision row lock, applies every queued write
+// with consecutive revisions, and commits once.
+//
+// Why batches: revisions must be gapless and commit-ordered (see docs/design.md), so writes to a
+// cluster are serialised by the revision row lock until commit, and a commit waits for its WAL
+// flush. One write per transaction would cap throughput at one flush per write; a batch shares
+// the flush (group commit) while keeping the order.
+//
+// A write whose precondition fails (the key exists, the revision moved) changes nothing and
+// takes no revision, so it never aborts its batch. A database error aborts the batch; its writes
+// are then retried one per transaction, so a write that the database rejects fails alone.
+type Writer struct {
+	pool     *pgxpool.Pool
+	q        *db.Queries
+	cluster  string
+	maxBatch int
+
+	start sync.Once
+	ops   chan *writeOp
+}
+
+// NewWriter returns the writer of cluster. Share one per process and cluster.
+func NewWriter(pool *pgxpool.Pool, cluster string) *Writer {
+	return &Writer{pool: pool, q: db.New(), cluster: cluster, maxBatch: 256, ops: make(chan *writeOp, 1024)}
+}
+
+// do queues op and waits for its batch to commit. Once queued, the write is waited for even if
+// ctx ends: returning early could report failure for a write that then commits.
+func (w *Writer) do(ctx context.Context, op *writeOp) (int64, error) {
+	w.start.Do(func() { go w.loop() })
+	op.done = make(chan writeResult, 1)
+	select {
+	case w.ops <- op:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	r := <-op.done
+	return r.rev, r.err
+}
+
+func (w *Writer) loop() {
+	for op := range w.ops {
+		batch := []*writeOp{op}
+	drain:
+		for len(batch) < w.maxBatch {
+			select {
+			case next := <-w.ops:
+				batch = append(batch, next)
+			default:
+				break drain
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+// commit applies batch in one transaction, or one by one if that fails, and answers every op.
+func (w *Writer) commit(batch []*writeOp) {
+	ctx := context.Background()
+	results, err := w.apply(ctx, batch)
+	if err != nil && len(batch) > 1 {
+		for _, op := range batch {
+			r, err := w.apply(ctx, []*writeOp{op})
+			if err != nil {
+				op.done <- writeResult{err: err}
+				continue
+			}
+			op.done <- r[0]
+		}
+		return
+	}
+	for i, op := range batch {
+		if err != nil {
+			op.done <- writeResult{err: err}
+			continue
+		}
+		op.done <- results[i]
+	}
+}
+
+func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, error) {
+	results := make([]writeResult, len(batch))
+	err := db.Tx(ctx, w.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		cur, err := w.q.LockRevision(ctx, tx, w.cluster)
+		if err != nil {
+			return fmt.Errorf("lock revision: %w", db.NoRows(err))
+		}
+		rev := cur
+		for i, op := range batch {
+			next := rev + 1
+			n, err := w.exec(ctx, tx, op, next)
+			if err != nil {
+				return fmt.Errorf("write %s: %w", op.key, err)
+			}
+			if n == 0 {
+				results[i].err = preconditionError(op.kind)
+				continue
+			}
+			results[i].rev = next
+			rev = next
+		}
+		if rev == cur {
+			return nil
+		}
+		if err := w.q.SetRevision(ctx, tx, sqlc.SetRevisionParams{Cluster: w.cluster, Current: rev}); err != nil {
+			return fmt.Errorf("set revision: %w", err)
+		}
+		// Delivered at commit: wakes the watchers of every server process.
+		return w.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(w.cluster, rev)})
+	})
+	return results, err
+}
+
+func (w *Writer) exec(ctx context.Context, tx pgx.Tx, op *writeOp, rev int64) (int64, error) {
+	switch op.kind {
+	case opCreate:
+		return w.q.CreateObject(ctx, tx, sqlc.CreateObjectParams{Cluster: w.cluster, Key: op.key, ResourceVersion: rev, Object: op.data})
+	case opUpdate:
+		return w.q.ReplaceObject(ctx, tx, sqlc.ReplaceObjectParams{
+			Cluster: w.cluster, Key: op.key, ResourceVersion: rev, Object: op.data, ExpectedResourceVersion: op.expected,
+		})
+	case opDelete:
+		return w.q.RemoveObject(ctx, tx, sqlc.RemoveObjectParams{Cluster: w.cluster, Key: op.key, ResourceVersion: rev, ExpectedResourceVersion: op.expected})
+	}
+	return 0, errors.New("unknown write")
+}
+
+func preconditionError(k opKind) error {
+	if k == opCreate {
+		return errKeyExists
+	}
+	return errConflict
+}

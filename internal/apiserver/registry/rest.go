@@ -1,0 +1,91 @@
+package registry
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/registry/generic"
+	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"github.com/reports-server/reports-server/internal/apis/reports"
+)
+
+// REST serves one report kind. All verbs come from the generic registry store; REST adds the
+// discovery details (short names, categories) that kubectl needs to resolve `kubectl get polr`.
+type REST struct {
+	*genericregistry.Store
+	kind reports.Kind
+}
+
+var (
+	_ rest.StandardStorage          = (*REST)(nil)
+	_ rest.Scoper                   = (*REST)(nil)
+	_ rest.TableConvertor           = (*REST)(nil)
+	_ rest.ShortNamesProvider       = (*REST)(nil)
+	_ rest.CategoriesProvider       = (*REST)(nil)
+	_ rest.SingularNameProvider     = (*REST)(nil)
+	_ rest.ResetFieldsStrategy      = (*REST)(nil)
+	_ rest.GroupVersionKindProvider = (*REST)(nil)
+)
+
+// NewREST builds the store of kind on the storage that optsGetter provides.
+//
+// Store.ResetFieldsStrategy stays nil (GetResetFields returns nothing): reset fields exist for
+// subresources (status that the main resource may not write, say), and reports have none, so
+// every field belongs to whichever manager set it, as for a CRD without subresources. Server-side
+// apply itself needs no more than that: the generic server builds its type converter from the
+// OpenAPI definitions set in the apiserver configuration.
+func NewREST(kind reports.Kind, optsGetter generic.RESTOptionsGetter) (*REST, error) {
+	if err := checkKind(kind); err != nil {
+		return nil, err
+	}
+	s := newStrategy(kind)
+	gr := schema.GroupResource{Group: kind.GroupVersion.Group, Resource: kind.Resource}
+	store := &genericregistry.Store{
+		NewFunc:                   kind.New,
+		NewListFunc:               kind.NewList,
+		DefaultQualifiedResource:  gr,
+		SingularQualifiedResource: schema.GroupResource{Group: gr.Group, Resource: kind.Singular},
+		PredicateFunc:             s.MatchReport,
+
+		CreateStrategy: s,
+		UpdateStrategy: s,
+		DeleteStrategy: s,
+
+		TableConvertor: newTableConvertor(kind),
+	}
+	options := &generic.StoreOptions{RESTOptions: optsGetter, AttrFunc: s.GetAttrs}
+	if err := store.CompleteWithOptions(options); err != nil {
+		return nil, fmt.Errorf("complete store for %s: %w", gr, err)
+	}
+	return &REST{Store: store, kind: kind}, nil
+}
+
+// checkKind rejects a Kind that would give a broken resource, so a mistake in the kinds registry
+// fails at start-up instead of on the first request.
+func checkKind(k reports.Kind) error {
+	switch {
+	case k.GroupVersion.Group == "" || k.GroupVersion.Version == "":
+		return fmt.Errorf("report kind %q has no group version", k.Kind)
+	case k.Kind == "" || k.Resource == "" || k.Singular == "":
+		return fmt.Errorf("report kind %s/%q needs Kind, Resource and Singular", k.GroupVersion, k.Kind)
+	case k.New == nil || k.NewList == nil:
+		return fmt.Errorf("report kind %s has no New or NewList", k.GroupVersion.WithKind(k.Kind))
+	case k.TableRow == nil && len(k.TableColumns) > 0:
+		return fmt.Errorf("report kind %s has table columns but no TableRow", k.GroupVersion.WithKind(k.Kind))
+	}
+	return nil
+}
+
+// ShortNames implements rest.ShortNamesProvider (polr, cpolr, …).
+func (r *REST) ShortNames() []string { return r.kind.ShortNames }
+
+// Categories implements rest.CategoriesProvider, so `kubectl get <category>` includes the kind.
+func (r *REST) Categories() []string { return r.kind.Categories }
+
+// GroupVersionKind implements rest.GroupVersionKindProvider: the kind is the one of its served
+// version whatever the scheme holds.
+func (r *REST) GroupVersionKind(schema.GroupVersion) schema.GroupVersionKind {
+	return r.kind.GroupVersion.WithKind(r.kind.Kind)
+}

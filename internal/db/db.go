@@ -1,0 +1,98 @@
+// Package db is the only hand-written code that talks to the sqlc-generated package: it opens
+// pools, runs migrations, maps driver errors, and wraps transactions. Everything above it uses
+// Queries through these helpers and never builds SQL strings.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reports-server/reports-server/internal/db/sqlc"
+)
+
+// Queries is the generated query set. It is stateless: each method takes the DBTX to run on,
+// so the same call works on the pool or inside a transaction.
+type Queries = sqlc.Queries
+
+// DBTX is what generated queries run on: a pool, a connection or a transaction.
+type DBTX = sqlc.DBTX
+
+// New returns the query set.
+func New() *Queries { return sqlc.New() }
+
+// ErrNotFound is returned in place of pgx.ErrNoRows.
+var ErrNotFound = errors.New("not found")
+
+// ParseConfig parses a PostgreSQL URL or keyword/value string into a pool config with the
+// settings the server relies on.
+func ParseConfig(databaseURL string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "reports-server"
+	}
+	return cfg, nil
+}
+
+// Open connects a pool and checks the connection.
+func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	cfg, err := ParseConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return pool, nil
+}
+
+// NoRows maps pgx.ErrNoRows to ErrNotFound and leaves other errors alone.
+func NoRows(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// Tx runs fn in a transaction, committing when it returns nil and rolling back otherwise.
+func Tx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	return pgx.BeginTxFunc(ctx, pool, opts, fn)
+}
+
+// IsUnavailable reports whether err means the database could not be reached or is shutting down,
+// as opposed to a problem with the statement: callers turn it into 503 with a retry hint.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", // connection exception
+			"53", // insufficient resources
+			"57": // operator intervention (admin shutdown, cannot connect now)
+			return true
+		}
+		return pgErr.Code == "40001" || pgErr.Code == "40P01" // serialization failure, deadlock: retryable
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err)
+}

@@ -1,0 +1,116 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io/fs"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	sqlfiles "github.com/reports-server/reports-server/sql"
+)
+
+// migrationLockID is the advisory lock key goose's session locker takes, so replicas that start
+// together apply migrations one at a time. Any constant works as long as it never changes.
+const migrationLockID = 0x7265706f727473 // "reports"
+
+// Migrator applies the embedded goose migrations to one database.
+type Migrator struct {
+	db       *sql.DB
+	provider *goose.Provider
+}
+
+// NewMigrator opens a dedicated connection pool for migrations (goose needs database/sql).
+// Close releases it.
+func NewMigrator(databaseURL string) (*Migrator, error) {
+	cfg, err := ParseConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB := stdlib.OpenDB(*cfg.ConnConfig)
+	schema, err := fs.Sub(sqlfiles.Schema, "schema")
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("open embedded migrations: %w", err)
+	}
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("create migration lock: %w", err)
+	}
+	provider, err := goose.NewProvider(goose.DialectPostgres, sqlDB, schema, goose.WithSessionLocker(locker))
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("load migrations: %w", err)
+	}
+	return &Migrator{db: sqlDB, provider: provider}, nil
+}
+
+// Close releases the migrator's connections.
+func (m *Migrator) Close() error { return m.db.Close() }
+
+// Up applies every pending migration.
+func (m *Migrator) Up(ctx context.Context) error {
+	results, err := m.provider.Up(ctx)
+	for _, r := range results {
+		slog.Info("applied migration", "version", r.Source.Version, "path", r.Source.Path, "duration", r.Duration)
+	}
+	if err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
+
+// Down rolls back the most recent migration.
+func (m *Migrator) Down(ctx context.Context) error {
+	r, err := m.provider.Down(ctx)
+	if r != nil {
+		slog.Info("rolled back migration", "version", r.Source.Version, "path", r.Source.Path)
+	}
+	if err != nil {
+		return fmt.Errorf("roll back migration: %w", err)
+	}
+	return nil
+}
+
+// DownTo rolls back every migration above version (0 removes them all).
+func (m *Migrator) DownTo(ctx context.Context, version int64) error {
+	if _, err := m.provider.DownTo(ctx, version); err != nil {
+		return fmt.Errorf("roll back migrations to %d: %w", version, err)
+	}
+	return nil
+}
+
+// MigrationStatus is one migration and whether it is applied.
+type MigrationStatus struct {
+	Version int64
+	Path    string
+	Applied bool
+}
+
+// Status lists every known migration with its state.
+func (m *Migrator) Status(ctx context.Context) ([]MigrationStatus, error) {
+	st, err := m.provider.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read migration status: %w", err)
+	}
+	out := make([]MigrationStatus, 0, len(st))
+	for _, s := range st {
+		out = append(out, MigrationStatus{Version: s.Source.Version, Path: s.Source.Path, Applied: s.State == goose.StateApplied})
+	}
+	return out, nil
+}
+
+// Migrate applies every pending migration to databaseURL.
+func Migrate(ctx context.Context, databaseURL string) error {
+	m, err := NewMigrator(databaseURL)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.Up(ctx)
+}

@@ -1,0 +1,172 @@
+package db
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reports-server/reports-server/internal/db/sqlc"
+)
+
+// ChangesChannel is the NOTIFY channel every write signals on. The payload is the cluster name
+// and the revision ("cluster:rev"); an empty payload tells subscribers to resynchronise.
+const ChangesChannel = "reports_changes"
+
+const probePrefix = "probe:"
+
+// ListenerApplicationName is the application_name of the LISTEN connection.
+const ListenerApplicationName = "reports-server-listener"
+
+// Notifier owns one dedicated LISTEN connection, taken out of the pool, and fans notifications out
+// to in-process subscribers. It reconnects after losing the connection and then wakes every
+// subscriber with an empty payload, because notifications sent while it was away are lost.
+type Notifier struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	// ProbeTimeout is how long the start-up probe notification may take to come back before
+	// the notifier reports that notifications are not delivered. Set it before Run.
+	ProbeTimeout time.Duration
+
+	mu   sync.Mutex
+	subs map[chan string]struct{}
+}
+
+// NewNotifier returns a notifier; Run starts it.
+func NewNotifier(pool *pgxpool.Pool, log *slog.Logger) *Notifier {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Notifier{pool: pool, log: log, subs: map[chan string]struct{}{}, ProbeTimeout: 10 * time.Second}
+}
+
+// Subscribe returns a channel of payloads and a cancel function. Delivery never blocks the
+// notifier: a subscriber that is behind gets the newest payload replaced by a resync ("").
+func (n *Notifier) Subscribe() (<-chan string, func()) {
+	ch := make(chan string, 16)
+	n.mu.Lock()
+	n.subs[ch] = struct{}{}
+	n.mu.Unlock()
+	return ch, func() {
+		n.mu.Lock()
+		delete(n.subs, ch)
+		n.mu.Unlock()
+	}
+}
+
+func (n *Notifier) publish(payload string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.subs {
+		select {
+		case ch <- payload:
+		default:
+			// Full: drop the oldest and ask for a resync instead, which covers everything.
+			select {
+			case <-ch:
+			default:
+			}
+			select {
+			case ch <- "":
+			default:
+			}
+		}
+	}
+}
+
+// Run listens until ctx ends, reconnecting with backoff.
+func (n *Notifier) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := n.listen(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		n.log.Warn("LISTEN connection lost; watchers fall back to polling until it is back", "err", err, "retry_in", backoff)
+		n.publish("")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (n *Notifier) listen(ctx context.Context) error {
+	pc, err := n.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire listen connection: %w", err)
+	}
+	// Hijack: the connection leaves the pool for good, so no query ever shares it.
+	conn := pc.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	// A name operators (and tests) can find in pg_stat_activity.
+	if _, err := conn.Exec(ctx, "SET application_name = '"+ListenerApplicationName+"'"); err != nil {
+		return fmt.Errorf("name listen connection: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChangesChannel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// Anything that happened before LISTEN took effect was missed: resync everyone.
+	n.publish("")
+	probe := n.startProbe(ctx)
+	for {
+		note, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if probe.received(note.Payload) {
+			continue
+		}
+		n.publish(note.Payload)
+	}
+}
+
+// probe sends one notification through the pool right after LISTEN and warns when it does not
+// come back: a pooler in transaction mode (e.g. PgBouncer) accepts LISTEN but delivers nothing.
+type probe struct {
+	payload string
+	got     chan struct{}
+	once    sync.Once
+}
+
+func (n *Notifier) startProbe(ctx context.Context) *probe {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	p := &probe{payload: probePrefix + hex.EncodeToString(b), got: make(chan struct{})}
+	go func() {
+		q := New()
+		if err := q.Notify(ctx, n.pool, sqlc.NotifyParams{Channel: ChangesChannel, Payload: p.payload}); err != nil {
+			if ctx.Err() == nil {
+				n.log.Warn("could not send LISTEN probe", "err", err)
+			}
+			return
+		}
+		select {
+		case <-p.got:
+		case <-ctx.Done():
+		case <-time.After(n.ProbeTimeout):
+			n.log.Error("LISTEN/NOTIFY delivers nothing on this database connection: is a transaction-pooling proxy (e.g. PgBouncer in transaction mode) in the path? Watches still work by polling, with more latency; connect reports-server to PostgreSQL directly or through a session-mode pooler.")
+		}
+	}()
+	return p
+}
+
+func (p *probe) received(payload string) bool {
+	if payload != p.payload {
+		return len(payload) > len(probePrefix) && payload[:len(probePrefix)] == probePrefix
+	}
+	p.once.Do(func() { close(p.got) })
+	return true
+}

@@ -1,0 +1,146 @@
+// Package server is `reports-server serve`: options, the database (an external one or a managed
+// local PostgreSQL), and the API server in one of two modes:
+//
+//   - aggregated (default): behind kube-apiserver as an APIService, with delegated authentication
+//     and authorization, exactly like metrics-server or sample-apiserver;
+//   - standalone (--standalone): no Kubernetes at all. It serves HTTPS on 127.0.0.1 with a
+//     self-signed certificate, accepts one generated bearer token (a member of system:masters) and
+//     writes a kubeconfig for kubectl and client-go.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+)
+
+// Defaults of the serve flags.
+const (
+	DefaultSecurePort  = 6443
+	DefaultClusterName = "default"
+	// DefaultDataDir is relative to the working directory, so `go run ./cmd/reports-server serve
+	// --standalone` in a checkout keeps everything in ./.data (ignored by git).
+	DefaultDataDir = ".data"
+)
+
+// Options are the flags of `reports-server serve`.
+type Options struct {
+	// Recommended are the generic API server flags (serving, delegated authn/authz, audit,
+	// features, admission) without etcd: storage is PostgreSQL.
+	Recommended *genericoptions.RecommendedOptions
+
+	DatabaseURL     string
+	ClusterName     string
+	Standalone      bool
+	DataDir         string
+	WriteKubeconfig string
+
+	// Analytics are the flags of the SQL analytics (analytics_options.go).
+	Analytics *AnalyticsOptions
+	// Watch are the flags of the watch history and compaction (watch_options.go).
+	Watch *WatchOptions
+
+	// bindAddressSet records whether --bind-address was given; standalone defaults to loopback.
+	bindAddressSet bool
+}
+
+// NewOptions returns the defaults. The database URL defaults to $DATABASE_URL.
+func NewOptions() *Options {
+	rec := genericoptions.NewRecommendedOptions("", nil)
+	rec.Etcd = nil
+	rec.SecureServing.BindPort = DefaultSecurePort
+	// Keep a generated serving certificate in memory unless --cert-dir is given: the working
+	// directory of a pod may be read-only. Standalone mode keeps it in the data directory.
+	rec.SecureServing.ServerCert.CertDirectory = ""
+	return &Options{
+		Recommended: rec,
+		DatabaseURL: os.Getenv("DATABASE_URL"),
+		ClusterName: DefaultClusterName,
+		DataDir:     DefaultDataDir,
+		Analytics:   NewAnalyticsOptions(),
+		Watch:       NewWatchOptions(),
+	}
+}
+
+// AddFlags registers the serve flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.Recommended.AddFlags(fs)
+	fs.StringVar(&o.DatabaseURL, "database-url", o.DatabaseURL,
+		"PostgreSQL URL (postgres://user:pass@host:5432/db?sslmode=...) or keyword/value string. Default $DATABASE_URL. "+
+			"With --standalone and no URL, a local PostgreSQL is started in <data-dir>/postgres.")
+	fs.StringVar(&o.ClusterName, "cluster-name", o.ClusterName,
+		"Name of the cluster the reports belong to. Every stored row is scoped by it, so several clusters can share a database.")
+	fs.BoolVar(&o.Standalone, "standalone", o.Standalone,
+		"Run without kube-apiserver: serve on 127.0.0.1 with a self-signed certificate and a generated token, and write a kubeconfig. "+
+			"Delegated authentication, authorization, admission and priority-and-fairness flags are ignored.")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir,
+		"Directory for standalone state: serving certificate, token, kubeconfig and the managed PostgreSQL.")
+	fs.StringVar(&o.WriteKubeconfig, "write-kubeconfig", o.WriteKubeconfig,
+		"Where standalone mode writes its kubeconfig. Default <data-dir>/kubeconfig.")
+	o.Analytics.AddFlags(fs)
+	o.Watch.AddFlags(fs)
+}
+
+// Complete fills in derived defaults; fs tells which flags were given (nil: none).
+func (o *Options) Complete(fs *pflag.FlagSet) error {
+	if fs != nil {
+		if f := fs.Lookup("bind-address"); f != nil && f.Changed {
+			o.bindAddressSet = true
+		}
+	}
+	if !o.Standalone {
+		return nil
+	}
+	dir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	o.DataDir = dir
+	if o.WriteKubeconfig == "" {
+		o.WriteKubeconfig = filepath.Join(o.DataDir, "kubeconfig")
+	}
+	rec := o.Recommended
+	if !o.bindAddressSet {
+		rec.SecureServing.BindAddress = net.ParseIP("127.0.0.1")
+	}
+	// No kube-apiserver to delegate to or to read namespaces, webhooks and flow schemas from.
+	rec.Authentication = nil
+	rec.Authorization = nil
+	rec.CoreAPI = nil
+	rec.Admission = nil
+	rec.Features.EnablePriorityAndFairness = false
+	// Keep the self-signed certificate across restarts, so a written kubeconfig stays valid.
+	if rec.SecureServing.ServerCert.CertDirectory == "" {
+		rec.SecureServing.ServerCert.CertDirectory = o.DataDir
+	}
+	return nil
+}
+
+// Validate checks the options after Complete.
+func (o *Options) Validate() error {
+	var errs []error
+	errs = append(errs, o.Recommended.Validate()...)
+	errs = append(errs, o.Analytics.Validate()...)
+	errs = append(errs, o.Watch.Validate()...)
+	if o.ClusterName == "" {
+		errs = append(errs, errors.New("--cluster-name must not be empty"))
+	}
+	if o.DatabaseURL == "" && !o.Standalone {
+		errs = append(errs, errors.New("--database-url (or $DATABASE_URL) is required unless --standalone is set"))
+	}
+	if o.Standalone && o.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty with --standalone"))
+	}
+	if o.Recommended.SecureServing.BindPort < 0 {
+		errs = append(errs, errors.New("--secure-port must not be negative"))
+	}
+	if o.Recommended.SecureServing.BindPort == 0 && !o.Standalone {
+		errs = append(errs, errors.New("--secure-port 0 (a free port) is only supported with --standalone"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,201 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/reports-server/reports-server/internal/apiserver"
+	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/pglocal"
+)
+
+// localDatabase is the database the managed PostgreSQL serves reports from.
+const localDatabase = "reports"
+
+// Hooks let an embedding program (the integration tests) observe the server. All are optional.
+type Hooks struct {
+	// Out receives the human- and script-facing lines of standalone mode ("kubeconfig: <path>",
+	// then "ready"). Default os.Stdout.
+	Out io.Writer
+	// Ready is called once the server answers /readyz with its own credentials, with a client
+	// configuration for it (standalone mode only).
+	Ready func(*rest.Config)
+}
+
+// Run serves until ctx ends, then shuts down the API server, the pool and a managed PostgreSQL,
+// in that order. Call Complete and Validate first.
+func (o *Options) Run(ctx context.Context, hooks Hooks) error {
+	if hooks.Out == nil {
+		hooks.Out = os.Stdout
+	}
+	if o.Standalone {
+		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+	}
+
+	databaseURL := o.DatabaseURL
+	if databaseURL == "" {
+		local, url, err := startLocalPostgres(ctx, filepath.Join(o.DataDir, "postgres"))
+		if err != nil {
+			return err
+		}
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := local.Stop(stopCtx); err != nil {
+				klog.ErrorS(err, "Stopping local PostgreSQL")
+			}
+		}()
+		databaseURL = url
+	}
+
+	// Migrations take an advisory lock, so replicas starting together apply them once.
+	if err := db.Migrate(ctx, databaseURL); err != nil {
+		return fmt.Errorf("migrate database: %w", err)
+	}
+	pool, err := db.Open(ctx, databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	cfg, err := apiserver.NewConfig()
+	if err != nil {
+		return err
+	}
+	var creds *credentials
+	if o.Standalone {
+		if creds, err = o.applyStandalone(cfg); err != nil {
+			return err
+		}
+	} else {
+		// Without --tls-cert-file, serve a self-signed certificate made at start (in memory
+		// unless --cert-dir is set), as metrics-server does; the APIService then needs a caBundle
+		// from elsewhere or insecureSkipTLSVerify.
+		if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
+			return fmt.Errorf("create self-signed certificate: %w", err)
+		}
+		if err := o.Recommended.ApplyTo(cfg.Generic); err != nil {
+			return fmt.Errorf("apply server options: %w", err)
+		}
+	}
+	cfg.Extra.Pool = pool
+	cfg.Extra.Cluster = o.ClusterName
+	cfg.Extra.Analytics = o.Analytics.Config()
+	o.Watch.ApplyTo(&cfg.Extra)
+
+	completed, err := cfg.Complete()
+	if err != nil {
+		return err
+	}
+	srv, err := completed.New()
+	if err != nil {
+		return err
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- srv.GenericAPIServer.PrepareRun().RunWithContext(runCtx) }()
+
+	if creds != nil {
+		clientConfig, err := o.announce(runCtx, creds, hooks, done)
+		if err != nil {
+			stop()
+			if runErr := <-done; runErr != nil {
+				return errors.Join(err, runErr)
+			}
+			return err
+		}
+		if hooks.Ready != nil {
+			hooks.Ready(clientConfig)
+		}
+	}
+	if err := <-done; err != nil {
+		return fmt.Errorf("run API server: %w", err)
+	}
+	return nil
+}
+
+// startLocalPostgres starts (initialising on first use) a PostgreSQL owned by this process.
+func startLocalPostgres(ctx context.Context, dataDir string) (*pglocal.Server, string, error) {
+	local, err := pglocal.Start(ctx, pglocal.Options{DataDir: dataDir, Logger: slog.Default()})
+	if err != nil {
+		return nil, "", fmt.Errorf("start local PostgreSQL in %s: %w", dataDir, err)
+	}
+	if err := local.CreateDatabase(ctx, localDatabase); err != nil {
+		_ = local.Stop(context.WithoutCancel(ctx))
+		return nil, "", fmt.Errorf("create database %q: %w", localDatabase, err)
+	}
+	klog.InfoS("Started local PostgreSQL", "dataDir", dataDir, "port", local.Port())
+	return local, local.URL(localDatabase), nil
+}
+
+// announce writes the kubeconfig, waits until the server is ready as its clients see it (TLS with
+// the written CA, the token, /readyz including the database) and then prints "ready".
+func (o *Options) announce(ctx context.Context, creds *credentials, hooks Hooks, done <-chan error) (*rest.Config, error) {
+	port := o.Recommended.SecureServing.BindPort
+	host := o.Recommended.SecureServing.BindAddress.String()
+	if ip := o.Recommended.SecureServing.BindAddress; ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	server := "https://" + net.JoinHostPort(host, strconv.Itoa(port))
+	kubeconfig := creds.kubeconfig(server)
+	if err := writeKubeconfig(o.WriteKubeconfig, kubeconfig); err != nil {
+		return nil, err
+	}
+	clientConfig, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, clientConfig, done); err != nil {
+		return nil, err
+	}
+	klog.InfoS("Serving", "url", server, "kubeconfig", o.WriteKubeconfig)
+	fmt.Fprintf(hooks.Out, "kubeconfig: %s\n", o.WriteKubeconfig)
+	fmt.Fprintln(hooks.Out, "ready")
+	return clientConfig, nil
+}
+
+// waitReady polls /readyz until it answers ok, the server stops, or ctx ends.
+func waitReady(ctx context.Context, cfg *rest.Config, done <-chan error) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("create client: %w", err)
+	}
+	var lastErr error
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-done:
+			if err == nil {
+				err = errors.New("server stopped")
+			}
+			return false, fmt.Errorf("API server exited before it was ready: %w", err)
+		default:
+		}
+		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil {
+			lastErr = fmt.Errorf("%w: %s", err, body)
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil && lastErr != nil {
+		return fmt.Errorf("wait for /readyz: %w (last: %v)", err, lastErr)
+	}
+	return err
+}

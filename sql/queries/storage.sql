@@ -1,0 +1,211 @@
+-- Queries behind the storage.Interface (internal/apiserver/storage). Every statement is scoped by
+-- cluster. Writes run inside one transaction that starts with NextRevision (see 00001_storage.sql).
+
+-- name: EnsureCluster :exec
+INSERT INTO revisions (cluster) VALUES (@cluster) ON CONFLICT (cluster) DO NOTHING;
+
+-- name: NextRevision :one
+-- Takes the cluster's revision lock until commit; the returned value is gapless and commit-ordered.
+UPDATE revisions SET current = current + 1 WHERE cluster = @cluster RETURNING current;
+
+-- name: CurrentRevision :one
+SELECT current, compacted FROM revisions WHERE cluster = @cluster;
+
+-- name: GetObject :one
+-- The object (NULL when absent) and the cluster's current revision, read in one snapshot so a
+-- reader can tell "absent" from "absent as of a revision older than the one I asked for".
+SELECT r.object, coalesce(r.resource_version, 0)::bigint AS resource_version, v.current
+FROM revisions v LEFT JOIN reports r ON r.cluster = v.cluster AND r.key = @key
+WHERE v.cluster = @cluster;
+
+-- name: LockRevision :one
+-- Starts a write batch: the row lock orders this batch's commit before any later revision.
+SELECT current FROM revisions WHERE cluster = @cluster FOR UPDATE;
+
+-- name: SetRevision :exec
+UPDATE revisions SET current = @current WHERE cluster = @cluster;
+
+-- The three writes below each change one object and append its change-log entry in one
+-- statement; zero rows means the precondition failed (key exists, or the revision moved) and
+-- nothing was written, so the batch simply does not spend a revision on it.
+
+-- name: CreateObject :execrows
+WITH w AS (
+    INSERT INTO reports (cluster, key, resource_version, object)
+    VALUES (@cluster, @key, @resource_version, @object)
+    ON CONFLICT (cluster, key) DO NOTHING
+    RETURNING key
+)
+INSERT INTO changes (cluster, resource_version, key, event, object)
+SELECT @cluster, @resource_version, w.key, 'ADDED', @object FROM w;
+
+-- name: ReplaceObject :execrows
+-- Compare-and-swap on the revision the caller read. The self-join reads the replaced version
+-- from the statement's snapshot, so the change log gets it without a round trip.
+WITH w AS (
+    UPDATE reports r SET object = @object, resource_version = @resource_version
+    FROM reports o
+    WHERE r.cluster = @cluster AND r.key = @key AND r.resource_version = @expected_resource_version
+      AND o.cluster = r.cluster AND o.key = r.key
+    RETURNING r.key, o.object AS prev_object
+)
+INSERT INTO changes (cluster, resource_version, key, event, object, prev_object, prev_resource_version)
+SELECT @cluster, @resource_version, w.key, 'MODIFIED', @object, w.prev_object, @expected_resource_version FROM w;
+
+-- name: RemoveObject :execrows
+WITH w AS (
+    DELETE FROM reports d
+    WHERE d.cluster = @cluster AND d.key = @key AND d.resource_version = @expected_resource_version
+    RETURNING d.key, d.object
+)
+INSERT INTO changes (cluster, resource_version, key, event, prev_object, prev_resource_version)
+SELECT @cluster, @resource_version, w.key, 'DELETED', w.object, @expected_resource_version FROM w;
+
+-- name: ListObjects :many
+-- One keyset page of the current state: keys in [key_from, key_before), selectors applied in SQL.
+-- A page after key K starts at K || chr(1): text cannot hold NUL, so that is the next possible key.
+-- label_contains/field_contains ({k: v}) and label_exists/field_exists ([k]) are the index-backed
+-- parts; label_reqs/field_reqs carry what reports_match evaluates.
+SELECT key, object, resource_version FROM reports
+WHERE cluster = @cluster
+  AND key >= @key_from AND key < @key_before
+  AND (sqlc.narg(label_contains)::jsonb IS NULL OR labels @> sqlc.narg(label_contains)::jsonb)
+  AND (sqlc.narg(label_exists)::text[] IS NULL OR labels ?& sqlc.narg(label_exists)::text[])
+  AND reports_match(labels, sqlc.narg(label_reqs)::jsonb)
+  AND (sqlc.narg(field_contains)::jsonb IS NULL OR fields @> sqlc.narg(field_contains)::jsonb)
+  AND reports_match(fields, sqlc.narg(field_reqs)::jsonb)
+ORDER BY key
+LIMIT @row_limit;
+
+-- name: ListObjectsAt :many
+-- Like ListObjects, but the state as of revision at_revision (at_revision >= the compacted
+-- revision): rows unchanged since then, plus for every key changed since then the version its
+-- first later change replaced.
+SELECT v.key, v.object::jsonb AS object, v.resource_version::bigint AS resource_version FROM (
+    SELECT r.key, r.object, r.resource_version FROM reports r
+    WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
+      AND r.resource_version <= @at_revision
+    UNION ALL
+    SELECT f.key, f.prev_object, f.prev_resource_version FROM (
+        SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
+        WHERE c.cluster = @cluster AND c.key >= @key_from AND c.key < @key_before
+          AND c.resource_version > @at_revision
+        ORDER BY c.key, c.resource_version
+    ) f WHERE f.prev_object IS NOT NULL
+) v
+WHERE (sqlc.narg(label_contains)::jsonb IS NULL OR reports_labels(v.object) @> sqlc.narg(label_contains)::jsonb)
+  AND (sqlc.narg(label_exists)::text[] IS NULL OR reports_labels(v.object) ?& sqlc.narg(label_exists)::text[])
+  AND reports_match(reports_labels(v.object), sqlc.narg(label_reqs)::jsonb)
+  AND (sqlc.narg(field_contains)::jsonb IS NULL OR reports_fields(v.object) @> sqlc.narg(field_contains)::jsonb)
+  AND reports_match(reports_fields(v.object), sqlc.narg(field_reqs)::jsonb)
+ORDER BY v.key
+LIMIT @row_limit;
+
+-- name: CountObjects :one
+-- Objects in a key range at the current state (for remainingItemCount and Stats).
+SELECT count(*) FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before;
+
+-- name: CountObjectsAt :one
+SELECT count(*) FROM (
+    SELECT r.key FROM reports r
+    WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
+      AND r.resource_version <= @at_revision
+    UNION ALL
+    SELECT f.key FROM (
+        SELECT DISTINCT ON (c.key) c.key, c.prev_object FROM changes c
+        WHERE c.cluster = @cluster AND c.key >= @key_from AND c.key < @key_before
+          AND c.resource_version > @at_revision
+        ORDER BY c.key, c.resource_version
+    ) f WHERE f.prev_object IS NOT NULL
+) v;
+
+-- name: StatsObjects :one
+SELECT count(*)::bigint AS objects, coalesce(avg(pg_column_size(object)), 0)::bigint AS avg_size
+FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before;
+
+-- name: ListKeys :many
+SELECT key FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before ORDER BY key;
+
+-- name: SetCompacted :exec
+UPDATE revisions SET compacted = greatest(compacted, @revision::bigint) WHERE cluster = @cluster;
+
+-- name: ReadChanges :many
+-- The cluster's revisions and its next changes after after_revision, oldest first, all keys (the
+-- per-process follower feeds every watcher from this one read). One statement is one snapshot:
+-- the rows are exactly the committed changes in (after_revision, current] (revisions are
+-- commit-ordered), and if a compaction deleted some of them, compacted > after_revision says so.
+-- With no change in range, one row with resource_version 0 carries the revisions.
+SELECT v.current, v.compacted,
+       coalesce(c.resource_version, 0)::bigint AS resource_version,
+       coalesce(c.key, '')::text AS key, c.object, c.prev_object
+FROM revisions v
+LEFT JOIN LATERAL (
+    SELECT ch.resource_version, ch.key, ch.object, ch.prev_object FROM changes ch
+    WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
+    ORDER BY ch.resource_version
+    LIMIT @row_limit
+) c ON true
+WHERE v.cluster = @cluster
+ORDER BY c.resource_version;
+
+-- name: ReadRangeChanges :many
+-- ReadChanges restricted to keys in [key_from, key_before): what a watcher that fell behind the
+-- follower's memory window reads for itself.
+SELECT v.current, v.compacted,
+       coalesce(c.resource_version, 0)::bigint AS resource_version,
+       coalesce(c.key, '')::text AS key, c.object, c.prev_object
+FROM revisions v
+LEFT JOIN LATERAL (
+    SELECT ch.resource_version, ch.key, ch.object, ch.prev_object FROM changes ch
+    WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
+      AND ch.key >= @key_from AND ch.key < @key_before
+    ORDER BY ch.resource_version
+    LIMIT @row_limit
+) c ON true
+WHERE v.cluster = @cluster
+ORDER BY c.resource_version;
+
+-- Compaction (see Compactor). Leadership is a session-level advisory lock in the two-key space
+-- (lock_class, hashtext(cluster)), so clusters compact independently and the key cannot collide
+-- with the single-key locks of migrations.
+
+-- name: TryLockCompaction :one
+SELECT pg_try_advisory_lock(@lock_class::integer, hashtext(@cluster::text));
+
+-- name: LockCompaction :exec
+SELECT pg_advisory_lock(@lock_class::integer, hashtext(@cluster::text));
+
+-- name: UnlockCompaction :one
+SELECT pg_advisory_unlock(@lock_class::integer, hashtext(@cluster::text));
+
+-- name: CompactionState :one
+-- What a compaction pass decides on: the revisions, the oldest change recorded within the
+-- retention window (0 when none; a forward scan of the primary key from the compacted revision,
+-- so it reads only the rows that are due), and the newest change.
+SELECT v.current, v.compacted,
+       coalesce((SELECT c.resource_version FROM changes c
+                 WHERE c.cluster = v.cluster AND c.resource_version > v.compacted
+                   AND c.recorded_at >= now() - make_interval(secs => @window_seconds::float8)
+                 ORDER BY c.resource_version LIMIT 1), 0)::bigint AS first_kept,
+       coalesce((SELECT max(c.resource_version) FROM changes c WHERE c.cluster = v.cluster), 0)::bigint AS newest_change
+FROM revisions v WHERE v.cluster = @cluster;
+
+-- name: DeleteCompactedChanges :execrows
+-- One batch of the change-log entries at or below a compacted revision, oldest first: the rows up
+-- to the batch_size-th one, as one primary-key range. Runs in its own short transaction, after the
+-- compacted revision is committed and without the revision lock, so writers never wait for it.
+DELETE FROM changes x
+WHERE x.cluster = @cluster
+  AND x.resource_version <= (
+    SELECT coalesce(max(b.resource_version), 0) FROM (
+        SELECT d.resource_version FROM changes d
+        WHERE d.cluster = @cluster AND d.resource_version <= @revision
+        ORDER BY d.resource_version
+        LIMIT @batch_size
+    ) b
+  );
+
+-- name: Notify :exec
+-- Wakes the watchers of every server process. Delivered at commit, so a listener never hears of
+-- a revision it cannot read yet. The change log, not the notification, is the truth.
+SELECT pg_notify(@channel::text, @payload::text);

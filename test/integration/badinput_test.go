@@ -1,0 +1,254 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+)
+
+// response is an HTTP answer of the server, with the Status it carried when it failed.
+type response struct {
+	code       int
+	body       []byte
+	status     metav1.Status
+	warnings   []string
+	retryAfter string
+}
+
+// rawClient sends hand-made requests, so bodies that client-go would refuse to build can be tested.
+type rawClient struct {
+	t    *testing.T
+	host string
+	http *http.Client
+}
+
+func newRawClient(t *testing.T, cfg *rest.Config) *rawClient {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rawClient{t: t, host: cfg.Host, http: hc}
+}
+
+func (c *rawClient) do(method, path, contentType string, body []byte) response {
+	c.t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, c.host+path, bytes.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	r := response{code: resp.StatusCode, warnings: resp.Header.Values("Warning"), retryAfter: resp.Header.Get("Retry-After")}
+	if r.body, err = io.ReadAll(resp.Body); err != nil {
+		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		if err := json.Unmarshal(r.body, &r.status); err != nil || r.status.Kind != "Status" {
+			c.t.Errorf("%s %s: %d answer is not a metav1.Status: %s", method, path, resp.StatusCode, r.body)
+		}
+	}
+	return r
+}
+
+// expectStatus checks an error answer: HTTP code, Status code and reason, and, when given, that a
+// cause names field.
+func expectStatus(t *testing.T, what string, r response, code int, reason metav1.StatusReason, field string) {
+	t.Helper()
+	if r.code != code || r.status.Code != int32(code) || r.status.Reason != reason || r.status.Status != metav1.StatusFailure {
+		t.Errorf("%s: got HTTP %d, Status %d %q %q (%s); want %d %q", what, r.code, r.status.Code, r.status.Status,
+			r.status.Reason, r.status.Message, code, reason)
+		return
+	}
+	if field == "" {
+		return
+	}
+	if r.status.Details != nil {
+		for _, c := range r.status.Details.Causes {
+			if c.Field == field {
+				return
+			}
+		}
+	}
+	t.Errorf("%s: no cause names field %q: %+v", what, field, r.status.Details)
+}
+
+// TestBadInput checks that malformed, invalid, conflicting and missing-object requests get the
+// answer a Kubernetes API gives (a metav1.Status with the right code and reason) and that none of
+// them leaves anything behind.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	c := newRawClient(t, srv.Config)
+
+	polr := kindNamed(t, "PolicyReport")
+	const ns = "bad-input"
+	collection := "/apis/wgpolicyk8s.io/v1alpha2/namespaces/" + ns + "/policyreports"
+	encode := func(u *unstructured.Unstructured) []byte {
+		b, err := json.Marshal(u.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	// Malformed JSON.
+	r := c.do(http.MethodPost, collection, "application/json", []byte(`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":{"name":"broken"`))
+	expectStatus(t, "malformed JSON", r, http.StatusBadRequest, metav1.StatusReasonBadRequest, "")
+
+	// Invalid name.
+	r = c.do(http.MethodPost, collection, "application/json", encode(sample(polr, ns, "Not_A_DNS_Name", nil, "Pod", "pass")))
+	expectStatus(t, "invalid name", r, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "metadata.name")
+
+	// Unknown field: Strict rejects it (400, like every Kubernetes API: it is a decoding error),
+	// Warn accepts the object and warns, and the default (Warn for clients that say nothing
+	// since 1.27) drops it.
+	unknown := sample(polr, ns, "with-unknown-field", nil, "Pod", "pass")
+	unknown.Object["spec"] = map[string]any{"foo": "bar"}
+	r = c.do(http.MethodPost, collection+"?fieldValidation=Strict", "application/json", encode(unknown))
+	expectStatus(t, "unknown field, Strict", r, http.StatusBadRequest, metav1.StatusReasonBadRequest, "")
+	if !strings.Contains(r.status.Message, `unknown field "spec"`) {
+		t.Errorf("strict decoding message %q does not name the unknown field", r.status.Message)
+	}
+	r = c.do(http.MethodPost, collection+"?fieldValidation=Warn", "application/json", encode(unknown))
+	if r.code != http.StatusCreated {
+		t.Errorf("unknown field, Warn: got %d %s, want 201", r.code, r.body)
+	}
+	if w := strings.Join(r.warnings, ";"); !strings.Contains(w, "unknown field") || !strings.Contains(w, "spec") {
+		t.Errorf("unknown field, Warn: warnings %q do not name the field", r.warnings)
+	}
+	if strings.Contains(string(r.body), `"foo"`) {
+		t.Errorf("unknown field was stored: %s", r.body)
+	}
+
+	// Invalid enum value in a result.
+	badEnum := sample(polr, ns, "bad-result", nil, "Pod", "pass")
+	badEnum.Object["results"].([]any)[0].(map[string]any)["result"] = "maybe"
+	r = c.do(http.MethodPost, collection, "application/json", encode(badEnum))
+	expectStatus(t, "invalid result enum", r, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "results[0].result")
+	if !strings.Contains(r.status.Message, "results[0].result") {
+		t.Errorf("invalid enum message %q does not name the field", r.status.Message)
+	}
+	// The same check applies to updates.
+	r = c.do(http.MethodPut, collection+"/with-unknown-field", "application/json", encode(withRV(t, c, collection+"/with-unknown-field", badEnum, "with-unknown-field")))
+	expectStatus(t, "invalid result enum on update", r, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "results[0].result")
+
+	// A result without the required policy key is refused, naming the field; an empty policy,
+	// which real producers send and the CRD accepts, is stored as is.
+	noPolicy := sample(polr, ns, "no-policy", nil, "Pod", "pass")
+	delete(noPolicy.Object["results"].([]any)[0].(map[string]any), "policy")
+	r = c.do(http.MethodPost, collection, "application/json", encode(noPolicy))
+	expectStatus(t, "missing results[].policy", r, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "results[0].policy")
+	emptyPolicy := sample(polr, ns, "empty-policy", nil, "Pod", "pass")
+	emptyPolicy.Object["results"].([]any)[0].(map[string]any)["policy"] = ""
+	r = c.do(http.MethodPost, collection+"?dryRun=All", "application/json", encode(emptyPolicy))
+	if r.code != http.StatusCreated || !strings.Contains(string(r.body), `"policy":""`) {
+		t.Errorf("empty results[].policy: got %d %s, want 201 with the empty policy kept", r.code, r.body)
+	}
+
+	// Stale resourceVersion.
+	base := sample(polr, ns, "base", nil, "Pod", "pass")
+	r = c.do(http.MethodPost, collection, "application/json", encode(base))
+	if r.code != http.StatusCreated {
+		t.Fatalf("create base: %d %s", r.code, r.body)
+	}
+	var created unstructured.Unstructured
+	if err := json.Unmarshal(r.body, &created.Object); err != nil {
+		t.Fatal(err)
+	}
+	first := created.GetResourceVersion()
+	created.SetLabels(map[string]string{"v": "2"})
+	if r = c.do(http.MethodPut, collection+"/base", "application/json", encode(&created)); r.code != http.StatusOK {
+		t.Fatalf("update base: %d %s", r.code, r.body)
+	}
+	created.SetResourceVersion(first)
+	created.SetLabels(map[string]string{"v": "stale"})
+	r = c.do(http.MethodPut, collection+"/base", "application/json", encode(&created))
+	expectStatus(t, "stale resourceVersion", r, http.StatusConflict, metav1.StatusReasonConflict, "")
+
+	// Missing objects: get, update, patch and delete.
+	missing := collection + "/does-not-exist"
+	for _, req := range []struct {
+		method, contentType string
+		body                []byte
+	}{
+		{http.MethodGet, "", nil},
+		{http.MethodPut, "application/json", encode(sample(polr, ns, "does-not-exist", nil, "Pod", "pass"))},
+		{http.MethodPatch, "application/merge-patch+json", []byte(`{"metadata":{"labels":{"a":"b"}}}`)},
+		{http.MethodDelete, "", nil},
+	} {
+		r = c.do(req.method, missing, req.contentType, req.body)
+		expectStatus(t, req.method+" missing object", r, http.StatusNotFound, metav1.StatusReasonNotFound, "")
+		if d := r.status.Details; d == nil || d.Name != "does-not-exist" || d.Group != "wgpolicyk8s.io" || d.Kind != "policyreports" {
+			t.Errorf("%s missing object: details %+v, want name does-not-exist, group wgpolicyk8s.io, kind policyreports", req.method, d)
+		}
+	}
+
+	// Wrong kind in the body for the URL.
+	wrong := sample(polr, ns, "wrong-kind", nil, "Pod", "pass")
+	wrong.SetKind("ClusterPolicyReport")
+	r = c.do(http.MethodPost, collection, "application/json", encode(wrong))
+	if r.code < 400 || r.code >= 500 {
+		t.Errorf("wrong kind: got %d %s, want a 4xx Status", r.code, r.body)
+	}
+
+	// Anonymous requests are refused.
+	anon, err := http.NewRequest(http.MethodGet, srv.Config.Host+collection, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anonClient, err := rest.HTTPClientFor(&rest.Config{Host: srv.Config.Host, TLSClientConfig: srv.Config.TLSClientConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := anonClient.Do(anon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("anonymous request: got %d, want 401", resp.StatusCode)
+	}
+
+	// Nothing half-written: only the objects that were accepted exist.
+	r = c.do(http.MethodGet, collection, "", nil)
+	var list unstructured.UnstructuredList
+	if err := list.UnmarshalJSON(r.body); err != nil {
+		t.Fatalf("list: %v: %s", err, r.body)
+	}
+	if got := names(&list); strings.Join(got, ",") != "base,with-unknown-field" {
+		t.Errorf("objects after bad input: %v, want [base with-unknown-field]", got)
+	}
+}
+
+// withRV returns obj with the name and current resourceVersion of the object at path.
+func withRV(t *testing.T, c *rawClient, path string, obj *unstructured.Unstructured, name string) *unstructured.Unstructured {
+	t.Helper()
+	r := c.do(http.MethodGet, path, "", nil)
+	if r.code != http.StatusOK {
+		t.Fatalf("get %s: %d %s", path, r.code, r.body)
+	}
+	var cur unstructured.Unstructured
+	if err := json.Unmarshal(r.body, &cur.Object); err != nil {
+		t.Fatal(err)
+	}
+	out := obj.DeepCopy()
+	out.SetName(name)
+	out.SetResourceVersion(cur.GetResourceVersion())
+	return out
+}
