@@ -40,6 +40,7 @@ func (s *Store) Codec() runtime.Codec { return s.codec }
 // FollowerStats are a follower's counters and its window.
 type FollowerStats struct {
 	FollowerReads, LogReads, Dropped int64
+	Wakeups                          int64 // watchers woken by new changes
 	Current, WindowStart             int64
 	WindowEvents                     int
 	WindowBytes                      int64
@@ -50,7 +51,7 @@ func (f *Follower) Stats() FollowerStats {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return FollowerStats{
-		FollowerReads: f.followerReads.Load(), LogReads: f.logReads.Load(), Dropped: f.dropped.Load(),
+		FollowerReads: f.followerReads.Load(), LogReads: f.logReads.Load(), Dropped: f.dropped.Load(), Wakeups: f.wakeups.Load(),
 		Current: f.current, WindowStart: f.start, WindowEvents: len(f.window), WindowBytes: f.bytes,
 	}
 }

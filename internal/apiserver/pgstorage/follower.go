@@ -2,6 +2,7 @@ package pgstorage
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apiserver/pkg/storage"
 
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
@@ -63,6 +66,11 @@ type change struct {
 	object     []byte // nil for a deletion
 	prevObject []byte // nil for a creation
 	shared     atomic.Pointer[decodeCache]
+	// labels and prevLabels are the objects' metadata.labels as JSON (nil: none), parsed on
+	// first use into labelSets by the follower, under its lock, to wake only the watchers whose
+	// selector they can satisfy.
+	labels, prevLabels []byte
+	labelSets          *[2]map[string]string
 }
 
 // decodeCache holds a recent change's objects decoded by each resource's store.
@@ -106,7 +114,26 @@ func (c *change) decoded(s *Store) (d *decodedChange, shared bool) {
 }
 
 func (c *change) size() int64 {
-	return int64(len(c.key)+len(c.object)+len(c.prevObject)) + changeOverhead
+	return int64(len(c.key)+len(c.object)+len(c.prevObject)+len(c.labels)+len(c.prevLabels)) + changeOverhead
+}
+
+// labelMaps returns the labels of the new and the replaced object (nil maps when absent). Labels
+// that do not parse as a string map yield nil, which wakes every candidate: never fewer.
+func (c *change) labelMaps() (cur, prev map[string]string, ok bool) {
+	if c.labelSets == nil {
+		var sets [2]map[string]string
+		ok := true
+		for i, raw := range [][]byte{c.labels, c.prevLabels} {
+			if len(raw) > 0 && json.Unmarshal(raw, &sets[i]) != nil {
+				ok = false
+			}
+		}
+		if !ok {
+			return nil, nil, false
+		}
+		c.labelSets = &sets
+	}
+	return c.labelSets[0], c.labelSets[1], true
 }
 
 // Follower is the watch fan-out of one cluster in one process. It reads every new change of
@@ -144,6 +171,10 @@ type Follower struct {
 	window    []*change
 	bytes     int64
 	subs      map[*subscription]struct{}
+	// The same subscriptions, indexed for wake-ups: those whose selector requires a label are
+	// found through the labels of a change (see labelHint); the others are in plain.
+	plain   map[*subscription]struct{}
+	byLabel map[string]*labelIndex
 	stop      context.CancelFunc
 	epoch     uint64 // which run may fill the window (a stopped run may still be finishing a read)
 
@@ -151,6 +182,7 @@ type Follower struct {
 	followerReads atomic.Int64 // change-log reads by the follower
 	logReads      atomic.Int64 // change-log reads by watchers that fell behind the window
 	dropped       atomic.Int64 // watchers closed because their consumer stopped reading
+	wakeups       atomic.Int64 // watchers woken because a new change may concern them
 }
 
 // NewFollower returns the follower of cluster. Share one per process and cluster.
@@ -174,12 +206,157 @@ func NewFollower(pool *pgxpool.Pool, cluster string, opts FollowerOptions) *Foll
 		// to read is not evicted by the same read.
 		batch: int32(max(1, min(followerBatch, opts.WindowEvents/4))),
 		log:   opts.Log, subs: map[*subscription]struct{}{},
+		plain: map[*subscription]struct{}{}, byLabel: map[string]*labelIndex{},
+	}
+}
+
+// labelHint is one label requirement that every object a watcher's selector matches satisfies:
+// the label key, with one of values (or, when values is empty, any value). A change whose new
+// and replaced objects both lack it cannot become an event for that watcher (neither matches,
+// so there is nothing to add, modify or delete), so the follower need not wake it.
+//
+// It reads metadata.labels, which is what every registry's attribute function hands to label
+// selectors (ObjectMeta labels).
+type labelHint struct {
+	key    string
+	values []string
+}
+
+// hintFor picks the most selective requirement of pred's label selector that a label index can
+// serve: a value (=, ==, in) before mere existence. nil: wake the watcher for every change in
+// its key range.
+func hintFor(pred storage.SelectionPredicate) *labelHint {
+	if pred.Label == nil || pred.Label.Empty() {
+		return nil
+	}
+	reqs, selectable := pred.Label.Requirements()
+	if !selectable {
+		return nil
+	}
+	var hint *labelHint
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			return &labelHint{key: r.Key(), values: r.Values().List()}
+		case selection.Exists:
+			if hint == nil {
+				hint = &labelHint{key: r.Key()}
+			}
+		}
+	}
+	return hint
+}
+
+// labelIndex holds the subscriptions hinted on one label key.
+type labelIndex struct {
+	byValue map[string]map[*subscription]struct{}
+	any     map[*subscription]struct{} // existence only
+}
+
+func (f *Follower) index(sub *subscription) {
+	h := sub.hint
+	if h == nil {
+		f.plain[sub] = struct{}{}
+		return
+	}
+	ix := f.byLabel[h.key]
+	if ix == nil {
+		ix = &labelIndex{byValue: map[string]map[*subscription]struct{}{}, any: map[*subscription]struct{}{}}
+		f.byLabel[h.key] = ix
+	}
+	if len(h.values) == 0 {
+		ix.any[sub] = struct{}{}
+		return
+	}
+	for _, v := range h.values {
+		set := ix.byValue[v]
+		if set == nil {
+			set = map[*subscription]struct{}{}
+			ix.byValue[v] = set
+		}
+		set[sub] = struct{}{}
+	}
+}
+
+func (f *Follower) unindex(sub *subscription) {
+	h := sub.hint
+	if h == nil {
+		delete(f.plain, sub)
+		return
+	}
+	ix := f.byLabel[h.key]
+	if ix == nil {
+		return
+	}
+	delete(ix.any, sub)
+	for _, v := range h.values {
+		if set := ix.byValue[v]; set != nil {
+			delete(set, sub)
+			if len(set) == 0 {
+				delete(ix.byValue, v)
+			}
+		}
+	}
+	if len(ix.any) == 0 && len(ix.byValue) == 0 {
+		delete(f.byLabel, h.key)
+	}
+}
+
+// candidates calls fn for every subscription that c may concern, plain ones first; a
+// subscription may be passed more than once. The caller still checks the key range.
+func (f *Follower) candidates(c *change, fn func(*subscription)) {
+	for s := range f.plain {
+		fn(s)
+	}
+	if len(f.byLabel) == 0 {
+		return
+	}
+	cur, prev, ok := c.labelMaps()
+	if !ok {
+		for _, ix := range f.byLabel {
+			for s := range ix.any {
+				fn(s)
+			}
+			for _, set := range ix.byValue {
+				for s := range set {
+					fn(s)
+				}
+			}
+		}
+		return
+	}
+	for _, labels := range []map[string]string{cur, prev} {
+		// Iterate the smaller side: objects carry a handful of labels, the index a handful of keys.
+		if len(labels) <= len(f.byLabel) {
+			for k, v := range labels {
+				f.byLabel[k].visit(v, fn)
+			}
+		} else {
+			for k, ix := range f.byLabel {
+				if v, has := labels[k]; has {
+					ix.visit(v, fn)
+				}
+			}
+		}
+	}
+}
+
+func (ix *labelIndex) visit(value string, fn func(*subscription)) {
+	if ix == nil {
+		return
+	}
+	for s := range ix.any {
+		fn(s)
+	}
+	for s := range ix.byValue[value] {
+		fn(s)
 	}
 }
 
 // subscription is one watcher's registration with the follower.
 type subscription struct {
 	from, before string
+	hint         *labelHint // nil: every change in range concerns it
 	// pending is set when a change in [from, before) may not have been read yet: by the
 	// follower when it adds one (or loses the window), by read when it stops early. read
 	// clears it, under the follower's lock, as it looks.
@@ -271,14 +448,15 @@ func (f *Follower) read(sub *subscription, rev int64, limit int) (out []*change,
 	return out, f.current, true
 }
 
-// acquire registers a watcher of [from, before) and starts the follower for the first one;
-// release undoes it.
-func (f *Follower) acquire(from, before string) *subscription {
+// acquire registers a watcher of [from, before) with its label hint (nil: none) and starts the
+// follower for the first one; release undoes it.
+func (f *Follower) acquire(from, before string, hint *labelHint) *subscription {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	sub := &subscription{from: from, before: before, wake: make(chan struct{}, 1)}
+	sub := &subscription{from: from, before: before, hint: hint, wake: make(chan struct{}, 1)}
 	sub.pending.Store(true) // nothing read yet
 	f.subs[sub] = struct{}{}
+	f.index(sub)
 	if len(f.subs) == 1 {
 		ctx, cancel := context.WithCancel(context.Background())
 		f.stop = cancel
@@ -291,7 +469,11 @@ func (f *Follower) acquire(from, before string) *subscription {
 func (f *Follower) release(sub *subscription) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, ok := f.subs[sub]; !ok {
+		return
+	}
 	delete(f.subs, sub)
+	f.unindex(sub)
 	if len(f.subs) == 0 && f.stop != nil {
 		f.stop()
 		f.stop = nil
@@ -402,7 +584,7 @@ func (f *Follower) append(epoch uint64, after int64, rows []sqlc.ReadChangesRow)
 		if r.ResourceVersion == 0 {
 			continue // no change in range: the row only carries the revisions
 		}
-		c := &change{rev: r.ResourceVersion, key: r.Key, object: r.Object, prevObject: r.PrevObject}
+		c := &change{rev: r.ResourceVersion, key: r.Key, object: r.Object, prevObject: r.PrevObject, labels: r.Labels, prevLabels: r.PrevLabels}
 		c.shared.Store(&decodeCache{byStore: map[*Store]*decodedChange{}})
 		f.window = append(f.window, c)
 		f.bytes += c.size()
@@ -417,17 +599,21 @@ func (f *Follower) append(epoch uint64, after int64, rows []sqlc.ReadChangesRow)
 	if !more {
 		f.current = max(f.current, current)
 	}
-	// Wake the watchers with something new in range; nobody else.
-	for s := range f.subs {
-		for _, c := range added {
-			if s.covers(c.key) {
-				if !s.pending.Load() {
-					s.seen = max(s.seen, c.rev-1)
-				}
-				s.signal()
-				break
+	// Wake the watchers with something new in range that may concern them; nobody else. The
+	// changes go oldest first, so a watcher's first concerning change is the one that dates seen.
+	woken := map[*subscription]struct{}{}
+	for _, c := range added {
+		f.candidates(c, func(s *subscription) {
+			if _, done := woken[s]; done || !s.covers(c.key) {
+				return
 			}
-		}
+			woken[s] = struct{}{}
+			f.wakeups.Add(1)
+			if !s.pending.Load() {
+				s.seen = max(s.seen, c.rev-1)
+			}
+			s.signal()
+		})
 	}
 	f.evict()
 	return more

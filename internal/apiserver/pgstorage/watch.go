@@ -83,7 +83,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts storage.ListOptions)
 		done:       make(chan struct{}),
 	}
 	// Subscribe before the start revision is known, so nothing committed after it goes unseen.
-	w.sub = s.follower.acquire(from, before)
+	w.sub = s.follower.acquire(from, before, hintFor(opts.Predicate))
 	if !w.initial && w.startRV == 0 {
 		// "From now": now is when Watch is called, as with etcd, so a write that follows the
 		// call is an event, however late the watcher's goroutine starts.
