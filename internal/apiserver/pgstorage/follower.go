@@ -175,8 +175,8 @@ type Follower struct {
 	// found through the labels of a change (see labelHint); the others are in plain.
 	plain   map[*subscription]struct{}
 	byLabel map[string]*labelIndex
-	stop      context.CancelFunc
-	epoch     uint64 // which run may fill the window (a stopped run may still be finishing a read)
+	stop    context.CancelFunc
+	epoch   uint64 // which run may fill the window (a stopped run may still be finishing a read)
 
 	// Counters, for tests and metrics.
 	followerReads atomic.Int64 // change-log reads by the follower
