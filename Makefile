@@ -5,7 +5,7 @@ GO ?= go
 SQLC := $(GO) tool -modfile=tools/go.mod sqlc
 GOOSE := $(GO) tool -modfile=tools/go.mod goose
 
-.PHONY: all build generate generate-sqlc generate-apis verify test migration
+.PHONY: all build generate generate-sqlc generate-apis verify test e2e migration
 
 all: build
 
@@ -28,6 +28,10 @@ verify:
 # PostgreSQL (see internal/db/dbtest for how it is found or started).
 test: verify
 	./hack/test.sh
+
+# e2e runs reports-server behind a real kube-apiserver (test/e2e; also the last step of `make test`).
+e2e:
+	GO=$(GO) ./hack/e2e.sh
 
 # migration creates the next numbered goose migration: make migration NAME=add_something
 migration:

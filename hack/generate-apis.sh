@@ -15,6 +15,7 @@ openapi_dir="internal/generated/openapi"
 
 # Our API packages, in a fixed order.
 api_pkgs=(
+	"${module}/internal/apis/analytics/v1alpha1"
 	"${module}/internal/apis/openreports/v1alpha1"
 	"${module}/internal/apis/reportskyverno/v1"
 	"${module}/internal/apis/wgpolicyk8s/v1alpha2"

@@ -16,3 +16,6 @@ echo "==> go vet ./..."
 echo "==> go test -race ./..."
 "$GO" test ./... -race -count=1 -timeout 25m "$@"
 (cd test/deploy && "$GO" test ./... -count=1)  # deploy/ manifests and chart: a module of its own
+
+echo "==> end-to-end tests (hack/e2e.sh)"
+GO="$GO" ./hack/e2e.sh

@@ -2,6 +2,7 @@
 //
 //	reports-server serve [--standalone] [flags]   run the API server
 //	reports-server migrate up|down|status         manage the database schema
+//	reports-server apiservices remove             delete the APIServices (uninstall)
 //	reports-server version                        print the version
 package main
 
@@ -38,6 +39,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage: true,
 	}
 	logsapi.AddFlags(logging, root.PersistentFlags())
-	root.AddCommand(newServeCommand(), newMigrateCommand(), newVersionCommand())
+	root.AddCommand(newServeCommand(), newMigrateCommand(), newAPIServicesCommand(), newVersionCommand())
 	return root
 }

@@ -27,7 +27,9 @@ import (
 	"k8s.io/apiserver/pkg/util/compatibility"
 
 	"github.com/reports-server/reports-server/internal/analytics"
+	analyticsv1alpha1 "github.com/reports-server/reports-server/internal/apis/analytics/v1alpha1"
 	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/apiserver/findings"
 	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 	"github.com/reports-server/reports-server/internal/apiserver/registry"
 	"github.com/reports-server/reports-server/internal/db"
@@ -93,14 +95,17 @@ func NewConfig() (*Config, error) {
 	return &Config{Generic: generic, Scheme: scheme, Codecs: codecs}, nil
 }
 
-// NewScheme returns a scheme with the report kinds of all groups and the meta types every API
-// server serves (options, Status, discovery documents).
+// NewScheme returns a scheme with the report kinds of all groups, the read-only analytics kinds
+// (findings) and the meta types every API server serves (options, Status, discovery documents).
 func NewScheme() (*runtime.Scheme, error) {
 	scheme := runtime.NewScheme()
 	if err := reports.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register report kinds: %w", err)
 	}
-	for _, gv := range servedGroupVersions(reports.All()) {
+	if err := analyticsv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register analytics kinds: %w", err)
+	}
+	for _, gv := range append(servedGroupVersions(reports.All()), analyticsv1alpha1.SchemeGroupVersion) {
 		if err := scheme.SetVersionPriority(gv); err != nil {
 			return nil, fmt.Errorf("set version priority of %s: %w", gv, err)
 		}
@@ -213,22 +218,33 @@ func (c *Config) Complete() (CompletedConfig, error) {
 // Server is a running reports API server.
 type Server struct {
 	GenericAPIServer *genericapiserver.GenericAPIServer
+
+	// stores are the registry stores of the report kinds, for the migration from CRDs.
+	stores    map[schema.GroupVersionResource]*registry.REST
+	compactor *pgstorage.Compactor
 }
 
-// New creates the server and installs the report API groups.
+// New creates the server and installs the report API groups and the analytics group.
 func (c CompletedConfig) New() (*Server, error) {
 	generic, err := c.generic.New("reports-server", genericapiserver.NewEmptyDelegate())
 	if err != nil {
 		return nil, fmt.Errorf("create generic API server: %w", err)
 	}
-	s := &Server{GenericAPIServer: generic}
+	s := &Server{GenericAPIServer: generic, stores: map[schema.GroupVersionResource]*registry.REST{}, compactor: c.compactor}
 
-	groups, err := c.apiGroups()
+	groups, err := c.apiGroups(s.stores)
 	if err != nil {
 		return nil, err
 	}
 	if err := generic.InstallAPIGroups(groups...); err != nil {
 		return nil, fmt.Errorf("install report API groups: %w", err)
+	}
+	analyticsGroup, err := c.analyticsGroup()
+	if err != nil {
+		return nil, err
+	}
+	if err := generic.InstallAPIGroup(analyticsGroup); err != nil {
+		return nil, fmt.Errorf("install %s: %w", analyticsv1alpha1.GroupName, err)
 	}
 
 	notifier := c.notifier
@@ -263,8 +279,9 @@ func (c CompletedConfig) New() (*Server, error) {
 	return s, nil
 }
 
-// apiGroups builds one APIGroupInfo per group, with a store for every kind of that group.
-func (c CompletedConfig) apiGroups() ([]*genericapiserver.APIGroupInfo, error) {
+// apiGroups builds one APIGroupInfo per group, with a store for every kind of that group, and
+// records each store in stores.
+func (c CompletedConfig) apiGroups(stores map[schema.GroupVersionResource]*registry.REST) ([]*genericapiserver.APIGroupInfo, error) {
 	byGroup := map[string]*genericapiserver.APIGroupInfo{}
 	var groups []*genericapiserver.APIGroupInfo
 	for _, kind := range c.extra.Kinds {
@@ -284,8 +301,26 @@ func (c CompletedConfig) apiGroups() ([]*genericapiserver.APIGroupInfo, error) {
 			info.VersionedResourcesStorageMap[gv.Version] = map[string]rest.Storage{}
 		}
 		info.VersionedResourcesStorageMap[gv.Version][kind.Resource] = storage
+		stores[kind.GroupVersionResource()] = storage
 	}
 	return groups, nil
+}
+
+// analyticsGroup is the read-only group over the SQL analytics (findings, clusterfindings,
+// findingsummaries). It is installed whether or not this server runs the projector, so discovery
+// is the same on every replica; without the projector its requests answer 503 naming the flag.
+func (c CompletedConfig) analyticsGroup() (*genericapiserver.APIGroupInfo, error) {
+	storage, err := findings.NewStorage(findings.Config{
+		Pool:       c.extra.Pool,
+		Cluster:    c.extra.Cluster,
+		Projecting: c.extra.Analytics != nil,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create storage for %s: %w", analyticsv1alpha1.GroupName, err)
+	}
+	info := genericapiserver.NewDefaultAPIGroupInfo(analyticsv1alpha1.GroupName, c.scheme, metav1.ParameterCodec, c.codecs)
+	info.VersionedResourcesStorageMap[analyticsv1alpha1.SchemeGroupVersion.Version] = storage
+	return &info, nil
 }
 
 // databaseCheck is a readyz check that pings the database.

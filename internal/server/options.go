@@ -44,6 +44,9 @@ type Options struct {
 	Analytics *AnalyticsOptions
 	// Watch are the flags of the watch history and compaction (watch_options.go).
 	Watch *WatchOptions
+	// Kube are the flags of aggregated mode's APIServices, serving certificate and migration
+	// from CRDs (kube_options.go).
+	Kube *KubeOptions
 
 	// bindAddressSet records whether --bind-address was given; standalone defaults to loopback.
 	bindAddressSet bool
@@ -64,6 +67,7 @@ func NewOptions() *Options {
 		DataDir:     DefaultDataDir,
 		Analytics:   NewAnalyticsOptions(),
 		Watch:       NewWatchOptions(),
+		Kube:        NewKubeOptions(),
 	}
 }
 
@@ -84,6 +88,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Where standalone mode writes its kubeconfig. Default <data-dir>/kubeconfig.")
 	o.Analytics.AddFlags(fs)
 	o.Watch.AddFlags(fs)
+	o.Kube.AddFlags(fs)
 }
 
 // Complete fills in derived defaults; fs tells which flags were given (nil: none).
@@ -127,6 +132,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Recommended.Validate()...)
 	errs = append(errs, o.Analytics.Validate()...)
 	errs = append(errs, o.Watch.Validate()...)
+	errs = append(errs, o.Kube.Validate()...)
 	if o.ClusterName == "" {
 		errs = append(errs, errors.New("--cluster-name must not be empty"))
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -33,6 +35,14 @@ type Hooks struct {
 	// Ready is called once the server answers /readyz with its own credentials, with a client
 	// configuration for it (standalone mode only).
 	Ready func(*rest.Config)
+
+	// Authenticator and Authorizer widen standalone mode's access control for an embedding program,
+	// which can then act as users with less than the standalone admin's rights (the integration
+	// tests check per-namespace access this way): a request is authenticated by the standalone
+	// token or else by Authenticator, and allowed when the admin's system:masters membership or
+	// else Authorizer allows it. Standalone mode only: in aggregated mode kube-apiserver decides.
+	Authenticator authenticator.Request
+	Authorizer    authorizer.Authorizer
 }
 
 // Run serves until ctx ends, then shuts down the API server, the pool and a managed PostgreSQL,
@@ -77,15 +87,30 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	if err != nil {
 		return err
 	}
-	var creds *credentials
+	var (
+		creds *credentials
+		kube  *kubeClients
+	)
 	if o.Standalone {
-		if creds, err = o.applyStandalone(cfg); err != nil {
+		if creds, err = o.applyStandalone(cfg, hooks); err != nil {
 			return err
 		}
 	} else {
-		// Without --tls-cert-file, serve a self-signed certificate made at start (in memory
-		// unless --cert-dir is set), as metrics-server does; the APIService then needs a caBundle
-		// from elsewhere or insecureSkipTLSVerify.
+		if o.Kube.ManageAPIServices {
+			if kube, err = o.kubeClients(ctx); err != nil {
+				return err
+			}
+		}
+		// Without --tls-cert-file: the certificate all replicas share, from a Secret, whose CA
+		// the managed APIServices trust; or, without one, a self-signed certificate made at
+		// start (in memory unless --cert-dir is set), as metrics-server does, which the
+		// APIServices cannot verify.
+		ck := o.Recommended.SecureServing.ServerCert.CertKey
+		if kube != nil && o.Kube.ServingCertSecret != "" && ck.CertFile == "" && ck.KeyFile == "" {
+			if kube.caBundle, err = o.applyServingCert(ctx, kube.core); err != nil {
+				return err
+			}
+		}
 		if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
 			return fmt.Errorf("create self-signed certificate: %w", err)
 		}
@@ -95,6 +120,7 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	}
 	cfg.Extra.Pool = pool
 	cfg.Extra.Cluster = o.ClusterName
+	cfg.Extra.Kinds = o.Kube.Kinds()
 	cfg.Extra.Analytics = o.Analytics.Config()
 	o.Watch.ApplyTo(&cfg.Extra)
 
@@ -111,6 +137,9 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- srv.GenericAPIServer.PrepareRun().RunWithContext(runCtx) }()
+	if kube != nil {
+		go o.runAPIServices(runCtx, kube.dynamic, srv, kube.caBundle)
+	}
 
 	if creds != nil {
 		clientConfig, err := o.announce(runCtx, creds, hooks, done)

@@ -15,8 +15,11 @@ import (
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
+	unionauthn "k8s.io/apiserver/pkg/authentication/request/union"
 	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	unionauthz "k8s.io/apiserver/pkg/authorization/union"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -39,7 +42,7 @@ type credentials struct {
 }
 
 // applyStandalone configures serving, authentication and authorization without kube-apiserver.
-func (o *Options) applyStandalone(cfg *apiserver.Config) (*credentials, error) {
+func (o *Options) applyStandalone(cfg *apiserver.Config, hooks Hooks) (*credentials, error) {
 	ss := o.Recommended.SecureServing
 	if ss.BindPort == 0 && ss.Listener == nil {
 		// Port 0 means "any free port": listen now so the port is known for the kubeconfig.
@@ -64,10 +67,24 @@ func (o *Options) applyStandalone(cfg *apiserver.Config) (*credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Generic.Authentication.Authenticator = bearertoken.New(tokenAuthenticator(token))
+	var authn authenticator.Request = bearertoken.New(tokenAuthenticator(token))
+	if hooks.Authenticator != nil {
+		authn = unionauthn.New(authn, hooks.Authenticator)
+	}
+	cfg.Generic.Authentication.Authenticator = authn
 	// Only system:masters may do anything. The loopback client is added to that group when the
 	// configuration is completed, so it keeps working too.
-	cfg.Generic.Authorization.Authorizer = authorizerfactory.NewPrivilegedGroups(user.SystemPrivilegedGroup)
+	var authz authorizer.Authorizer = authorizerfactory.NewPrivilegedGroups(user.SystemPrivilegedGroup)
+	if hooks.Authorizer != nil {
+		authz, err = unionauthz.New(
+			unionauthz.NamedAuthorizer{AuthorizerName: "standalone-admin", Authorizer: authz},
+			unionauthz.NamedAuthorizer{AuthorizerName: "embedder", Authorizer: hooks.Authorizer},
+		)
+		if err != nil {
+			return nil, fmt.Errorf("combine authorizers: %w", err)
+		}
+	}
+	cfg.Generic.Authorization.Authorizer = authz
 
 	caPEM, err := os.ReadFile(ss.ServerCert.CertKey.CertFile)
 	if err != nil {

@@ -126,6 +126,11 @@ FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before
 -- name: ListKeys :many
 SELECT key FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before ORDER BY key;
 
+-- name: RaiseRevision :one
+-- Moves the revision past an external one (etcd's, when reports move over from CRDs): revisions
+-- stay commit-ordered (the row lock) and unique, only no longer contiguous across the jump.
+UPDATE revisions SET current = greatest(current, @revision::bigint) + 1 WHERE cluster = @cluster RETURNING current;
+
 -- name: SetCompacted :exec
 UPDATE revisions SET compacted = greatest(compacted, @revision::bigint) WHERE cluster = @cluster;
 

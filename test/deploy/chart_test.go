@@ -11,7 +11,6 @@ import (
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
@@ -52,17 +51,7 @@ func render(t *testing.T, c *chart.Chart, kube *chartutil.KubeVersion, releaseNa
 	if err := yaml.Unmarshal([]byte(values), &vals); err != nil {
 		t.Fatalf("values: %v", err)
 	}
-	if c.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(c.Metadata.KubeVersion, kube.Version) {
-		return rendered{}, fmt.Errorf("chart requires kubeVersion %s, not %s", c.Metadata.KubeVersion, kube.Version)
-	}
-	caps := chartutil.DefaultCapabilities.Copy()
-	caps.KubeVersion = *kube
-	opts := chartutil.ReleaseOptions{Name: releaseName, Namespace: namespace, Revision: 1, IsInstall: true}
-	renderValues, err := chartutil.ToRenderValues(c, vals, opts, caps)
-	if err != nil {
-		return rendered{}, err
-	}
-	files, err := engine.Render(c, renderValues)
+	files, err := RenderChart(c, kube, releaseName, namespace, vals)
 	if err != nil {
 		return rendered{}, err
 	}

@@ -38,11 +38,22 @@ func startServer(t *testing.T) *testServer {
 // startServerOn is startServer on a database of the caller's.
 func startServerOn(t *testing.T, databaseURL string) *testServer {
 	t.Helper()
+	return startServerWith(t, databaseURL, nil)
+}
+
+// startServerWith is startServerOn with options and hooks the caller adjusts in configure (may be
+// nil) before the options are completed; the Out and Ready hooks are the harness's own.
+func startServerWith(t testing.TB, databaseURL string, configure func(*server.Options, *server.Hooks)) *testServer {
+	t.Helper()
 	o := server.NewOptions()
 	o.Standalone = true
 	o.DataDir = t.TempDir()
 	o.DatabaseURL = databaseURL
 	o.Recommended.SecureServing.BindPort = 0
+	var hooks server.Hooks
+	if configure != nil {
+		configure(o, &hooks)
+	}
 	if err := o.Complete(nil); err != nil {
 		t.Fatalf("complete options: %v", err)
 	}
@@ -54,7 +65,8 @@ func startServerOn(t *testing.T, databaseURL string) *testServer {
 	ready := make(chan *rest.Config, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- o.Run(ctx, server.Hooks{Out: io.Discard, Ready: func(c *rest.Config) { ready <- c }})
+		hooks.Out, hooks.Ready = io.Discard, func(c *rest.Config) { ready <- c }
+		done <- o.Run(ctx, hooks)
 	}()
 	// Registered after dbtest.URL's cleanup, so it runs first: the server stops before its
 	// database is dropped.

@@ -106,6 +106,9 @@ func BenchmarkWritesWithIdleWatchers(b *testing.B) {
 				after := e.follower.Stats()
 				reads := after.FollowerReads - before.FollowerReads + after.LogReads - before.LogReads
 				b.ReportMetric(float64(reads)/float64(b.N), "reads/write")
+				// Load-independent: how many watchers each write woke (each then takes the
+				// follower's read lock, scans the window and matches its predicate).
+				b.ReportMetric(float64(after.Wakeups-before.Wakeups)/float64(b.N), "wakeups/write")
 			}
 		})
 	}

@@ -250,6 +250,40 @@ func (c *Compactor) setCompacted(ctx context.Context, conn *pgxpool.Conn, rev in
 	return nil
 }
 
+// Exclusively runs fn while holding the cluster's compaction lock, waiting for it: one replica at
+// a time runs fn, and no compaction runs meanwhile. The migration from CRDs runs this way.
+func (c *Compactor) Exclusively(ctx context.Context, fn func(context.Context) error) error {
+	_, err := c.lead(ctx, true, func(*pgxpool.Conn) error { return fn(ctx) })
+	return err
+}
+
+// ExpireThrough makes every revision issued so far, and every external revision up to rv, too
+// old: it raises the cluster's revision past rv and compacts everything before the new one, so a
+// client holding such a resourceVersion gets 410 Gone and relists. The migration from CRDs uses
+// it for the etcd resourceVersions the CRDs' clients hold, which mean nothing here. The change
+// rows go with the next compaction pass.
+func (c *Compactor) ExpireThrough(ctx context.Context, rv int64) error {
+	var next int64
+	err := db.Tx(ctx, c.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		var err error
+		// Compacted ends up at rv+1 or above: a watch from the compacted revision itself is
+		// still valid (it wants what follows), so it must pass rv.
+		if next, err = c.q.RaiseRevision(ctx, tx, sqlc.RaiseRevisionParams{Cluster: c.cluster, Revision: rv + 1}); err != nil {
+			return fmt.Errorf("raise revision: %w", db.NoRows(err))
+		}
+		if err := c.q.SetCompacted(ctx, tx, sqlc.SetCompactedParams{Cluster: c.cluster, Revision: next - 1}); err != nil {
+			return fmt.Errorf("set compacted: %w", err)
+		}
+		return c.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(c.cluster, next)})
+	})
+	if err != nil {
+		return err
+	}
+	c.observe(next - 1)
+	c.opts.Log.Info("expired every earlier resourceVersion", "cluster", c.cluster, "through", rv, "revision", next)
+	return nil
+}
+
 // deleteUpTo is step 2: batched DELETEs of the change rows at or below rev, each committed on
 // its own, outside the revision lock.
 func (c *Compactor) deleteUpTo(ctx context.Context, conn *pgxpool.Conn, rev int64) error {

@@ -342,3 +342,56 @@ func TestCompactionDoesNotBlockWriters(t *testing.T) {
 		t.Errorf("%d change rows left, want the one written during the compaction", n)
 	}
 }
+
+// TestExpireThrough: after the migration from CRDs expires the etcd resourceVersions, a watch
+// from one of ours or from an etcd one (higher than any of ours) gets 410, an open watcher is
+// ended with 410 so its client relists, exact-RV lists are too old, and new writes get revisions
+// above the etcd one, still in order.
+func TestExpireThrough(t *testing.T) {
+	e := newWatchEnv(t, "", pgstorage.FollowerOptions{}, pgstorage.Config{})
+	old := e.create(t, pod("ns", "a", nil))
+	open, err := e.store.Watch(e.ctx, "/pods/", storage.ListOptions{ResourceVersion: fmt.Sprint(old), Recursive: true, Predicate: storage.Everything})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Stop()
+	e.waitSynced(t, old)
+
+	const etcdRV = 7_000_000
+	c := pgstorage.NewCompactor(e.pool, testCluster, pgstorage.CompactorOptions{Log: quietLog})
+	if err := c.ExpireThrough(e.ctx, etcdRV); err != nil {
+		t.Fatal(err)
+	}
+	if ev := firstEvent(t, open); !isExpired(ev) {
+		t.Errorf("open watcher got %v, want 410 Expired", ev)
+	}
+	for _, rv := range []int64{old, etcdRV} {
+		w, err := e.store.Watch(e.ctx, "/pods/", storage.ListOptions{ResourceVersion: fmt.Sprint(rv), Recursive: true, Predicate: storage.Everything})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := firstEvent(t, w); !isExpired(ev) {
+			t.Errorf("watch from %d got %v, want 410 Expired", rv, ev)
+		}
+		w.Stop()
+	}
+	var list example.PodList
+	err = e.store.GetList(e.ctx, "/pods/", storage.ListOptions{
+		ResourceVersion: fmt.Sprint(old), ResourceVersionMatch: metav1.ResourceVersionMatchExact, Recursive: true, Predicate: storage.Everything,
+	}, &list)
+	if !storage.IsTooLargeResourceVersion(err) && !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+		t.Errorf("exact list at %d: %v, want too old", old, err)
+	}
+	next := e.create(t, pod("ns", "b", nil))
+	if next <= etcdRV {
+		t.Errorf("new write got revision %d, want above %d", next, etcdRV)
+	}
+	w, err := e.store.Watch(e.ctx, "/pods/", storage.ListOptions{ResourceVersion: fmt.Sprint(next - 1), Recursive: true, Predicate: storage.Everything})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if ev := firstEvent(t, w); ev.Type != watch.Added {
+		t.Errorf("watch from the new revision got %v, want ADDED", ev.Type)
+	}
+}

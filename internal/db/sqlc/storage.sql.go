@@ -441,6 +441,24 @@ func (q *Queries) Notify(ctx context.Context, db DBTX, arg NotifyParams) error {
 	return err
 }
 
+const raiseRevision = `-- name: RaiseRevision :one
+UPDATE revisions SET current = greatest(current, $1::bigint) + 1 WHERE cluster = $2 RETURNING current
+`
+
+type RaiseRevisionParams struct {
+	Revision int64
+	Cluster  string
+}
+
+// Moves the revision past an external one (etcd's, when reports move over from CRDs): revisions
+// stay commit-ordered (the row lock) and unique, only no longer contiguous across the jump.
+func (q *Queries) RaiseRevision(ctx context.Context, db DBTX, arg RaiseRevisionParams) (int64, error) {
+	row := db.QueryRow(ctx, raiseRevision, arg.Revision, arg.Cluster)
+	var current int64
+	err := row.Scan(&current)
+	return current, err
+}
+
 const readChanges = `-- name: ReadChanges :many
 SELECT v.current, v.compacted,
        coalesce(c.resource_version, 0)::bigint AS resource_version,

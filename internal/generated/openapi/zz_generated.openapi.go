@@ -10,7 +10,8 @@ Copyright The reports-server Authors.
 package openapi
 
 import (
-	v1alpha1 "github.com/reports-server/reports-server/internal/apis/openreports/v1alpha1"
+	v1alpha1 "github.com/reports-server/reports-server/internal/apis/analytics/v1alpha1"
+	openreportsv1alpha1 "github.com/reports-server/reports-server/internal/apis/openreports/v1alpha1"
 	v1 "github.com/reports-server/reports-server/internal/apis/reportskyverno/v1"
 	v1alpha2 "github.com/reports-server/reports-server/internal/apis/wgpolicyk8s/v1alpha2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,88 +23,969 @@ import (
 
 func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
 	return map[string]common.OpenAPIDefinition{
-		v1alpha1.ClusterReport{}.OpenAPIModelName():            schema_internal_apis_openreports_v1alpha1_ClusterReport(ref),
-		v1alpha1.ClusterReportList{}.OpenAPIModelName():        schema_internal_apis_openreports_v1alpha1_ClusterReportList(ref),
-		v1alpha1.LabelSelector{}.OpenAPIModelName():            schema_internal_apis_openreports_v1alpha1_LabelSelector(ref),
-		v1alpha1.LabelSelectorRequirement{}.OpenAPIModelName(): schema_internal_apis_openreports_v1alpha1_LabelSelectorRequirement(ref),
-		v1alpha1.Limits{}.OpenAPIModelName():                   schema_internal_apis_openreports_v1alpha1_Limits(ref),
-		v1alpha1.ObjectReference{}.OpenAPIModelName():          schema_internal_apis_openreports_v1alpha1_ObjectReference(ref),
-		v1alpha1.Report{}.OpenAPIModelName():                   schema_internal_apis_openreports_v1alpha1_Report(ref),
-		v1alpha1.ReportConfiguration{}.OpenAPIModelName():      schema_internal_apis_openreports_v1alpha1_ReportConfiguration(ref),
-		v1alpha1.ReportList{}.OpenAPIModelName():               schema_internal_apis_openreports_v1alpha1_ReportList(ref),
-		v1alpha1.ReportResult{}.OpenAPIModelName():             schema_internal_apis_openreports_v1alpha1_ReportResult(ref),
-		v1alpha1.ReportSummary{}.OpenAPIModelName():            schema_internal_apis_openreports_v1alpha1_ReportSummary(ref),
-		v1alpha1.Timestamp{}.OpenAPIModelName():                schema_internal_apis_openreports_v1alpha1_Timestamp(ref),
-		v1.ClusterEphemeralReport{}.OpenAPIModelName():         schema_internal_apis_reportskyverno_v1_ClusterEphemeralReport(ref),
-		v1.ClusterEphemeralReportList{}.OpenAPIModelName():     schema_internal_apis_reportskyverno_v1_ClusterEphemeralReportList(ref),
-		v1.EphemeralReport{}.OpenAPIModelName():                schema_internal_apis_reportskyverno_v1_EphemeralReport(ref),
-		v1.EphemeralReportList{}.OpenAPIModelName():            schema_internal_apis_reportskyverno_v1_EphemeralReportList(ref),
-		v1.EphemeralReportSpec{}.OpenAPIModelName():            schema_internal_apis_reportskyverno_v1_EphemeralReportSpec(ref),
-		v1.OwnerReference{}.OpenAPIModelName():                 schema_internal_apis_reportskyverno_v1_OwnerReference(ref),
-		v1alpha2.ClusterPolicyReport{}.OpenAPIModelName():      schema_internal_apis_wgpolicyk8s_v1alpha2_ClusterPolicyReport(ref),
-		v1alpha2.ClusterPolicyReportList{}.OpenAPIModelName():  schema_internal_apis_wgpolicyk8s_v1alpha2_ClusterPolicyReportList(ref),
-		v1alpha2.LabelSelector{}.OpenAPIModelName():            schema_internal_apis_wgpolicyk8s_v1alpha2_LabelSelector(ref),
-		v1alpha2.LabelSelectorRequirement{}.OpenAPIModelName(): schema_internal_apis_wgpolicyk8s_v1alpha2_LabelSelectorRequirement(ref),
-		v1alpha2.ObjectReference{}.OpenAPIModelName():          schema_internal_apis_wgpolicyk8s_v1alpha2_ObjectReference(ref),
-		v1alpha2.PolicyReport{}.OpenAPIModelName():             schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReport(ref),
-		v1alpha2.PolicyReportList{}.OpenAPIModelName():         schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReportList(ref),
-		v1alpha2.PolicyReportResult{}.OpenAPIModelName():       schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReportResult(ref),
-		v1alpha2.PolicyReportSummary{}.OpenAPIModelName():      schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReportSummary(ref),
-		v1alpha2.Timestamp{}.OpenAPIModelName():                schema_internal_apis_wgpolicyk8s_v1alpha2_Timestamp(ref),
-		metav1.APIGroup{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_APIGroup(ref),
-		metav1.APIGroupList{}.OpenAPIModelName():               schema_pkg_apis_meta_v1_APIGroupList(ref),
-		metav1.APIResource{}.OpenAPIModelName():                schema_pkg_apis_meta_v1_APIResource(ref),
-		metav1.APIResourceList{}.OpenAPIModelName():            schema_pkg_apis_meta_v1_APIResourceList(ref),
-		metav1.APIVersions{}.OpenAPIModelName():                schema_pkg_apis_meta_v1_APIVersions(ref),
-		metav1.ApplyOptions{}.OpenAPIModelName():               schema_pkg_apis_meta_v1_ApplyOptions(ref),
-		metav1.Condition{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_Condition(ref),
-		metav1.CreateOptions{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_CreateOptions(ref),
-		metav1.DeleteOptions{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_DeleteOptions(ref),
-		metav1.Duration{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_Duration(ref),
-		metav1.FieldSelectorRequirement{}.OpenAPIModelName():   schema_pkg_apis_meta_v1_FieldSelectorRequirement(ref),
-		metav1.FieldsV1{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_FieldsV1(ref),
-		metav1.GetOptions{}.OpenAPIModelName():                 schema_pkg_apis_meta_v1_GetOptions(ref),
-		metav1.GroupKind{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_GroupKind(ref),
-		metav1.GroupResource{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_GroupResource(ref),
-		metav1.GroupVersion{}.OpenAPIModelName():               schema_pkg_apis_meta_v1_GroupVersion(ref),
-		metav1.GroupVersionForDiscovery{}.OpenAPIModelName():   schema_pkg_apis_meta_v1_GroupVersionForDiscovery(ref),
-		metav1.GroupVersionKind{}.OpenAPIModelName():           schema_pkg_apis_meta_v1_GroupVersionKind(ref),
-		metav1.GroupVersionResource{}.OpenAPIModelName():       schema_pkg_apis_meta_v1_GroupVersionResource(ref),
-		metav1.InternalEvent{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_InternalEvent(ref),
-		metav1.LabelSelector{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_LabelSelector(ref),
-		metav1.LabelSelectorRequirement{}.OpenAPIModelName():   schema_pkg_apis_meta_v1_LabelSelectorRequirement(ref),
-		metav1.List{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_List(ref),
-		metav1.ListMeta{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_ListMeta(ref),
-		metav1.ListOptions{}.OpenAPIModelName():                schema_pkg_apis_meta_v1_ListOptions(ref),
-		metav1.ManagedFieldsEntry{}.OpenAPIModelName():         schema_pkg_apis_meta_v1_ManagedFieldsEntry(ref),
-		metav1.MicroTime{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_MicroTime(ref),
-		metav1.ObjectMeta{}.OpenAPIModelName():                 schema_pkg_apis_meta_v1_ObjectMeta(ref),
-		metav1.OwnerReference{}.OpenAPIModelName():             schema_pkg_apis_meta_v1_OwnerReference(ref),
-		metav1.PartialObjectMetadata{}.OpenAPIModelName():      schema_pkg_apis_meta_v1_PartialObjectMetadata(ref),
-		metav1.PartialObjectMetadataList{}.OpenAPIModelName():  schema_pkg_apis_meta_v1_PartialObjectMetadataList(ref),
-		metav1.Patch{}.OpenAPIModelName():                      schema_pkg_apis_meta_v1_Patch(ref),
-		metav1.PatchOptions{}.OpenAPIModelName():               schema_pkg_apis_meta_v1_PatchOptions(ref),
-		metav1.Preconditions{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_Preconditions(ref),
-		metav1.RootPaths{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_RootPaths(ref),
-		metav1.ServerAddressByClientCIDR{}.OpenAPIModelName():  schema_pkg_apis_meta_v1_ServerAddressByClientCIDR(ref),
-		metav1.ShardInfo{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_ShardInfo(ref),
-		metav1.Status{}.OpenAPIModelName():                     schema_pkg_apis_meta_v1_Status(ref),
-		metav1.StatusCause{}.OpenAPIModelName():                schema_pkg_apis_meta_v1_StatusCause(ref),
-		metav1.StatusDetails{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_StatusDetails(ref),
-		metav1.Table{}.OpenAPIModelName():                      schema_pkg_apis_meta_v1_Table(ref),
-		metav1.TableColumnDefinition{}.OpenAPIModelName():      schema_pkg_apis_meta_v1_TableColumnDefinition(ref),
-		metav1.TableOptions{}.OpenAPIModelName():               schema_pkg_apis_meta_v1_TableOptions(ref),
-		metav1.TableRow{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_TableRow(ref),
-		metav1.TableRowCondition{}.OpenAPIModelName():          schema_pkg_apis_meta_v1_TableRowCondition(ref),
-		metav1.Time{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_Time(ref),
-		metav1.Timestamp{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_Timestamp(ref),
-		metav1.TypeMeta{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_TypeMeta(ref),
-		metav1.UpdateOptions{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_UpdateOptions(ref),
-		metav1.WatchEvent{}.OpenAPIModelName():                 schema_pkg_apis_meta_v1_WatchEvent(ref),
-		runtime.RawExtension{}.OpenAPIModelName():              schema_k8sio_apimachinery_pkg_runtime_RawExtension(ref),
-		runtime.TypeMeta{}.OpenAPIModelName():                  schema_k8sio_apimachinery_pkg_runtime_TypeMeta(ref),
-		runtime.Unknown{}.OpenAPIModelName():                   schema_k8sio_apimachinery_pkg_runtime_Unknown(ref),
-		version.Info{}.OpenAPIModelName():                      schema_k8sio_apimachinery_pkg_version_Info(ref),
+		v1alpha1.ClusterFinding{}.OpenAPIModelName():                      schema_internal_apis_analytics_v1alpha1_ClusterFinding(ref),
+		v1alpha1.ClusterFindingList{}.OpenAPIModelName():                  schema_internal_apis_analytics_v1alpha1_ClusterFindingList(ref),
+		v1alpha1.Finding{}.OpenAPIModelName():                             schema_internal_apis_analytics_v1alpha1_Finding(ref),
+		v1alpha1.FindingCounts{}.OpenAPIModelName():                       schema_internal_apis_analytics_v1alpha1_FindingCounts(ref),
+		v1alpha1.FindingFields{}.OpenAPIModelName():                       schema_internal_apis_analytics_v1alpha1_FindingFields(ref),
+		v1alpha1.FindingList{}.OpenAPIModelName():                         schema_internal_apis_analytics_v1alpha1_FindingList(ref),
+		v1alpha1.FindingSummary{}.OpenAPIModelName():                      schema_internal_apis_analytics_v1alpha1_FindingSummary(ref),
+		v1alpha1.FindingSummaryList{}.OpenAPIModelName():                  schema_internal_apis_analytics_v1alpha1_FindingSummaryList(ref),
+		v1alpha1.ReportReference{}.OpenAPIModelName():                     schema_internal_apis_analytics_v1alpha1_ReportReference(ref),
+		v1alpha1.SubjectReference{}.OpenAPIModelName():                    schema_internal_apis_analytics_v1alpha1_SubjectReference(ref),
+		v1alpha1.SummarySubject{}.OpenAPIModelName():                      schema_internal_apis_analytics_v1alpha1_SummarySubject(ref),
+		openreportsv1alpha1.ClusterReport{}.OpenAPIModelName():            schema_internal_apis_openreports_v1alpha1_ClusterReport(ref),
+		openreportsv1alpha1.ClusterReportList{}.OpenAPIModelName():        schema_internal_apis_openreports_v1alpha1_ClusterReportList(ref),
+		openreportsv1alpha1.LabelSelector{}.OpenAPIModelName():            schema_internal_apis_openreports_v1alpha1_LabelSelector(ref),
+		openreportsv1alpha1.LabelSelectorRequirement{}.OpenAPIModelName(): schema_internal_apis_openreports_v1alpha1_LabelSelectorRequirement(ref),
+		openreportsv1alpha1.Limits{}.OpenAPIModelName():                   schema_internal_apis_openreports_v1alpha1_Limits(ref),
+		openreportsv1alpha1.ObjectReference{}.OpenAPIModelName():          schema_internal_apis_openreports_v1alpha1_ObjectReference(ref),
+		openreportsv1alpha1.Report{}.OpenAPIModelName():                   schema_internal_apis_openreports_v1alpha1_Report(ref),
+		openreportsv1alpha1.ReportConfiguration{}.OpenAPIModelName():      schema_internal_apis_openreports_v1alpha1_ReportConfiguration(ref),
+		openreportsv1alpha1.ReportList{}.OpenAPIModelName():               schema_internal_apis_openreports_v1alpha1_ReportList(ref),
+		openreportsv1alpha1.ReportResult{}.OpenAPIModelName():             schema_internal_apis_openreports_v1alpha1_ReportResult(ref),
+		openreportsv1alpha1.ReportSummary{}.OpenAPIModelName():            schema_internal_apis_openreports_v1alpha1_ReportSummary(ref),
+		openreportsv1alpha1.Timestamp{}.OpenAPIModelName():                schema_internal_apis_openreports_v1alpha1_Timestamp(ref),
+		v1.ClusterEphemeralReport{}.OpenAPIModelName():                    schema_internal_apis_reportskyverno_v1_ClusterEphemeralReport(ref),
+		v1.ClusterEphemeralReportList{}.OpenAPIModelName():                schema_internal_apis_reportskyverno_v1_ClusterEphemeralReportList(ref),
+		v1.EphemeralReport{}.OpenAPIModelName():                           schema_internal_apis_reportskyverno_v1_EphemeralReport(ref),
+		v1.EphemeralReportList{}.OpenAPIModelName():                       schema_internal_apis_reportskyverno_v1_EphemeralReportList(ref),
+		v1.EphemeralReportSpec{}.OpenAPIModelName():                       schema_internal_apis_reportskyverno_v1_EphemeralReportSpec(ref),
+		v1.OwnerReference{}.OpenAPIModelName():                            schema_internal_apis_reportskyverno_v1_OwnerReference(ref),
+		v1alpha2.ClusterPolicyReport{}.OpenAPIModelName():                 schema_internal_apis_wgpolicyk8s_v1alpha2_ClusterPolicyReport(ref),
+		v1alpha2.ClusterPolicyReportList{}.OpenAPIModelName():             schema_internal_apis_wgpolicyk8s_v1alpha2_ClusterPolicyReportList(ref),
+		v1alpha2.LabelSelector{}.OpenAPIModelName():                       schema_internal_apis_wgpolicyk8s_v1alpha2_LabelSelector(ref),
+		v1alpha2.LabelSelectorRequirement{}.OpenAPIModelName():            schema_internal_apis_wgpolicyk8s_v1alpha2_LabelSelectorRequirement(ref),
+		v1alpha2.ObjectReference{}.OpenAPIModelName():                     schema_internal_apis_wgpolicyk8s_v1alpha2_ObjectReference(ref),
+		v1alpha2.PolicyReport{}.OpenAPIModelName():                        schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReport(ref),
+		v1alpha2.PolicyReportList{}.OpenAPIModelName():                    schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReportList(ref),
+		v1alpha2.PolicyReportResult{}.OpenAPIModelName():                  schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReportResult(ref),
+		v1alpha2.PolicyReportSummary{}.OpenAPIModelName():                 schema_internal_apis_wgpolicyk8s_v1alpha2_PolicyReportSummary(ref),
+		v1alpha2.Timestamp{}.OpenAPIModelName():                           schema_internal_apis_wgpolicyk8s_v1alpha2_Timestamp(ref),
+		metav1.APIGroup{}.OpenAPIModelName():                              schema_pkg_apis_meta_v1_APIGroup(ref),
+		metav1.APIGroupList{}.OpenAPIModelName():                          schema_pkg_apis_meta_v1_APIGroupList(ref),
+		metav1.APIResource{}.OpenAPIModelName():                           schema_pkg_apis_meta_v1_APIResource(ref),
+		metav1.APIResourceList{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_APIResourceList(ref),
+		metav1.APIVersions{}.OpenAPIModelName():                           schema_pkg_apis_meta_v1_APIVersions(ref),
+		metav1.ApplyOptions{}.OpenAPIModelName():                          schema_pkg_apis_meta_v1_ApplyOptions(ref),
+		metav1.Condition{}.OpenAPIModelName():                             schema_pkg_apis_meta_v1_Condition(ref),
+		metav1.CreateOptions{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_CreateOptions(ref),
+		metav1.DeleteOptions{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_DeleteOptions(ref),
+		metav1.Duration{}.OpenAPIModelName():                              schema_pkg_apis_meta_v1_Duration(ref),
+		metav1.FieldSelectorRequirement{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_FieldSelectorRequirement(ref),
+		metav1.FieldsV1{}.OpenAPIModelName():                              schema_pkg_apis_meta_v1_FieldsV1(ref),
+		metav1.GetOptions{}.OpenAPIModelName():                            schema_pkg_apis_meta_v1_GetOptions(ref),
+		metav1.GroupKind{}.OpenAPIModelName():                             schema_pkg_apis_meta_v1_GroupKind(ref),
+		metav1.GroupResource{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_GroupResource(ref),
+		metav1.GroupVersion{}.OpenAPIModelName():                          schema_pkg_apis_meta_v1_GroupVersion(ref),
+		metav1.GroupVersionForDiscovery{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_GroupVersionForDiscovery(ref),
+		metav1.GroupVersionKind{}.OpenAPIModelName():                      schema_pkg_apis_meta_v1_GroupVersionKind(ref),
+		metav1.GroupVersionResource{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_GroupVersionResource(ref),
+		metav1.InternalEvent{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_InternalEvent(ref),
+		metav1.LabelSelector{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_LabelSelector(ref),
+		metav1.LabelSelectorRequirement{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_LabelSelectorRequirement(ref),
+		metav1.List{}.OpenAPIModelName():                                  schema_pkg_apis_meta_v1_List(ref),
+		metav1.ListMeta{}.OpenAPIModelName():                              schema_pkg_apis_meta_v1_ListMeta(ref),
+		metav1.ListOptions{}.OpenAPIModelName():                           schema_pkg_apis_meta_v1_ListOptions(ref),
+		metav1.ManagedFieldsEntry{}.OpenAPIModelName():                    schema_pkg_apis_meta_v1_ManagedFieldsEntry(ref),
+		metav1.MicroTime{}.OpenAPIModelName():                             schema_pkg_apis_meta_v1_MicroTime(ref),
+		metav1.ObjectMeta{}.OpenAPIModelName():                            schema_pkg_apis_meta_v1_ObjectMeta(ref),
+		metav1.OwnerReference{}.OpenAPIModelName():                        schema_pkg_apis_meta_v1_OwnerReference(ref),
+		metav1.PartialObjectMetadata{}.OpenAPIModelName():                 schema_pkg_apis_meta_v1_PartialObjectMetadata(ref),
+		metav1.PartialObjectMetadataList{}.OpenAPIModelName():             schema_pkg_apis_meta_v1_PartialObjectMetadataList(ref),
+		metav1.Patch{}.OpenAPIModelName():                                 schema_pkg_apis_meta_v1_Patch(ref),
+		metav1.PatchOptions{}.OpenAPIModelName():                          schema_pkg_apis_meta_v1_PatchOptions(ref),
+		metav1.Preconditions{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_Preconditions(ref),
+		metav1.RootPaths{}.OpenAPIModelName():                             schema_pkg_apis_meta_v1_RootPaths(ref),
+		metav1.ServerAddressByClientCIDR{}.OpenAPIModelName():             schema_pkg_apis_meta_v1_ServerAddressByClientCIDR(ref),
+		metav1.ShardInfo{}.OpenAPIModelName():                             schema_pkg_apis_meta_v1_ShardInfo(ref),
+		metav1.Status{}.OpenAPIModelName():                                schema_pkg_apis_meta_v1_Status(ref),
+		metav1.StatusCause{}.OpenAPIModelName():                           schema_pkg_apis_meta_v1_StatusCause(ref),
+		metav1.StatusDetails{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_StatusDetails(ref),
+		metav1.Table{}.OpenAPIModelName():                                 schema_pkg_apis_meta_v1_Table(ref),
+		metav1.TableColumnDefinition{}.OpenAPIModelName():                 schema_pkg_apis_meta_v1_TableColumnDefinition(ref),
+		metav1.TableOptions{}.OpenAPIModelName():                          schema_pkg_apis_meta_v1_TableOptions(ref),
+		metav1.TableRow{}.OpenAPIModelName():                              schema_pkg_apis_meta_v1_TableRow(ref),
+		metav1.TableRowCondition{}.OpenAPIModelName():                     schema_pkg_apis_meta_v1_TableRowCondition(ref),
+		metav1.Time{}.OpenAPIModelName():                                  schema_pkg_apis_meta_v1_Time(ref),
+		metav1.Timestamp{}.OpenAPIModelName():                             schema_pkg_apis_meta_v1_Timestamp(ref),
+		metav1.TypeMeta{}.OpenAPIModelName():                              schema_pkg_apis_meta_v1_TypeMeta(ref),
+		metav1.UpdateOptions{}.OpenAPIModelName():                         schema_pkg_apis_meta_v1_UpdateOptions(ref),
+		metav1.WatchEvent{}.OpenAPIModelName():                            schema_pkg_apis_meta_v1_WatchEvent(ref),
+		runtime.RawExtension{}.OpenAPIModelName():                         schema_k8sio_apimachinery_pkg_runtime_RawExtension(ref),
+		runtime.TypeMeta{}.OpenAPIModelName():                             schema_k8sio_apimachinery_pkg_runtime_TypeMeta(ref),
+		runtime.Unknown{}.OpenAPIModelName():                              schema_k8sio_apimachinery_pkg_runtime_Unknown(ref),
+		version.Info{}.OpenAPIModelName():                                 schema_k8sio_apimachinery_pkg_version_Info(ref),
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_ClusterFinding(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "ClusterFinding is one result of a cluster-scoped report (ClusterPolicyReport, ClusterReport, ClusterEphemeralReport). It is cluster-scoped like those reports, so reading it takes a cluster-wide grant, as reading them does. Names and fields are those of Finding. Read-only: get and list.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+					"report": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Report is the report the result is part of, and its position there.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.ReportReference{}.OpenAPIModelName()),
+						},
+					},
+					"source": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Source is the result's source, else the report's top-level source (openreports), e.g. kyverno, Trivy.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"policy": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Policy is the result's policy (the CVE id for recent Trivy adapters).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"rule": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Rule is the result's rule.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"category": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Category is the result's category (for Trivy: the package).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"severity": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Severity is the result's severity, else its \"severity\" property, lower-cased: critical, high, medium, low, info; absent when neither is set.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"result": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Result is pass, fail, warn, error or skip; absent when the producer writes none (vulnerability scanners).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"finding": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Finding is true when the result needs attention: its result is fail, warn or error, or it has none.",
+							Default:     false,
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"scored": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Scored is the result's scored flag.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"message": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Message is the result's message.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"timestamp": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Timestamp is when the result was produced, to the microsecond; absent when the producer wrote none.",
+							Ref:         ref(metav1.MicroTime{}.OpenAPIModelName()),
+						},
+					},
+					"subject": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Subject is the resource the result is about: its first resources[] entry, else the report's scope (or an ephemeral report's owner, or the report's controller owner). Absent when the result is about no resource.",
+							Ref:         ref(v1alpha1.SubjectReference{}.OpenAPIModelName()),
+						},
+					},
+					"score": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Score is the CVSS-like score: the \"score\" property when it is a number, else the highest numeric \"<vendor>.v3_score\" property.",
+							Type:        []string{"number"},
+							Format:      "double",
+						},
+					},
+					"properties": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Properties are the result's properties (string values), e.g. FixedVersion and PrimaryURL from Trivy.",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"report", "finding"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.ReportReference{}.OpenAPIModelName(), v1alpha1.SubjectReference{}.OpenAPIModelName(), metav1.MicroTime{}.OpenAPIModelName(), metav1.ObjectMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_ClusterFindingList(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "ClusterFindingList is a list of ClusterFinding.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ListMeta{}.OpenAPIModelName()),
+						},
+					},
+					"items": {
+						SchemaProps: spec.SchemaProps{
+							Type: []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.ClusterFinding{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"items"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.ClusterFinding{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_Finding(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "Finding is one result of a namespaced report (PolicyReport, Report, EphemeralReport), in the report's namespace: whoever may read findings in a namespace sees the results of that namespace's reports, and nothing else. It is a row of the SQL view reporting.results. Read-only: get and list.\n\nThe name is <report short name>.<report name>.<result index>, e.g. polr.trivy-pod-web.3: results of one report keep their names across the report's updates as long as the producer writes them in the same order, as producers do when what they evaluate has not changed. The uid changes when the name comes to denote another result (another source, policy, rule, category or subject at that position), as it would for an object deleted and recreated under the same name.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+					"report": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Report is the report the result is part of, and its position there.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.ReportReference{}.OpenAPIModelName()),
+						},
+					},
+					"source": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Source is the result's source, else the report's top-level source (openreports), e.g. kyverno, Trivy.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"policy": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Policy is the result's policy (the CVE id for recent Trivy adapters).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"rule": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Rule is the result's rule.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"category": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Category is the result's category (for Trivy: the package).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"severity": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Severity is the result's severity, else its \"severity\" property, lower-cased: critical, high, medium, low, info; absent when neither is set.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"result": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Result is pass, fail, warn, error or skip; absent when the producer writes none (vulnerability scanners).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"finding": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Finding is true when the result needs attention: its result is fail, warn or error, or it has none.",
+							Default:     false,
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"scored": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Scored is the result's scored flag.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"message": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Message is the result's message.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"timestamp": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Timestamp is when the result was produced, to the microsecond; absent when the producer wrote none.",
+							Ref:         ref(metav1.MicroTime{}.OpenAPIModelName()),
+						},
+					},
+					"subject": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Subject is the resource the result is about: its first resources[] entry, else the report's scope (or an ephemeral report's owner, or the report's controller owner). Absent when the result is about no resource.",
+							Ref:         ref(v1alpha1.SubjectReference{}.OpenAPIModelName()),
+						},
+					},
+					"score": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Score is the CVSS-like score: the \"score\" property when it is a number, else the highest numeric \"<vendor>.v3_score\" property.",
+							Type:        []string{"number"},
+							Format:      "double",
+						},
+					},
+					"properties": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Properties are the result's properties (string values), e.g. FixedVersion and PrimaryURL from Trivy.",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"report", "finding"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.ReportReference{}.OpenAPIModelName(), v1alpha1.SubjectReference{}.OpenAPIModelName(), metav1.MicroTime{}.OpenAPIModelName(), metav1.ObjectMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_FindingCounts(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FindingCounts are the count columns of the summaries (docs/sql.md, \"Summary columns\").",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"results": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Results counts every result.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"pass": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Pass counts results with result pass.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"fail": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Fail counts results with result fail.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"warn": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Warn counts results with result warn.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"error": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Error counts results with result error.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"skip": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Skip counts results with result skip.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"findings": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Findings counts findings: results that are fail, warn, error, or have no result.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"critical": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Critical counts findings of severity critical.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"high": {
+						SchemaProps: spec.SchemaProps{
+							Description: "High counts findings of severity high.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"medium": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Medium counts findings of severity medium.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"low": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Low counts findings of severity low.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"info": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Info counts findings of severity info.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+				},
+				Required: []string{"results", "pass", "fail", "warn", "error", "skip", "findings", "critical", "high", "medium", "low", "info"},
+			},
+		},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_FindingFields(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FindingFields are the columns of a result in reporting.results (docs/sql.md has their exact meaning).",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"report": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Report is the report the result is part of, and its position there.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.ReportReference{}.OpenAPIModelName()),
+						},
+					},
+					"source": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Source is the result's source, else the report's top-level source (openreports), e.g. kyverno, Trivy.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"policy": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Policy is the result's policy (the CVE id for recent Trivy adapters).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"rule": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Rule is the result's rule.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"category": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Category is the result's category (for Trivy: the package).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"severity": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Severity is the result's severity, else its \"severity\" property, lower-cased: critical, high, medium, low, info; absent when neither is set.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"result": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Result is pass, fail, warn, error or skip; absent when the producer writes none (vulnerability scanners).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"finding": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Finding is true when the result needs attention: its result is fail, warn or error, or it has none.",
+							Default:     false,
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"scored": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Scored is the result's scored flag.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
+					"message": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Message is the result's message.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"timestamp": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Timestamp is when the result was produced, to the microsecond; absent when the producer wrote none.",
+							Ref:         ref(metav1.MicroTime{}.OpenAPIModelName()),
+						},
+					},
+					"subject": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Subject is the resource the result is about: its first resources[] entry, else the report's scope (or an ephemeral report's owner, or the report's controller owner). Absent when the result is about no resource.",
+							Ref:         ref(v1alpha1.SubjectReference{}.OpenAPIModelName()),
+						},
+					},
+					"score": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Score is the CVSS-like score: the \"score\" property when it is a number, else the highest numeric \"<vendor>.v3_score\" property.",
+							Type:        []string{"number"},
+							Format:      "double",
+						},
+					},
+					"properties": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Properties are the result's properties (string values), e.g. FixedVersion and PrimaryURL from Trivy.",
+							Type:        []string{"object"},
+							AdditionalProperties: &spec.SchemaOrBool{
+								Allows: true,
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Type:   []string{"string"},
+										Format: "",
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"report", "finding"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.ReportReference{}.OpenAPIModelName(), v1alpha1.SubjectReference{}.OpenAPIModelName(), metav1.MicroTime{}.OpenAPIModelName()},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_FindingList(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FindingList is a list of Finding.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ListMeta{}.OpenAPIModelName()),
+						},
+					},
+					"items": {
+						SchemaProps: spec.SchemaProps{
+							Type: []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.Finding{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"items"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.Finding{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_FindingSummary(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FindingSummary is one row of a materialized summary of the results: of the whole cluster, of a namespace, of a policy or of a resource, as counted at the last refresh (--summary-refresh-interval after changes). It is cluster-scoped: summaries span namespaces. Read-only: get and list.\n\nThe name is <type>-<16 hex digits> (e.g. namespace-3f0c9a1b2d4e5f60), the digits a hash of the row's key (namespace; source and policy; namespace, kind and name), so it stays the same across refreshes.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ObjectMeta{}.OpenAPIModelName()),
+						},
+					},
+					"type": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Type is the summary the object is a row of: Cluster, Namespace, Policy or Resource.\n\nPossible enum values:\n - `\"Cluster\"` counts every result of the cluster (reporting.cluster_summary).\n - `\"Namespace\"` counts the results about one namespace (reporting.namespace_summary).\n - `\"Policy\"` counts the results of one source and policy (reporting.policy_summary).\n - `\"Resource\"` counts the results about one resource (reporting.resource_summary).",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+							Enum:        []interface{}{"Cluster", "Namespace", "Policy", "Resource"},
+						},
+					},
+					"namespace": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Namespace is the namespace counted (Namespace and Resource summaries); absent for results about no namespace (cluster-scoped resources).",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"source": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Source is the source counted (Policy summaries); absent when the results have none.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"policy": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Policy is the policy counted (Policy summaries); absent when the results have none.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"subject": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Subject is the resource counted (Resource summaries); absent when the results are about no resource.",
+							Ref:         ref(v1alpha1.SummarySubject{}.OpenAPIModelName()),
+						},
+					},
+					"counts": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Counts are the results and findings counted.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.FindingCounts{}.OpenAPIModelName()),
+						},
+					},
+					"refreshedAt": {
+						SchemaProps: spec.SchemaProps{
+							Description: "RefreshedAt is when the summary was last refreshed.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+				},
+				Required: []string{"type", "counts"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.FindingCounts{}.OpenAPIModelName(), v1alpha1.SummarySubject{}.OpenAPIModelName(), metav1.ObjectMeta{}.OpenAPIModelName(), metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_FindingSummaryList(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "FindingSummaryList is a list of FindingSummary.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"metadata": {
+						SchemaProps: spec.SchemaProps{
+							Default: map[string]interface{}{},
+							Ref:     ref(metav1.ListMeta{}.OpenAPIModelName()),
+						},
+					},
+					"items": {
+						SchemaProps: spec.SchemaProps{
+							Type: []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Ref: ref(v1alpha1.FindingSummary{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+				Required: []string{"items"},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.FindingSummary{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_ReportReference(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "ReportReference identifies the report a finding comes from. Its namespace is the finding's.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion of the report, e.g. wgpolicyk8s.io/v1alpha2.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind of the report, e.g. PolicyReport.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"name": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Name of the report.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"uid": {
+						SchemaProps: spec.SchemaProps{
+							Description: "UID of the report.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"resultIndex": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ResultIndex is the position of the result in the report's results, from 0.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+				},
+				Required: []string{"apiVersion", "kind", "name", "resultIndex"},
+			},
+		},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_SubjectReference(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "SubjectReference identifies the resource a result is about.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"apiVersion": {
+						SchemaProps: spec.SchemaProps{
+							Description: "APIVersion of the resource.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind of the resource, e.g. Pod.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"namespace": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Namespace of the resource; absent for cluster-scoped resources.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"name": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Name of the resource.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"uid": {
+						SchemaProps: spec.SchemaProps{
+							Description: "UID of the resource.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+			},
+		},
+	}
+}
+
+func schema_internal_apis_analytics_v1alpha1_SummarySubject(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "SummarySubject is the resource a Resource summary counts.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"kind": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Kind of the resource.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"name": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Name of the resource.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+			},
+		},
 	}
 }
 
@@ -144,25 +1026,25 @@ func schema_internal_apis_openreports_v1alpha1_ClusterReport(ref common.Referenc
 					"scope": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Scope is an optional reference to the report scope (e.g. a Deployment, Namespace, or Node)",
-							Ref:         ref(v1alpha1.ObjectReference{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.ObjectReference{}.OpenAPIModelName()),
 						},
 					},
 					"scopeSelector": {
 						SchemaProps: spec.SchemaProps{
 							Description: "ScopeSelector is an optional selector for multiple scopes (e.g. Pods). Either one of, or none of, but not both of, Scope or ScopeSelector should be specified.",
-							Ref:         ref(v1alpha1.LabelSelector{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.LabelSelector{}.OpenAPIModelName()),
 						},
 					},
 					"configuration": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Configuration is an optional field which can be used to specify a contract between Report generators and consumers",
-							Ref:         ref(v1alpha1.ReportConfiguration{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.ReportConfiguration{}.OpenAPIModelName()),
 						},
 					},
 					"summary": {
 						SchemaProps: spec.SchemaProps{
 							Description: "ReportSummary provides a summary of results",
-							Ref:         ref(v1alpha1.ReportSummary{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.ReportSummary{}.OpenAPIModelName()),
 						},
 					},
 					"results": {
@@ -177,7 +1059,7 @@ func schema_internal_apis_openreports_v1alpha1_ClusterReport(ref common.Referenc
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
-										Ref: ref(v1alpha1.ReportResult{}.OpenAPIModelName()),
+										Ref: ref(openreportsv1alpha1.ReportResult{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -187,7 +1069,7 @@ func schema_internal_apis_openreports_v1alpha1_ClusterReport(ref common.Referenc
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.LabelSelector{}.OpenAPIModelName(), v1alpha1.ObjectReference{}.OpenAPIModelName(), v1alpha1.ReportConfiguration{}.OpenAPIModelName(), v1alpha1.ReportResult{}.OpenAPIModelName(), v1alpha1.ReportSummary{}.OpenAPIModelName(), metav1.ObjectMeta{}.OpenAPIModelName()},
+			openreportsv1alpha1.LabelSelector{}.OpenAPIModelName(), openreportsv1alpha1.ObjectReference{}.OpenAPIModelName(), openreportsv1alpha1.ReportConfiguration{}.OpenAPIModelName(), openreportsv1alpha1.ReportResult{}.OpenAPIModelName(), openreportsv1alpha1.ReportSummary{}.OpenAPIModelName(), metav1.ObjectMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -224,7 +1106,7 @@ func schema_internal_apis_openreports_v1alpha1_ClusterReportList(ref common.Refe
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
-										Ref: ref(v1alpha1.ClusterReport{}.OpenAPIModelName()),
+										Ref: ref(openreportsv1alpha1.ClusterReport{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -235,7 +1117,7 @@ func schema_internal_apis_openreports_v1alpha1_ClusterReportList(ref common.Refe
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.ClusterReport{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName()},
+			openreportsv1alpha1.ClusterReport{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -273,7 +1155,7 @@ func schema_internal_apis_openreports_v1alpha1_LabelSelector(ref common.Referenc
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
-										Ref: ref(v1alpha1.LabelSelectorRequirement{}.OpenAPIModelName()),
+										Ref: ref(openreportsv1alpha1.LabelSelectorRequirement{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -288,7 +1170,7 @@ func schema_internal_apis_openreports_v1alpha1_LabelSelector(ref common.Referenc
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.LabelSelectorRequirement{}.OpenAPIModelName()},
+			openreportsv1alpha1.LabelSelectorRequirement{}.OpenAPIModelName()},
 	}
 }
 
@@ -483,25 +1365,25 @@ func schema_internal_apis_openreports_v1alpha1_Report(ref common.ReferenceCallba
 					"scope": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Scope is an optional reference to the report scope (e.g. a Deployment, Namespace, or Node)",
-							Ref:         ref(v1alpha1.ObjectReference{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.ObjectReference{}.OpenAPIModelName()),
 						},
 					},
 					"scopeSelector": {
 						SchemaProps: spec.SchemaProps{
 							Description: "ScopeSelector is an optional selector for multiple scopes (e.g. Pods). Either one of, or none of, but not both of, Scope or ScopeSelector should be specified.",
-							Ref:         ref(v1alpha1.LabelSelector{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.LabelSelector{}.OpenAPIModelName()),
 						},
 					},
 					"configuration": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Configuration is an optional field which can be used to specify a contract between Report generators and consumers",
-							Ref:         ref(v1alpha1.ReportConfiguration{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.ReportConfiguration{}.OpenAPIModelName()),
 						},
 					},
 					"summary": {
 						SchemaProps: spec.SchemaProps{
 							Description: "ReportSummary provides a summary of results",
-							Ref:         ref(v1alpha1.ReportSummary{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.ReportSummary{}.OpenAPIModelName()),
 						},
 					},
 					"results": {
@@ -516,7 +1398,7 @@ func schema_internal_apis_openreports_v1alpha1_Report(ref common.ReferenceCallba
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
-										Ref: ref(v1alpha1.ReportResult{}.OpenAPIModelName()),
+										Ref: ref(openreportsv1alpha1.ReportResult{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -526,7 +1408,7 @@ func schema_internal_apis_openreports_v1alpha1_Report(ref common.ReferenceCallba
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.LabelSelector{}.OpenAPIModelName(), v1alpha1.ObjectReference{}.OpenAPIModelName(), v1alpha1.ReportConfiguration{}.OpenAPIModelName(), v1alpha1.ReportResult{}.OpenAPIModelName(), v1alpha1.ReportSummary{}.OpenAPIModelName(), metav1.ObjectMeta{}.OpenAPIModelName()},
+			openreportsv1alpha1.LabelSelector{}.OpenAPIModelName(), openreportsv1alpha1.ObjectReference{}.OpenAPIModelName(), openreportsv1alpha1.ReportConfiguration{}.OpenAPIModelName(), openreportsv1alpha1.ReportResult{}.OpenAPIModelName(), openreportsv1alpha1.ReportSummary{}.OpenAPIModelName(), metav1.ObjectMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -540,7 +1422,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportConfiguration(ref common.Re
 					"limits": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Limits bound what a Report generator writes.",
-							Ref:         ref(v1alpha1.Limits{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.Limits{}.OpenAPIModelName()),
 						},
 					},
 				},
@@ -548,7 +1430,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportConfiguration(ref common.Re
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.Limits{}.OpenAPIModelName()},
+			openreportsv1alpha1.Limits{}.OpenAPIModelName()},
 	}
 }
 
@@ -585,7 +1467,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportList(ref common.ReferenceCa
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
-										Ref: ref(v1alpha1.Report{}.OpenAPIModelName()),
+										Ref: ref(openreportsv1alpha1.Report{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -596,7 +1478,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportList(ref common.ReferenceCa
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.Report{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName()},
+			openreportsv1alpha1.Report{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -646,7 +1528,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportResult(ref common.Reference
 					"timestamp": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Timestamp indicates the time the result was found",
-							Ref:         ref(v1alpha1.Timestamp{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.Timestamp{}.OpenAPIModelName()),
 						},
 					},
 					"result": {
@@ -676,7 +1558,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportResult(ref common.Reference
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
-										Ref: ref(v1alpha1.ObjectReference{}.OpenAPIModelName()),
+										Ref: ref(openreportsv1alpha1.ObjectReference{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -685,7 +1567,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportResult(ref common.Reference
 					"resourceSelector": {
 						SchemaProps: spec.SchemaProps{
 							Description: "ResourceSelector is an optional label selector for checked Kubernetes resources. For example, a policy result may apply to all pods that match a label. Either a Subject or a ResourceSelector can be specified. If neither are provided, the result is assumed to be for the policy report scope.",
-							Ref:         ref(v1alpha1.LabelSelector{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.LabelSelector{}.OpenAPIModelName()),
 						},
 					},
 					"message": {
@@ -715,7 +1597,7 @@ func schema_internal_apis_openreports_v1alpha1_ReportResult(ref common.Reference
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.LabelSelector{}.OpenAPIModelName(), v1alpha1.ObjectReference{}.OpenAPIModelName(), v1alpha1.Timestamp{}.OpenAPIModelName()},
+			openreportsv1alpha1.LabelSelector{}.OpenAPIModelName(), openreportsv1alpha1.ObjectReference{}.OpenAPIModelName(), openreportsv1alpha1.Timestamp{}.OpenAPIModelName()},
 	}
 }
 
@@ -991,7 +1873,7 @@ func schema_internal_apis_reportskyverno_v1_EphemeralReportSpec(ref common.Refer
 					"summary": {
 						SchemaProps: spec.SchemaProps{
 							Description: "PolicyReportSummary provides a summary of results",
-							Ref:         ref(v1alpha1.ReportSummary{}.OpenAPIModelName()),
+							Ref:         ref(openreportsv1alpha1.ReportSummary{}.OpenAPIModelName()),
 						},
 					},
 					"results": {
@@ -1006,7 +1888,7 @@ func schema_internal_apis_reportskyverno_v1_EphemeralReportSpec(ref common.Refer
 							Items: &spec.SchemaOrArray{
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
-										Ref: ref(v1alpha1.ReportResult{}.OpenAPIModelName()),
+										Ref: ref(openreportsv1alpha1.ReportResult{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -1017,7 +1899,7 @@ func schema_internal_apis_reportskyverno_v1_EphemeralReportSpec(ref common.Refer
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.ReportResult{}.OpenAPIModelName(), v1alpha1.ReportSummary{}.OpenAPIModelName(), v1.OwnerReference{}.OpenAPIModelName()},
+			openreportsv1alpha1.ReportResult{}.OpenAPIModelName(), openreportsv1alpha1.ReportSummary{}.OpenAPIModelName(), v1.OwnerReference{}.OpenAPIModelName()},
 	}
 }
 

@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Manifests are the objects of deploy/manifests, as `kubectl kustomize` renders them.
+type Manifests struct {
+	// Dir is deploy/manifests.
+	Dir     string
+	Objects []*unstructured.Unstructured
+
+	Deployment     *appsv1.Deployment
+	Service        *corev1.Service
+	ServiceAccount *corev1.ServiceAccount
+	APIServices    []*apiregistrationv1.APIService
+	// ServicePortName is the name of the Service port the APIServices use.
+	ServicePortName string
+}
+
+// loadManifests renders deploy/manifests with the repository's kubectl (its embedded kustomize)
+// and picks out what the harness needs to run the server as the Deployment would.
+func loadManifests(ctx context.Context, c *Cluster, repoRoot string) (*Manifests, error) {
+	m := &Manifests{Dir: filepath.Join(repoRoot, "deploy", "manifests")}
+	out, stderr, err := c.Kubectl(ctx, nil, "kustomize", m.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("kubectl kustomize %s: %w\n%s", m.Dir, err, stderr)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("decode kustomize output: %w", err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		m.Objects = append(m.Objects, u)
+		var err error
+		switch u.GetKind() {
+		case "Deployment":
+			m.Deployment = &appsv1.Deployment{}
+			err = fromUnstructured(u, m.Deployment)
+		case "Service":
+			m.Service = &corev1.Service{}
+			err = fromUnstructured(u, m.Service)
+		case "ServiceAccount":
+			m.ServiceAccount = &corev1.ServiceAccount{}
+			err = fromUnstructured(u, m.ServiceAccount)
+		case "APIService":
+			as := &apiregistrationv1.APIService{}
+			err = fromUnstructured(u, as)
+			m.APIServices = append(m.APIServices, as)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decode %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+	}
+	if m.Deployment == nil || m.Service == nil || m.ServiceAccount == nil || len(m.APIServices) == 0 {
+		return nil, fmt.Errorf("%s lacks a Deployment, Service, ServiceAccount or APIService", m.Dir)
+	}
+	if len(m.Deployment.Spec.Template.Spec.Containers) != 1 {
+		return nil, fmt.Errorf("the Deployment of %s has %d containers, the harness expects one", m.Dir, len(m.Deployment.Spec.Template.Spec.Containers))
+	}
+	for _, as := range m.APIServices {
+		ref := as.Spec.Service
+		if ref == nil || ref.Name != m.Service.Name || ref.Namespace != m.Service.Namespace {
+			return nil, fmt.Errorf("APIService %s does not point at Service %s/%s", as.Name, m.Service.Namespace, m.Service.Name)
+		}
+		port := int32(443)
+		if ref.Port != nil {
+			port = *ref.Port
+		}
+		name, err := servicePortName(m.Service, port)
+		if err != nil {
+			return nil, fmt.Errorf("APIService %s: %w", as.Name, err)
+		}
+		if m.ServicePortName != "" && m.ServicePortName != name {
+			return nil, fmt.Errorf("APIServices use different ports of Service %s", m.Service.Name)
+		}
+		m.ServicePortName = name
+	}
+	if m.ServiceAccount.Name != m.Deployment.Spec.Template.Spec.ServiceAccountName {
+		return nil, fmt.Errorf("the Deployment runs as ServiceAccount %q, the manifests create %q",
+			m.Deployment.Spec.Template.Spec.ServiceAccountName, m.ServiceAccount.Name)
+	}
+	return m, nil
+}
+
+func servicePortName(svc *corev1.Service, port int32) (string, error) {
+	for _, p := range svc.Spec.Ports {
+		if p.Port == port {
+			return p.Name, nil
+		}
+	}
+	return "", fmt.Errorf("Service %s/%s has no port %d", svc.Namespace, svc.Name, port)
+}
+
+func fromUnstructured(u *unstructured.Unstructured, into any) error {
+	return runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, into, true)
+}
+
+// installable is the YAML of every object except the Deployment and PodDisruptionBudget, with the
+// Service's selector removed.
+func (m *Manifests) installable() ([]byte, error) {
+	var buf bytes.Buffer
+	for _, u := range m.Objects {
+		switch u.GetKind() {
+		case "Deployment", "PodDisruptionBudget":
+			continue
+		case "Service":
+			u = u.DeepCopy()
+			unstructured.RemoveNestedField(u.Object, "spec", "selector")
+		}
+		b, err := yaml.Marshal(u.Object)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		buf.WriteString("---\n")
+		buf.Write(b)
+	}
+	return buf.Bytes(), nil
+}
+
+// serverOverrides are what differs between the Deployment's pod and a local process.
+type serverOverrides struct {
+	port        int
+	certDir     string
+	databaseURL string
+	extraArgs   []string
+}
+
+// serverCommand is the Deployment container's command line and environment, with the port and
+// certificate directory replaced, the database URL in place of the Secret reference, and the
+// extra flags a process outside a pod needs.
+func (m *Manifests) serverCommand(o serverOverrides) (args, env []string, err error) {
+	container := m.Deployment.Spec.Template.Spec.Containers[0]
+	if len(container.Command) > 0 {
+		return nil, nil, fmt.Errorf("the Deployment's container sets command %v; the harness runs the binary with its args", container.Command)
+	}
+	for _, a := range container.Args {
+		if _, ok := cutFlag(a, "--secure-port"); ok {
+			a = "--secure-port=" + strconv.Itoa(o.port)
+		} else if _, ok := cutFlag(a, "--cert-dir"); ok {
+			a = "--cert-dir=" + o.certDir
+		}
+		args = append(args, a)
+	}
+	if len(args) == 0 || args[0] != "serve" {
+		return nil, nil, fmt.Errorf("the Deployment's args %v do not start with serve", container.Args)
+	}
+	args = append(args, o.extraArgs...)
+	for _, e := range container.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env = append(env, e.Name+"="+e.Value)
+		case e.Name == "DATABASE_URL" && e.ValueFrom.SecretKeyRef != nil:
+			env = append(env, "DATABASE_URL="+o.databaseURL)
+		default:
+			return nil, nil, fmt.Errorf("the Deployment's variable %s comes from a source the harness cannot provide", e.Name)
+		}
+	}
+	return args, env, nil
+}
+
+// cutFlag returns the value of arg if it is --name=value.
+func cutFlag(arg, name string) (string, bool) {
+	return strings.CutPrefix(arg, name+"=")
+}
+
+// probe is an HTTP probe of the Deployment's container.
+type probe struct {
+	what, scheme, path string
+}
+
+// httpProbes are the container's startup, liveness and readiness probes that use HTTP(S) on the
+// serving port: the harness waits for them as the kubelet would, without credentials.
+func (m *Manifests) httpProbes() ([]probe, error) {
+	container := m.Deployment.Spec.Template.Spec.Containers[0]
+	var probes []probe
+	for _, named := range []struct {
+		what  string
+		probe *corev1.Probe
+	}{
+		{"startupProbe", container.StartupProbe},
+		{"livenessProbe", container.LivenessProbe},
+		{"readinessProbe", container.ReadinessProbe},
+	} {
+		what, p := named.what, named.probe
+		if p == nil || p.HTTPGet == nil {
+			continue
+		}
+		port := p.HTTPGet.Port
+		if !(port.String() == "https" || (len(container.Ports) > 0 && port.IntValue() == int(container.Ports[0].ContainerPort))) {
+			return nil, fmt.Errorf("the Deployment's %s probes port %s, not the serving port", what, port.String())
+		}
+		probes = append(probes, probe{what: what, scheme: strings.ToLower(string(p.HTTPGet.Scheme)), path: p.HTTPGet.Path})
+	}
+	if len(probes) == 0 {
+		return nil, errors.New("the Deployment's container has no HTTP probes")
+	}
+	return probes, nil
+}

@@ -1,0 +1,183 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Process is one component of the cluster, run as a child in a process group of its own so that
+// stopping it also stops anything it started, and killed by the kernel if the test binary dies
+// (parent-death signal), so a crashed or timed-out test leaves nothing running.
+type Process struct {
+	Name    string
+	LogPath string
+
+	bin  string
+	args []string
+	env  []string
+	dir  string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the current run has exited
+	waitErr error
+}
+
+// newProcess describes a process; start runs it. Its standard output and error are appended to
+// logPath, across restarts.
+func newProcess(name, logPath, dir, bin string, args, env []string) *Process {
+	return &Process{Name: name, LogPath: logPath, dir: dir, bin: bin, args: args, env: env}
+}
+
+// start runs the process. It must not be running.
+func (p *Process) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done != nil {
+		select {
+		case <-p.done:
+		default:
+			return fmt.Errorf("%s is already running", p.Name)
+		}
+	}
+	log, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log of %s: %w", p.Name, err)
+	}
+	fmt.Fprintf(log, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Dir = p.dir
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("start %s (%s): %w", p.Name, p.bin, err)
+	}
+	done := make(chan struct{})
+	p.cmd, p.done, p.waitErr = cmd, done, nil
+	go func() {
+		err := cmd.Wait()
+		log.Close()
+		p.mu.Lock()
+		p.waitErr = err
+		p.mu.Unlock()
+		close(done)
+	}()
+	return nil
+}
+
+// exited reports whether the current run has ended, and how.
+func (p *Process) exited() (bool, error) {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return true, errors.New("never started")
+	}
+	select {
+	case <-done:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.waitErr == nil {
+			return true, errors.New("exited with status 0")
+		}
+		return true, p.waitErr
+	default:
+		return false, nil
+	}
+}
+
+// Kill sends SIGKILL to the process group and waits for the process to exit: a crash, as far as
+// the rest of the cluster can tell.
+func (p *Process) Kill() error { return p.stop(0) }
+
+// Stop asks the process group to terminate (SIGTERM) and kills it after grace.
+func (p *Process) Stop(grace time.Duration) error { return p.stop(grace) }
+
+func (p *Process) stop(grace time.Duration) error {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	default:
+	}
+	pgid := cmd.Process.Pid // Setpgid: the group id is the child's pid
+	if grace > 0 {
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-done:
+			return nil
+		case <-time.After(grace):
+		}
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill %s (process group %d): %w", p.Name, pgid, err)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("%s (pid %d) did not exit 30s after SIGKILL", p.Name, pgid)
+	}
+}
+
+// Restart starts the process again with the same command line after it has stopped.
+func (p *Process) Restart() error { return p.start() }
+
+// Tail returns the last n lines of the process's log.
+func (p *Process) Tail(n int) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", p.LogPath, err)
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// describe is the tail of the log, for error messages.
+func (p *Process) describe() string {
+	return fmt.Sprintf("--- last lines of %s (%s) ---\n%s\n--- end of %s log ---", p.Name, p.LogPath, p.Tail(40), p.Name)
+}
+
+// waitFor polls check until it succeeds, the process exits, ctx ends or timeout passes. The error
+// says what was awaited, the last failure of check and the tail of the process's log.
+func waitFor(ctx context.Context, p *Process, what string, timeout time.Duration, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		attemptCtx, cancelAttempt := context.WithTimeout(ctx, 10*time.Second)
+		last = check(attemptCtx)
+		cancelAttempt()
+		if last == nil {
+			return nil
+		}
+		if exited, err := p.exited(); exited {
+			return fmt.Errorf("%s exited (%v) while waiting for %s (last check: %v)\n%s", p.Name, err, what, last, p.describe())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %s not reached within %s (last check: %v)\n%s", p.Name, what, timeout, last, p.describe())
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reports-server/reports-server/test/e2e/cluster"
+)
+
+// testManifestsDryRun gives the plain manifests, as a user applies them, to the real
+// kube-apiserver: every object passes validation and admission (server-side dry run) without
+// warnings, in particular none from Pod Security admission, which the namespace's
+// pod-security.kubernetes.io/warn: restricted label turns on for the Deployment.
+func testManifestsDryRun(t *testing.T, c *cluster.Cluster) {
+	dir := c.Manifests.Dir
+	dryRunApply(t, c, nil, len(c.Manifests.Objects), "apply", "-k", dir, "--dry-run=server")
+	dryRunApply(t, c, nil, 1, "apply", "-f", filepath.Join(dir, "database-secret.example.yaml"), "--dry-run=server")
+}
+
+// testChartDryRun renders the Helm chart with several value sets (test/deploy/cmd/render-chart,
+// the same rendering test/deploy checks statically) and gives each to the real kube-apiserver.
+// Value sets that need CRDs this cluster does not have (the cert-manager Certificate and Issuer,
+// the Prometheus Operator ServiceMonitor) are left to test/deploy's static checks.
+func testChartDryRun(t *testing.T, c *cluster.Cluster) {
+	const ns = "chart"
+	// As `helm install --create-namespace` would, plus the warning label of the restricted Pod
+	// Security Standard, so the chart's pod templates are checked against it.
+	ensureNamespace(t, c, ns, map[string]string{"pod-security.kubernetes.io/warn": "restricted"})
+	// Built once (Helm is in test/deploy's module, not this one), run per value set.
+	renderChart := filepath.Join(t.TempDir(), "render-chart")
+	build := exec.CommandContext(testContext(t, 10*time.Minute), goCommand(t), "build", "-o", renderChart, "./cmd/render-chart")
+	build.Dir = filepath.Join("..", "deploy")
+	build.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build test/deploy/cmd/render-chart: %v\n%s", err, out)
+	}
+	chartDir, err := filepath.Abs(filepath.Join("..", "..", "deploy", "helm", "reports-server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caBundle := strings.ReplaceAll(strings.TrimSpace(string(c.CA.CertPEM)), "\n", "\n      ")
+	for _, tc := range []struct {
+		name, kubeVersion, values string
+	}{
+		{name: "defaults"},
+		{name: "database url", values: "database: {url: 'postgres://reports:secret@db.example:5432/reports?sslmode=verify-full'}"},
+		{name: "existing secret", values: "database: {existingSecret: pg-credentials, secretKey: dsn}"},
+		{name: "bundled postgresql", values: "postgresql: {enabled: true, password: e2e-password}"},
+		{name: "provided certificate", values: "apiService:\n  insecureSkipTLSVerify: false\n  tls:\n    existingSecret: reports-server-tls\n    caBundle: |\n      " + caBundle + "\n"},
+		{name: "one group off", values: "groups: {reportsKyverno: false}"},
+		{name: "kubernetes 1.35", kubeVersion: "v1.35.0"},
+		{name: "single replica, extra args", values: "replicaCount: 1\nclusterName: e2e\nextraArgs: [--v=2]\npriorityClassName: system-cluster-critical"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"-chart", chartDir, "-namespace", ns, "-values", tc.values}
+			if tc.kubeVersion != "" {
+				args = append(args, "-kube-version", tc.kubeVersion)
+			}
+			var stderr strings.Builder
+			cmd := exec.CommandContext(testContext(t, time.Minute), renderChart, args...)
+			cmd.Stderr = &stderr
+			rendered, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("render-chart %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+			}
+			dryRunApply(t, c, rendered, strings.Count(string(rendered), "\nkind: "), "apply", "-f", "-", "--dry-run=server")
+		})
+	}
+}
+
+// dryRunApply runs a server-side dry-run kubectl apply that must succeed, print no warning and
+// report objects objects.
+func dryRunApply(t *testing.T, c *cluster.Cluster, stdin []byte, objects int, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, stderr, err := c.Kubectl(ctx, stdin, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if strings.Contains(stderr, "Warning") {
+		t.Errorf("kubectl %s warned:\n%s", strings.Join(args, " "), stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines {
+		if !strings.HasSuffix(l, "(server dry run)") {
+			t.Errorf("unexpected output line %q", l)
+		}
+	}
+	if len(lines) != objects {
+		t.Errorf("kubectl %s reported %d objects, want %d:\n%s", strings.Join(args, " "), len(lines), objects, out)
+	}
+}
+
+func goCommand(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command on $PATH: %v", err)
+	}
+	return p
+}
