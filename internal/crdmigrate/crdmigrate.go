@@ -33,7 +33,8 @@ import (
 	"github.com/reports-server/reports-server/internal/apiservice"
 )
 
-var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+// CRDResource is the CustomResourceDefinition resource of kube-apiserver.
+var CRDResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
 // Target is the store the reports are copied into.
 type Target interface {
@@ -128,7 +129,7 @@ func (m *Migration) servedFromCRD(ctx context.Context, gvr schema.GroupVersionRe
 	if ref, found, _ := unstructured.NestedMap(svc.Object, "spec", "service"); found && ref != nil {
 		return false, nil // already aggregated (ours, or another server's)
 	}
-	_, err = m.cfg.Client.Resource(crdResource).Get(ctx, gvr.Resource+"."+gvr.Group, metav1.GetOptions{})
+	_, err = m.cfg.Client.Resource(CRDResource).Get(ctx, gvr.Resource+"."+gvr.Group, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}

@@ -18,10 +18,9 @@ import (
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/apiservice"
+	"github.com/reports-server/reports-server/internal/crdmigrate"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
 )
-
-var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
 // testMigrationFromCRDs is the path of a cluster that kept its reports in CRDs: the APIServices
 // are removed with `reports-server apiservices remove` (the uninstall step), CRDs for the six
@@ -192,7 +191,7 @@ func testMigrationFromCRDs(t *testing.T, c *cluster.Cluster) {
 
 	// The CRDs and their objects are untouched: still in etcd, until the retirement step.
 	for _, k := range kinds {
-		if _, err := dyn.Resource(crdResource).Get(ctx, k.Resource+"."+k.GroupVersion.Group, metav1.GetOptions{}); err != nil {
+		if _, err := dyn.Resource(crdmigrate.CRDResource).Get(ctx, k.Resource+"."+k.GroupVersion.Group, metav1.GetOptions{}); err != nil {
 			t.Errorf("CRD of %s: %v", k.Resource, err)
 		}
 	}
@@ -238,7 +237,7 @@ func createCRD(ctx context.Context, t *testing.T, dyn dynamic.Interface, k repor
 			}},
 		},
 	}}
-	if _, err := dyn.Resource(crdResource).Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := dyn.Resource(crdmigrate.CRDResource).Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create CRD %s: %v", crd.GetName(), err)
 	}
 }
