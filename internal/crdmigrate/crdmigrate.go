@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -365,11 +366,8 @@ func (m *Migration) stop() {
 
 func key(namespace, name string) string { return namespace + "/" + name }
 
+// splitKey undoes key: namespace and name (names contain no "/").
 func splitKey(k string) (string, string) {
-	for i := 0; i < len(k); i++ {
-		if k[i] == '/' {
-			return k[:i], k[i+1:]
-		}
-	}
-	return "", k
+	ns, name, _ := strings.Cut(k, "/")
+	return ns, name
 }
