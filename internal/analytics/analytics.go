@@ -171,6 +171,13 @@ func (s *Service) connect(ctx context.Context) (*pgx.Conn, error) {
 	// split one, and the projector then redoes them. Not waiting for the WAL flush keeps its
 	// commits off the disk queue the API's writes wait in.
 	cfg.RuntimeParams["synchronous_commit"] = "off"
+	// Plan every statement for its parameters and the tables' current sizes. The prepared
+	// statements live as long as the connection, and PostgreSQL keeps a generic plan once it
+	// looks no worse than the custom ones: a plan made while the tables were small (a sequential
+	// scan of analytics_results, say) then stays while they grow, and during a bulk load, before
+	// autovacuum's ANALYZE invalidates it, batches that take milliseconds took 10–40 s. Planning
+	// costs well under a millisecond per statement; the batches are few and large.
+	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)

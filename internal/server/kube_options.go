@@ -55,10 +55,9 @@ func NewKubeOptions() *KubeOptions {
 		ns = "reports-server"
 	}
 	return &KubeOptions{
-		// Off by default while deploy/ ships static APIServices: a later `kubectl apply` of those
-		// would put insecureSkipTLSVerify back next to the managed caBundle, which kube-apiserver
-		// refuses.
-		ManageAPIServices: false,
+		// On by default: the server is the one that knows its serving CA, and the one that must
+		// migrate a group from its CRDs before kube-apiserver routes the group here.
+		ManageAPIServices: true,
 		ServiceNamespace:  ns,
 		ServiceName:       "reports-server",
 		ServicePort:       443,
@@ -74,7 +73,8 @@ func (o *KubeOptions) AddFlags(fs *pflag.FlagSet) {
 		"Report API groups to serve (default all: "+strings.Join(allGroups(), ",")+"). The analytics group is always served.")
 	fs.BoolVar(&o.ManageAPIServices, "manage-apiservices", o.ManageAPIServices,
 		"Create and keep the APIServices of the served groups, pointing at --service-namespace/--service-name with the serving CA as caBundle. "+
-			"They are never removed on shutdown; `reports-server apiservices remove` removes them. Aggregated mode only.")
+			"They are never removed on shutdown; `reports-server apiservices remove` removes them. Aggregated mode only. "+
+			"Set it to false when something else (static manifests, another controller) owns the APIServices.")
 	fs.StringVar(&o.ServiceNamespace, "service-namespace", o.ServiceNamespace, "Namespace of the Service kube-apiserver reaches this server through (default $POD_NAMESPACE, else reports-server).")
 	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "Name of that Service.")
 	fs.Int32Var(&o.ServicePort, "service-port", o.ServicePort, "Port of that Service.")

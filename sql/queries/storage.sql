@@ -65,59 +65,87 @@ SELECT @cluster, @resource_version, w.key, 'DELETED', w.object, @expected_resour
 -- One keyset page of the current state: keys in [key_from, key_before), selectors applied in SQL.
 -- A page after key K starts at K || chr(1): text cannot hold NUL, so that is the next possible key.
 -- label_contains/field_contains ({k: v}) and label_exists/field_exists ([k]) are the index-backed
--- parts; label_reqs/field_reqs carry what reports_match evaluates.
+-- parts; label_reqs/field_reqs carry what reports_match evaluates (skipped when NULL, so an
+-- unfiltered page calls no function per row). Without selectors the plan is a walk of the primary
+-- key that stops after row_limit rows; with them the plan depends on the selector's selectivity
+-- (walk and filter, or GIN and sort the matches), so the caller has it planned for its parameters
+-- every time (docs/design.md, "Lists").
 SELECT key, object, resource_version FROM reports
 WHERE cluster = @cluster
   AND key >= @key_from AND key < @key_before
   AND (sqlc.narg(label_contains)::jsonb IS NULL OR labels @> sqlc.narg(label_contains)::jsonb)
   AND (sqlc.narg(label_exists)::text[] IS NULL OR labels ?& sqlc.narg(label_exists)::text[])
-  AND reports_match(labels, sqlc.narg(label_reqs)::jsonb)
+  AND (sqlc.narg(label_reqs)::jsonb IS NULL OR reports_match(labels, sqlc.narg(label_reqs)::jsonb))
   AND (sqlc.narg(field_contains)::jsonb IS NULL OR fields @> sqlc.narg(field_contains)::jsonb)
-  AND reports_match(fields, sqlc.narg(field_reqs)::jsonb)
+  AND (sqlc.narg(field_reqs)::jsonb IS NULL OR reports_match(fields, sqlc.narg(field_reqs)::jsonb))
 ORDER BY key
 LIMIT @row_limit;
 
 -- name: ListObjectsAt :many
 -- Like ListObjects, but the state as of revision at_revision (at_revision >= the compacted
 -- revision): rows unchanged since then, plus for every key changed since then the version its
--- first later change replaced.
+-- first later change replaced. Each side is filtered, ordered and limited on its own, so the
+-- current rows are read exactly as ListObjects reads them (a primary-key walk that stops after
+-- row_limit matches, selectors on the generated labels/fields columns: the objects are not
+-- decompressed to be filtered) and the change log contributes at most row_limit rows; the merge
+-- of the two sorts at most 2 * row_limit rows. The change-log side reads the log's entries in
+-- the key range (bounded by the compactor's cap on the log, not by the number of objects).
 SELECT v.key, v.object::jsonb AS object, v.resource_version::bigint AS resource_version FROM (
-    SELECT r.key, r.object, r.resource_version FROM reports r
-    WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
-      AND r.resource_version <= @at_revision
+    (SELECT r.key, r.object, r.resource_version FROM reports r
+     WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
+       AND r.resource_version <= @at_revision
+       AND (sqlc.narg(label_contains)::jsonb IS NULL OR r.labels @> sqlc.narg(label_contains)::jsonb)
+       AND (sqlc.narg(label_exists)::text[] IS NULL OR r.labels ?& sqlc.narg(label_exists)::text[])
+       AND (sqlc.narg(label_reqs)::jsonb IS NULL OR reports_match(r.labels, sqlc.narg(label_reqs)::jsonb))
+       AND (sqlc.narg(field_contains)::jsonb IS NULL OR r.fields @> sqlc.narg(field_contains)::jsonb)
+       AND (sqlc.narg(field_reqs)::jsonb IS NULL OR reports_match(r.fields, sqlc.narg(field_reqs)::jsonb))
+     ORDER BY r.key
+     LIMIT @row_limit)
     UNION ALL
-    SELECT f.key, f.prev_object, f.prev_resource_version FROM (
+    (SELECT f.key, f.prev_object, f.prev_resource_version FROM (
         SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
         WHERE c.cluster = @cluster AND c.key >= @key_from AND c.key < @key_before
           AND c.resource_version > @at_revision
         ORDER BY c.key, c.resource_version
-    ) f WHERE f.prev_object IS NOT NULL
+     ) f
+     WHERE f.prev_object IS NOT NULL
+       AND (sqlc.narg(label_contains)::jsonb IS NULL OR reports_labels(f.prev_object) @> sqlc.narg(label_contains)::jsonb)
+       AND (sqlc.narg(label_exists)::text[] IS NULL OR reports_labels(f.prev_object) ?& sqlc.narg(label_exists)::text[])
+       AND (sqlc.narg(label_reqs)::jsonb IS NULL OR reports_match(reports_labels(f.prev_object), sqlc.narg(label_reqs)::jsonb))
+       AND (sqlc.narg(field_contains)::jsonb IS NULL OR reports_fields(f.prev_object) @> sqlc.narg(field_contains)::jsonb)
+       AND (sqlc.narg(field_reqs)::jsonb IS NULL OR reports_match(reports_fields(f.prev_object), sqlc.narg(field_reqs)::jsonb))
+     ORDER BY f.key
+     LIMIT @row_limit)
 ) v
-WHERE (sqlc.narg(label_contains)::jsonb IS NULL OR reports_labels(v.object) @> sqlc.narg(label_contains)::jsonb)
-  AND (sqlc.narg(label_exists)::text[] IS NULL OR reports_labels(v.object) ?& sqlc.narg(label_exists)::text[])
-  AND reports_match(reports_labels(v.object), sqlc.narg(label_reqs)::jsonb)
-  AND (sqlc.narg(field_contains)::jsonb IS NULL OR reports_fields(v.object) @> sqlc.narg(field_contains)::jsonb)
-  AND reports_match(reports_fields(v.object), sqlc.narg(field_reqs)::jsonb)
 ORDER BY v.key
 LIMIT @row_limit;
 
 -- name: CountObjects :one
--- Objects in a key range at the current state (for remainingItemCount and Stats).
-SELECT count(*) FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before;
+-- Objects in a key range at the current state, counting no further than count_limit (for
+-- remainingItemCount, which is left out beyond it: a count is a walk of every key it counts).
+SELECT count(*) FROM (
+    SELECT 1 FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before
+    LIMIT @count_limit
+) n;
 
 -- name: CountObjectsAt :one
-SELECT count(*) FROM (
-    SELECT r.key FROM reports r
-    WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
-      AND r.resource_version <= @at_revision
-    UNION ALL
-    SELECT f.key FROM (
-        SELECT DISTINCT ON (c.key) c.key, c.prev_object FROM changes c
-        WHERE c.cluster = @cluster AND c.key >= @key_from AND c.key < @key_before
-          AND c.resource_version > @at_revision
-        ORDER BY c.key, c.resource_version
-    ) f WHERE f.prev_object IS NOT NULL
-) v;
+-- CountObjects as of revision at_revision, in two parts: current is the current state's count
+-- (stopping at count_limit), since what the changes after at_revision add to it to give the count
+-- at at_revision: for every key changed since, +1 if it existed at at_revision (its first later
+-- change replaced a version), -1 if it exists now. Only the change log is read for the second
+-- part, so neither part reads more than count_limit objects.
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM reports r WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
+            LIMIT @count_limit
+        ) n)::bigint AS current,
+       (SELECT coalesce(sum((f.prev_object IS NOT NULL)::integer
+                            - (EXISTS (SELECT FROM reports r WHERE r.cluster = @cluster AND r.key = f.key))::integer), 0)
+        FROM (
+            SELECT DISTINCT ON (c.key) c.key, c.prev_object FROM changes c
+            WHERE c.cluster = @cluster AND c.key >= @key_from AND c.key < @key_before
+              AND c.resource_version > @at_revision
+            ORDER BY c.key, c.resource_version
+        ) f)::bigint AS since;
 
 -- name: StatsObjects :one
 SELECT count(*)::bigint AS objects, coalesce(avg(pg_column_size(object)), 0)::bigint AS avg_size

@@ -100,10 +100,61 @@ func deploymentOf(idx index) *appsv1.Deployment {
 	return typedOf[*appsv1.Deployment](idx, "Deployment")[0]
 }
 
+// static is the values prefix of the chart's static APIServices with the self-signed
+// certificate (the chart's only mode before the server managed its APIServices).
+const static = "apiService: {managed: false, insecureSkipTLSVerify: true}\n"
+
+// hasArgPrefix reports whether the Deployment passes a flag starting with prefix.
+func hasArgPrefix(idx index, prefix string) bool {
+	return slices.ContainsFunc(deploymentOf(idx).Spec.Template.Spec.Containers[0].Args, func(a string) bool { return strings.HasPrefix(a, prefix) })
+}
+
+// checkArgs checks that the Deployment passes every flag of want (--name=value).
+func checkArgs(t *testing.T, idx index, want ...string) {
+	t.Helper()
+	args := deploymentOf(idx).Spec.Template.Spec.Containers[0].Args
+	for _, a := range want {
+		if !slices.Contains(args, a) {
+			t.Errorf("args %q lack %s", args, a)
+		}
+	}
+}
+
+// serverRulesOf are the rules of the ClusterRoles bound to the server's service account.
+func serverRulesOf(idx index) []rbacv1.PolicyRule {
+	sa := deploymentOf(idx).Spec.Template.Spec.ServiceAccountName
+	var rules []rbacv1.PolicyRule
+	for _, crb := range typedOf[*rbacv1.ClusterRoleBinding](idx, "ClusterRoleBinding") {
+		if !slices.ContainsFunc(crb.Subjects, func(s rbacv1.Subject) bool { return s.Name == sa }) {
+			continue
+		}
+		if o := find(idx, "ClusterRole", crb.RoleRef.Name); o != nil {
+			rules = append(rules, o.typed.(*rbacv1.ClusterRole).Rules...)
+		}
+	}
+	return rules
+}
+
+// checkStaticRBAC checks that with static APIServices the server gets no access to APIServices,
+// Secrets or CRDs: it leaves the APIServices alone and migrates nothing.
+func checkStaticRBAC(t *testing.T, idx index) {
+	t.Helper()
+	rules := serverRulesOf(idx)
+	if allows(rules, "apiregistration.k8s.io", "apiservices", "create", "") || allows(rules, "apiregistration.k8s.io", "apiservices", "update", analyticsAPIService) {
+		t.Error("static APIServices: the server may still create or update APIServices")
+	}
+	if allows(rules, "apiextensions.k8s.io", "customresourcedefinitions", "get", "policyreports.wgpolicyk8s.io") {
+		t.Error("static APIServices: the server may still read CRDs (no migration without --manage-apiservices)")
+	}
+	if len(idx["Role"]) != 0 {
+		t.Errorf("static APIServices: unexpected Roles:\n%s", names(idx["Role"]))
+	}
+}
+
 var chartCases = []chartCase{
 	{
 		name: "defaults",
-		want: expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "selfSigned"},
+		want: expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
 			d := deploymentOf(idx)
 			if *d.Spec.Replicas != 2 {
@@ -115,10 +166,22 @@ var chartCases = []chartCase{
 			if len(idx["PodDisruptionBudget"]) != 1 {
 				t.Error("want a PodDisruptionBudget")
 			}
-			if args := d.Spec.Template.Spec.Containers[0].Args; slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--disable-admission-plugins") }) {
-				t.Errorf("args %q: no admission plugin needs turning off on %s", args, kubeVersion.Version)
+			if hasArgPrefix(idx, "--disable-admission-plugins") {
+				t.Errorf("no admission plugin needs turning off on %s", kubeVersion.Version)
 			}
-			for _, kind := range []string{"StatefulSet", "ServiceMonitor", "Certificate", "Issuer", "Secret"} {
+			checkArgs(t, idx, "--manage-apiservices=true", "--service-name=reports-server",
+				"--serving-cert-secret=reports-server-tls", "--migrate-from-crds=true")
+			for _, prefix := range []string{"--api-groups", "--cert-dir", "--tls-cert-file", "--service-namespace"} {
+				if hasArgPrefix(idx, prefix) {
+					t.Errorf("unexpected %s by default", prefix)
+				}
+			}
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if v.Secret != nil {
+					t.Errorf("volume %s mounts Secret %s: the server reads its certificate through the API", v.Name, v.Secret.SecretName)
+				}
+			}
+			for _, kind := range []string{"APIService", "StatefulSet", "ServiceMonitor", "Certificate", "Issuer", "Secret"} {
 				if len(idx[kind]) != 0 {
 					t.Errorf("unexpected %s by default", kind)
 				}
@@ -126,41 +189,51 @@ var chartCases = []chartCase{
 			if find(idx, "ClusterRole", "reports-server:view") == nil {
 				t.Error("no ClusterRole aggregated into view/edit/admin")
 			}
+			if find(idx, "Role", "reports-server:serving-cert") == nil || find(idx, "RoleBinding", "reports-server:serving-cert") == nil {
+				t.Error("no Role and RoleBinding reports-server:serving-cert")
+			}
 			if !strings.Contains(r.notes, "create secret generic reports-server-database") {
 				t.Errorf("NOTES do not say to create the database Secret:\n%s", r.notes)
 			}
-			if !strings.Contains(r.notes, "insecureSkipTLSVerify") {
-				t.Errorf("NOTES do not mention insecureSkipTLSVerify:\n%s", r.notes)
+			// Uninstalling: the APIServices and the Secret the server made are not the release's.
+			var deleted []string
+			for _, line := range strings.Split(r.notes, "\n") {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "kubectl delete apiservices "); ok {
+					deleted = strings.Fields(rest)
+				}
+			}
+			if want := append(slices.Clone(allAPIServices), analyticsAPIService); !slices.Equal(slices.Sorted(slices.Values(deleted)), slices.Sorted(slices.Values(want))) {
+				t.Errorf("NOTES delete the APIServices %v on uninstall, want %v:\n%s", deleted, want, r.notes)
+			}
+			if !strings.Contains(r.notes, "delete secret reports-server-tls") {
+				t.Errorf("NOTES do not say to delete the serving certificate's Secret on uninstall:\n%s", r.notes)
+			}
+			if strings.Contains(r.notes, "insecureSkipTLSVerify") {
+				t.Errorf("NOTES mention insecureSkipTLSVerify, which managed APIServices do not use:\n%s", r.notes)
 			}
 		},
 	},
 	{
 		name: "kubernetes 1.34",
 		kube: "v1.34.2",
-		want: expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "selfSigned"},
+		want: expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
-			args := deploymentOf(idx).Spec.Template.Spec.Containers[0].Args
-			if !slices.Contains(args, "--disable-admission-plugins=MutatingAdmissionPolicy") {
-				t.Errorf("args %q: MutatingAdmissionPolicy (no v1 API before 1.36) is not turned off", args)
-			}
+			checkArgs(t, idx, "--disable-admission-plugins=MutatingAdmissionPolicy")
 		},
 	},
 	{
 		name:   "kubernetes 1.35 with another plugin off",
 		kube:   "v1.35.0",
 		values: "disableAdmissionPlugins: [ValidatingAdmissionPolicy]",
-		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "selfSigned"},
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
-			args := deploymentOf(idx).Spec.Template.Spec.Containers[0].Args
-			if !slices.Contains(args, "--disable-admission-plugins=ValidatingAdmissionPolicy,MutatingAdmissionPolicy") {
-				t.Errorf("args %q: want both plugins off in one flag", args)
-			}
+			checkArgs(t, idx, "--disable-admission-plugins=ValidatingAdmissionPolicy,MutatingAdmissionPolicy")
 		},
 	},
 	{
 		name:   "existing database secret",
 		values: "database: {existingSecret: pg-credentials, secretKey: dsn}",
-		want:   expectation{dbSecret: "pg-credentials", dbKey: "dsn", tls: "selfSigned"},
+		want:   expectation{dbSecret: "pg-credentials", dbKey: "dsn", tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
 			if strings.Contains(r.notes, "create secret") {
 				t.Error("NOTES ask to create a Secret that was given")
@@ -170,7 +243,7 @@ var chartCases = []chartCase{
 	{
 		name:   "database url",
 		values: "database: {url: 'postgres://reports:secret@db.example:5432/reports?sslmode=verify-full'}",
-		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", dbSecretRendered: true, tls: "selfSigned"},
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", dbSecretRendered: true, tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
 			if deploymentOf(idx).Spec.Template.Annotations["checksum/database"] == "" {
 				t.Error("no checksum/database annotation: a changed URL would not roll the pods")
@@ -180,7 +253,7 @@ var chartCases = []chartCase{
 	{
 		name:   "bundled postgresql",
 		values: "postgresql: {enabled: true, persistence: {size: 1Gi, storageClassName: fast}}",
-		want:   expectation{dbSecret: "reports-server-postgresql", dbKey: "url", dbSecretRendered: true, tls: "selfSigned"},
+		want:   expectation{dbSecret: "reports-server-postgresql", dbKey: "url", dbSecretRendered: true, tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
 			o := find(idx, "StatefulSet", "reports-server-postgresql")
 			if o == nil {
@@ -211,12 +284,15 @@ var chartCases = []chartCase{
 			if !strings.Contains(r.notes, "WARNING") || !strings.Contains(sts.Annotations["reports-server.io/not-for-production"], "development") {
 				t.Error("the bundled PostgreSQL is not marked as not for production")
 			}
+			if !strings.Contains(r.notes, "PersistentVolumeClaim is kept") {
+				t.Error("NOTES do not say the PostgreSQL claim outlives the release")
+			}
 		},
 	},
 	{
 		name:   "service monitor",
 		values: "serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}",
-		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "selfSigned"},
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
 			sm := find(idx, "ServiceMonitor", "reports-server")
 			if sm == nil {
@@ -226,9 +302,10 @@ var chartCases = []chartCase{
 				t.Error("ServiceMonitor labels not applied")
 			}
 			checkServiceMonitorTargets(t, sm.u, idx)
-			ep := sm.u.Object["spec"].(map[string]any)["endpoints"].([]any)[0].(map[string]any)
-			if ep["tlsConfig"].(map[string]any)["insecureSkipVerify"] != true {
-				t.Errorf("tlsConfig %v: want insecureSkipVerify with the self-signed certificate", ep["tlsConfig"])
+			tls := serviceMonitorTLS(sm)
+			ca, _, _ := unstructured.NestedStringMap(tls, "ca", "secret")
+			if tls["serverName"] != "reports-server.reports-server.svc" || ca["name"] != "reports-server-tls" || ca["key"] != "ca.crt" {
+				t.Errorf("ServiceMonitor tlsConfig %v: want verification with the CA in the server's Secret reports-server-tls", tls)
 			}
 		},
 	},
@@ -237,9 +314,10 @@ var chartCases = []chartCase{
 		values: "groups: {reportsKyverno: false}",
 		want: expectation{
 			apiServices: []string{"v1alpha2.wgpolicyk8s.io", "v1alpha1.openreports.io"},
-			dbSecret:    "reports-server-database", dbKey: "url", tls: "selfSigned",
+			dbSecret:    "reports-server-database", dbKey: "url", tls: "managed",
 		},
 		check: func(t *testing.T, r rendered, idx index) {
+			checkArgs(t, idx, "--api-groups=openreports.io,wgpolicyk8s.io")
 			view := find(idx, "ClusterRole", "reports-server:view").typed.(*rbacv1.ClusterRole)
 			if allows(view.Rules, "reports.kyverno.io", "ephemeralreports", "list", "") {
 				t.Error("the view role still covers the disabled group")
@@ -247,9 +325,13 @@ var chartCases = []chartCase{
 			if !allows(view.Rules, "openreports.io", "clusterreports", "watch", "") {
 				t.Error("the view role lacks an enabled group")
 			}
-			server := find(idx, "ClusterRole", "reports-server").typed.(*rbacv1.ClusterRole)
-			if allows(server.Rules, "apiregistration.k8s.io", "apiservices", "update", "v1.reports.kyverno.io") {
+			server := serverRulesOf(idx)
+			if allows(server, "apiregistration.k8s.io", "apiservices", "update", "v1.reports.kyverno.io") {
 				t.Error("the server may still update the disabled group's APIService")
+			}
+			if allows(server, "apiextensions.k8s.io", "customresourcedefinitions", "get", "ephemeralreports.reports.kyverno.io") ||
+				allows(server, "reports.kyverno.io", "ephemeralreports", "list", "") {
+				t.Error("the server may still read the disabled group's CRDs or objects")
 			}
 			if strings.Contains(r.notes, "reports.kyverno.io") {
 				t.Error("NOTES list the disabled group")
@@ -257,17 +339,89 @@ var chartCases = []chartCase{
 		},
 	},
 	{
+		name:   "without migration from CRDs",
+		values: "apiService: {migrateFromCRDs: false}",
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "managed"},
+		check: func(t *testing.T, r rendered, idx index) {
+			checkArgs(t, idx, "--migrate-from-crds=false")
+			for _, rule := range serverRulesOf(idx) {
+				for _, g := range rule.APIGroups {
+					if g == "apiextensions.k8s.io" || g == "wgpolicyk8s.io" || g == "reports.kyverno.io" || g == "openreports.io" {
+						t.Errorf("without migration the server needs no access to %s: %+v", g, rule)
+					}
+				}
+			}
+			if strings.Contains(r.notes, "copies their reports") {
+				t.Error("NOTES announce a migration that is off")
+			}
+		},
+	},
+	{
+		name:   "own serving certificate Secret name",
+		values: "apiService: {servingCertSecret: reports-server-serving}\nserviceMonitor: {enabled: true}",
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "managed"},
+		check: func(t *testing.T, r rendered, idx index) {
+			checkArgs(t, idx, "--serving-cert-secret=reports-server-serving")
+			ca, _, _ := unstructured.NestedStringMap(serviceMonitorTLS(find(idx, "ServiceMonitor", "reports-server")), "ca", "secret")
+			if ca["name"] != "reports-server-serving" {
+				t.Errorf("ServiceMonitor CA from %v, want the Secret reports-server-serving", ca)
+			}
+		},
+	},
+	{
+		name:   "static, self-signed",
+		values: static,
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "selfSigned"},
+		check: func(t *testing.T, r rendered, idx index) {
+			checkStaticRBAC(t, idx)
+			for _, prefix := range []string{"--serving-cert-secret", "--service-name", "--migrate-from-crds", "--api-groups"} {
+				if hasArgPrefix(idx, prefix) {
+					t.Errorf("unexpected %s with static APIServices", prefix)
+				}
+			}
+			if !strings.Contains(r.notes, "insecureSkipTLSVerify") {
+				t.Errorf("NOTES do not mention insecureSkipTLSVerify:\n%s", r.notes)
+			}
+			if !strings.Contains(r.notes, "v1alpha1.analytics.reports-server.io") {
+				t.Errorf("NOTES do not list the analytics APIService:\n%s", r.notes)
+			}
+		},
+	},
+	{
+		name:   "static, self-signed, service monitor",
+		values: static + "serviceMonitor: {enabled: true}",
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "selfSigned"},
+		check: func(t *testing.T, r rendered, idx index) {
+			sm := find(idx, "ServiceMonitor", "reports-server")
+			checkServiceMonitorTargets(t, sm.u, idx)
+			if tls := serviceMonitorTLS(sm); tls["insecureSkipVerify"] != true {
+				t.Errorf("tlsConfig %v: want insecureSkipVerify with the self-signed certificate", tls)
+			}
+		},
+	},
+	{
+		name:   "static, one group disabled",
+		values: static + "groups: {wgpolicyk8s: false}",
+		want: expectation{
+			apiServices: []string{"v1.reports.kyverno.io", "v1alpha1.openreports.io"},
+			dbSecret:    "reports-server-database", dbKey: "url", tls: "selfSigned",
+		},
+		check: func(t *testing.T, r rendered, idx index) {
+			checkArgs(t, idx, "--manage-apiservices=false", "--api-groups=openreports.io,reports.kyverno.io")
+			checkStaticRBAC(t, idx)
+		},
+	},
+	{
 		name:   "cert-manager with a chart-made CA",
-		values: "apiService: {insecureSkipTLSVerify: false, certManager: {enabled: true}}\nserviceMonitor: {enabled: true}",
+		values: "apiService: {managed: false, certManager: {enabled: true}}\nserviceMonitor: {enabled: true}",
 		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "certManager"},
 		check: func(t *testing.T, r rendered, idx index) {
 			if len(idx["Issuer"]) != 2 || len(idx["Certificate"]) != 2 {
 				t.Fatalf("want 2 Issuers and 2 Certificates (self-signed CA), got:\n%s", names(append(idx["Issuer"], idx["Certificate"]...)))
 			}
 			checkCertManager(t, idx)
-			sm := find(idx, "ServiceMonitor", "reports-server")
-			ep := sm.u.Object["spec"].(map[string]any)["endpoints"].([]any)[0].(map[string]any)
-			tls := ep["tlsConfig"].(map[string]any)
+			checkStaticRBAC(t, idx)
+			tls := serviceMonitorTLS(find(idx, "ServiceMonitor", "reports-server"))
 			if tls["serverName"] != "reports-server.reports-server.svc" || tls["ca"] == nil {
 				t.Errorf("ServiceMonitor tlsConfig %v: want verification with the cert-manager CA", tls)
 			}
@@ -275,7 +429,7 @@ var chartCases = []chartCase{
 	},
 	{
 		name:   "cert-manager with a cluster issuer",
-		values: "apiService: {insecureSkipTLSVerify: false, certManager: {enabled: true, issuerRef: {name: corp-ca, kind: ClusterIssuer}}}",
+		values: "apiService: {managed: false, certManager: {enabled: true, issuerRef: {name: corp-ca, kind: ClusterIssuer}}}",
 		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "certManager"},
 		check: func(t *testing.T, r rendered, idx index) {
 			if len(idx["Issuer"]) != 0 || len(idx["Certificate"]) != 1 {
@@ -290,7 +444,7 @@ var chartCases = []chartCase{
 	},
 	{
 		name:   "provided certificate",
-		values: "apiService:\n  insecureSkipTLSVerify: false\n  tls:\n    existingSecret: reports-server-tls\n    caBundle: |\n      -----BEGIN CERTIFICATE-----\n      MIIB\n      -----END CERTIFICATE-----\n",
+		values: "apiService:\n  managed: false\n  tls:\n    existingSecret: reports-server-tls\n    caBundle: |\n      -----BEGIN CERTIFICATE-----\n      MIIB\n      -----END CERTIFICATE-----\n",
 		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "secret"},
 		check: func(t *testing.T, r rendered, idx index) {
 			for _, as := range typedOf[*apiregistrationv1.APIService](idx, "APIService") {
@@ -302,6 +456,7 @@ var chartCases = []chartCase{
 			if !slices.ContainsFunc(vols, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "reports-server-tls" }) {
 				t.Error("the provided Secret is not mounted")
 			}
+			checkStaticRBAC(t, idx)
 		},
 	},
 	{
@@ -319,18 +474,15 @@ image: {repository: registry.example/reports-server, tag: dev, pullPolicy: Alway
 serviceAccount: {annotations: {example.io/role: reports}}
 rbac: {aggregateToDefaultRoles: false}
 `,
-		want: expectation{dbSecret: "rs-reports-server-database", dbKey: "url", tls: "selfSigned"},
+		want: expectation{dbSecret: "rs-reports-server-database", dbKey: "url", tls: "managed"},
 		check: func(t *testing.T, r rendered, idx index) {
 			d := deploymentOf(idx)
 			if d.Name != "rs-reports-server" {
 				t.Errorf("Deployment name %s", d.Name)
 			}
+			checkArgs(t, idx, "--cluster-name=prod-eu-1", "--v=2", "--logging-format=json",
+				"--service-name=rs-reports-server", "--serving-cert-secret=rs-reports-server-tls")
 			c := d.Spec.Template.Spec.Containers[0]
-			for _, arg := range []string{"--cluster-name=prod-eu-1", "--v=2", "--logging-format=json"} {
-				if !slices.Contains(c.Args, arg) {
-					t.Errorf("args %q lack %s", c.Args, arg)
-				}
-			}
 			if c.Image != "registry.example/reports-server:dev" || c.ImagePullPolicy != corev1.PullAlways {
 				t.Errorf("image %s %s", c.Image, c.ImagePullPolicy)
 			}
@@ -344,8 +496,21 @@ rbac: {aggregateToDefaultRoles: false}
 			if find(idx, "ClusterRole", "rs-reports-server:view") != nil {
 				t.Error("aggregated role rendered although disabled")
 			}
+			if o := find(idx, "Role", "rs-reports-server:serving-cert"); o == nil || o.u.GetNamespace() != "policy" {
+				t.Error("no Role rs-reports-server:serving-cert in the release namespace")
+			}
 		},
 	},
+}
+
+// serviceMonitorTLS is the tlsConfig of a ServiceMonitor's first endpoint.
+func serviceMonitorTLS(sm *object) map[string]any {
+	endpoints, _, _ := unstructured.NestedSlice(sm.u.Object, "spec", "endpoints")
+	if len(endpoints) == 0 {
+		return nil
+	}
+	tls, _ := endpoints[0].(map[string]any)["tlsConfig"].(map[string]any)
+	return tls
 }
 
 // checkServiceMonitorTargets checks that the ServiceMonitor selects the server's Service and
@@ -465,7 +630,8 @@ func checkReleaseObjects(t *testing.T, objs []object, release, namespace string)
 	for _, o := range objs {
 		ns := o.u.GetNamespace()
 		switch {
-		case o.gvk.Kind == "RoleBinding":
+		case o.gvk.Kind == "RoleBinding" && o.typed.(*rbacv1.RoleBinding).RoleRef.Name == "extension-apiserver-authentication-reader":
+			// The Role it binds lives in kube-system.
 			if ns != "kube-system" {
 				t.Errorf("%v: want kube-system", o)
 			}
@@ -499,10 +665,16 @@ func TestChartRejects(t *testing.T) {
 	for _, tc := range []struct{ name, values, want string }{
 		{"url and existing secret", "database: {url: 'postgres://x', existingSecret: s}", "set only one of"},
 		{"url and bundled postgresql", "database: {url: 'postgres://x'}\npostgresql: {enabled: true}", "set only one of"},
-		{"cert-manager with insecureSkipTLSVerify", "apiService: {certManager: {enabled: true}}", "insecureSkipTLSVerify=false"},
-		{"no way to trust the certificate", "apiService: {insecureSkipTLSVerify: false}", "cannot verify"},
-		{"provided certificate without CA", "apiService: {insecureSkipTLSVerify: false, tls: {existingSecret: s}}", "caBundle"},
-		{"cert-manager and provided certificate", "apiService: {insecureSkipTLSVerify: false, certManager: {enabled: true}, tls: {existingSecret: s, caBundle: x}}", "set only one of"},
+		{"managed with cert-manager", "apiService: {certManager: {enabled: true}}", "apiService.managed=true: the server makes the serving certificate (in the Secret apiService.servingCertSecret) and puts its CA into the APIServices it manages, so apiService.certManager.enabled cannot apply"},
+		{"managed with a provided certificate", "apiService: {tls: {existingSecret: s, caBundle: x}}", "so apiService.tls.existingSecret, apiService.tls.caBundle cannot apply"},
+		{"managed with insecureSkipTLSVerify", "apiService: {insecureSkipTLSVerify: true}", "so apiService.insecureSkipTLSVerify cannot apply"},
+		{"managed with other priorities", "apiService: {groupPriorityMinimum: 2000}", "apply only with apiService.managed=false"},
+		{"managed, invalid Secret name", "apiService: {servingCertSecret: Serving_Cert}", "servingCertSecret"},
+		{"static cert-manager with insecureSkipTLSVerify", "apiService: {managed: false, insecureSkipTLSVerify: true, certManager: {enabled: true}}", "insecureSkipTLSVerify=false"},
+		{"static, no way to trust the certificate", "apiService: {managed: false}", "cannot verify"},
+		{"static provided certificate without CA", "apiService: {managed: false, tls: {existingSecret: s}}", "caBundle"},
+		{"static cert-manager and provided certificate", "apiService: {managed: false, certManager: {enabled: true}, tls: {existingSecret: s, caBundle: x}}", "set only one of"},
+		{"managed not a boolean", "apiService: {managed: 'yes'}", "managed"},
 		{"no group", "groups: {wgpolicyk8s: false, reportsKyverno: false, openreports: false}", "at least one API group"},
 		{"unknown value", "replicas: 3", "additional properties"},
 		{"unknown group", "groups: {policies: true}", "additional properties"},
@@ -527,6 +699,7 @@ func TestChartLint(t *testing.T) {
 	for name, values := range map[string]map[string]any{
 		"defaults":   nil,
 		"postgresql": {"postgresql": map[string]any{"enabled": true}},
+		"static":     {"apiService": map[string]any{"managed": false, "insecureSkipTLSVerify": true}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			linter := lint.AllWithKubeVersion(chartDir, values, "reports-server", kubeVersion)

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -43,6 +44,9 @@ var knownServeFlags = []string{
 	// Delegated authorization.
 	"authorization-kubeconfig", "authorization-always-allow-paths",
 	"authorization-webhook-cache-authorized-ttl", "authorization-webhook-cache-unauthorized-ttl",
+	// internal/server/kube_options.go: APIServices, serving certificate, migration from CRDs.
+	"api-groups", "manage-apiservices", "service-namespace", "service-name", "service-port",
+	"serving-cert-secret", "migrate-from-crds", "apiservice-reconcile-interval",
 	// Core API client, admission, features.
 	"kubeconfig", "enable-admission-plugins", "disable-admission-plugins",
 	"admission-control-config-file", "profiling", "contention-profiling", "debug-socket-path",
@@ -68,20 +72,45 @@ func isKnownServeFlag(name string) bool {
 	return false
 }
 
-// allAPIServices are the group/versions the server serves.
+// allAPIServices are the report group/versions the server serves.
 var allAPIServices = []string{"v1alpha2.wgpolicyk8s.io", "v1.reports.kyverno.io", "v1alpha1.openreports.io"}
+
+// analyticsAPIService is the findings group, served with whichever report groups are.
+const analyticsAPIService = "v1alpha1.analytics.reports-server.io"
+
+// servedResources are the resources of each report group/version (by APIService name).
+var servedResources = map[string][]string{
+	"v1alpha2.wgpolicyk8s.io": {"policyreports", "clusterpolicyreports"},
+	"v1.reports.kyverno.io":   {"ephemeralreports", "clusterephemeralreports"},
+	"v1alpha1.openreports.io": {"reports", "clusterreports"},
+}
 
 // expectation is what a rendered set must contain beyond the common invariants.
 type expectation struct {
-	namespace   string   // of the server's namespaced objects
-	apiServices []string // names of the APIService objects
+	namespace string // of the server's namespaced objects
+	// apiServices are the report group/versions routed to the server (APIService names); the
+	// analytics group comes with them.
+	apiServices []string
 	// dbSecret and dbKey: where DATABASE_URL comes from; dbSecretRendered: whether that Secret is
 	// part of the set (else the user provides it).
 	dbSecret, dbKey  string
 	dbSecretRendered bool
-	// tls: "selfSigned" (--cert-dir, insecureSkipTLSVerify), "certManager" (mounted Secret, CA
-	// injected) or "secret" (mounted Secret, caBundle).
+	// tls says who makes the serving certificate and the APIServices:
+	//   - "managed": the server (--manage-apiservices, a certificate shared through a Secret it
+	//     creates); nothing renders APIService objects;
+	//   - "selfSigned" (--cert-dir, static APIServices with insecureSkipTLSVerify), "certManager"
+	//     (mounted Secret, CA injected) or "secret" (mounted Secret, caBundle): static APIServices,
+	//     and the server leaves them alone (--manage-apiservices=false).
 	tls string
+}
+
+// managed reports whether the server creates and keeps its APIServices.
+func (e expectation) managed() bool { return e.tls == "managed" }
+
+// routed are the names of every APIService that routes to the server: the report groups and
+// the analytics group.
+func (e expectation) routed() []string {
+	return append(slices.Clone(e.apiServices), analyticsAPIService)
 }
 
 // index groups objects by kind.
@@ -160,17 +189,22 @@ func checkInvariants(t *testing.T, objs []object, want expectation) {
 		t.Errorf("Service %s ports %+v, want 443 → https", service.Name, service.Spec.Ports)
 	}
 
-	// The APIServices point at that Service and are valid as kube-apiserver validates them.
+	// Static APIServices point at that Service and are valid as kube-apiserver validates them;
+	// managed ones are the server's to make, from its flags.
 	var names []string
 	for _, as := range typedOf[*apiregistrationv1.APIService](idx, "APIService") {
 		names = append(names, as.Name)
 		checkAPIService(t, as, service, want)
 	}
 	slices.Sort(names)
-	wantNames := slices.Sorted(slices.Values(want.apiServices))
+	var wantNames []string
+	if !want.managed() {
+		wantNames = slices.Sorted(slices.Values(want.routed()))
+	}
 	if !slices.Equal(names, wantNames) {
 		t.Errorf("APIServices %v, want %v", names, wantNames)
 	}
+	checkAPIServiceFlags(t, deploy, service, want)
 
 	// PodDisruptionBudgets select the server's pods.
 	for _, pdb := range typedOf[*policyv1.PodDisruptionBudget](idx, "PodDisruptionBudget") {
@@ -183,7 +217,39 @@ func checkInvariants(t *testing.T, objs []object, want expectation) {
 	}
 
 	checkRBAC(t, idx, deploy, want)
+	checkViewRole(t, idx, want)
 	checkDatabaseSecret(t, idx, want)
+}
+
+// checkViewRole checks the ClusterRole aggregated into view/edit/admin, if the set has one: read
+// access to the served report kinds and their findings, nothing else.
+func checkViewRole(t *testing.T, idx index, want expectation) {
+	t.Helper()
+	for _, cr := range typedOf[*rbacv1.ClusterRole](idx, "ClusterRole") {
+		if cr.Labels["rbac.authorization.k8s.io/aggregate-to-view"] != "true" {
+			continue
+		}
+		for _, as := range want.apiServices {
+			_, group, _ := strings.Cut(as, ".")
+			for _, res := range servedResources[as] {
+				if !allows(cr.Rules, group, res, "watch", "") {
+					t.Errorf("ClusterRole %s: viewers cannot watch %s.%s", cr.Name, res, group)
+				}
+			}
+		}
+		for _, res := range []string{"findings", "clusterfindings", "findingsummaries"} {
+			if !allows(cr.Rules, "analytics.reports-server.io", res, "list", "") {
+				t.Errorf("ClusterRole %s: viewers cannot list %s", cr.Name, res)
+			}
+		}
+		for _, r := range cr.Rules {
+			for _, v := range r.Verbs {
+				if !slices.Contains([]string{"get", "list", "watch"}, v) {
+					t.Errorf("ClusterRole %s: aggregated into view, but grants %s on %v", cr.Name, v, r.Resources)
+				}
+			}
+		}
+	}
 }
 
 func checkSelector(t *testing.T, what string, selector, podLabels map[string]string) {
@@ -244,6 +310,15 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, want expectation) {
 		t.Error("--standalone in a cluster deployment")
 	}
 	switch want.tls {
+	case "managed":
+		if flags["tls-cert-file"] != "" || flags["tls-private-key-file"] != "" {
+			t.Errorf("managed mode: --tls-cert-file would bypass the shared certificate whose CA the APIServices carry, got %v", flags)
+		}
+		if flags["serving-cert-secret"] == "" {
+			t.Error("managed mode: want --serving-cert-secret (the certificate all replicas share)")
+		}
+		// The certificate is written to a temporary directory at start.
+		checkWritable(t, c, spec, "/tmp")
 	case "selfSigned":
 		if flags["cert-dir"] == "" || flags["tls-cert-file"] != "" {
 			t.Errorf("self-signed mode: want --cert-dir and no --tls-cert-file, got %v", flags)
@@ -497,18 +572,13 @@ func checkRBAC(t *testing.T, idx index, deploy *appsv1.Deployment, want expectat
 		{"admissionregistration.k8s.io", "mutatingadmissionpolicybindings", "watch", ""},
 		{"flowcontrol.apiserver.k8s.io", "flowschemas", "watch", ""},
 		{"flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations", "watch", ""},
-		{"apiregistration.k8s.io", "apiservices", "create", ""},
 	} {
 		if !allows(serverRules, need.group, need.resource, need.verb, need.name) {
 			t.Errorf("the server's ClusterRole does not allow %s on %s.%s", need.verb, need.resource, need.group)
 		}
 	}
-	for _, name := range want.apiServices {
-		for _, verb := range []string{"get", "update", "patch", "delete"} {
-			if !allows(serverRules, "apiregistration.k8s.io", "apiservices", verb, name) {
-				t.Errorf("the server's ClusterRole does not allow %s on APIService %s", verb, name)
-			}
-		}
+	if want.managed() {
+		checkManagedRBAC(t, idx, serverRules, sa, deploy, want)
 	}
 	if allows(serverRules, "apiregistration.k8s.io", "apiservices", "update", "v1.apps") {
 		t.Error("the server's ClusterRole may update APIServices other than its own")
@@ -517,6 +587,142 @@ func checkRBAC(t *testing.T, idx index, deploy *appsv1.Deployment, want expectat
 		if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") {
 			t.Errorf("the server's ClusterRole has a wildcard rule %+v", r)
 		}
+	}
+}
+
+// checkManagedRBAC checks what the server needs to keep its APIServices, to share its serving
+// certificate through a Secret, and to migrate its groups from CRDs.
+func checkManagedRBAC(t *testing.T, idx index, serverRules []rbacv1.PolicyRule, sa string, deploy *appsv1.Deployment, want expectation) {
+	t.Helper()
+	if !allows(serverRules, "apiregistration.k8s.io", "apiservices", "create", "") {
+		t.Error("the server's ClusterRole does not allow creating APIServices")
+	}
+	for _, name := range want.routed() {
+		for _, verb := range []string{"get", "update", "patch", "delete"} {
+			if !allows(serverRules, "apiregistration.k8s.io", "apiservices", verb, name) {
+				t.Errorf("the server's ClusterRole does not allow %s on APIService %s", verb, name)
+			}
+		}
+	}
+	for _, name := range allAPIServices {
+		if !slices.Contains(want.apiServices, name) && allows(serverRules, "apiregistration.k8s.io", "apiservices", "update", name) {
+			t.Errorf("the server's ClusterRole may update APIService %s of a group it does not serve", name)
+		}
+	}
+
+	// The serving certificate's Secret, in the server's namespace.
+	flags := serveFlags(deploy)
+	secret := flags["serving-cert-secret"]
+	var secretRules []rbacv1.PolicyRule
+	roles := map[string]*rbacv1.Role{}
+	for _, r := range typedOf[*rbacv1.Role](idx, "Role") {
+		roles[r.Namespace+"/"+r.Name] = r
+	}
+	for _, rb := range typedOf[*rbacv1.RoleBinding](idx, "RoleBinding") {
+		if rb.Namespace != deploy.Namespace || rb.RoleRef.Kind != "Role" || !boundTo(rb.Subjects, sa, deploy.Namespace) {
+			continue
+		}
+		if r := roles[rb.Namespace+"/"+rb.RoleRef.Name]; r != nil {
+			secretRules = append(secretRules, r.Rules...)
+		} else {
+			t.Errorf("RoleBinding %s: Role %s is not part of the set", rb.Name, rb.RoleRef.Name)
+		}
+	}
+	for _, verb := range []string{"get", "update"} {
+		if !allows(secretRules, "", "secrets", verb, secret) {
+			t.Errorf("no Role in %s allows %s on Secret %s (--serving-cert-secret)", deploy.Namespace, verb, secret)
+		}
+	}
+	if !allows(secretRules, "", "secrets", "create", "") {
+		t.Errorf("no Role in %s allows creating Secret %s (--serving-cert-secret)", deploy.Namespace, secret)
+	}
+	if allows(secretRules, "", "secrets", "get", "some-other-secret") {
+		t.Error("the server may read Secrets other than its serving certificate's")
+	}
+
+	// Migration from CRDs: the CRDs of the served groups, and their objects, read-only.
+	if flags["migrate-from-crds"] == "false" {
+		return
+	}
+	for _, as := range want.apiServices {
+		_, group, _ := strings.Cut(as, ".")
+		for _, res := range servedResources[as] {
+			if !allows(serverRules, "apiextensions.k8s.io", "customresourcedefinitions", "get", res+"."+group) {
+				t.Errorf("migration: the server's ClusterRole does not allow get on CRD %s.%s", res, group)
+			}
+			for _, verb := range []string{"get", "list", "watch"} {
+				if !allows(serverRules, group, res, verb, "") {
+					t.Errorf("migration: the server's ClusterRole does not allow %s on %s.%s", verb, res, group)
+				}
+			}
+			if allows(serverRules, group, res, "update", "") || allows(serverRules, group, res, "delete", "") {
+				t.Errorf("migration: the server may change the CRD objects of %s.%s", res, group)
+			}
+		}
+	}
+}
+
+// serveFlags are the Deployment container's flags by name (checkDeployment checks their form).
+func serveFlags(d *appsv1.Deployment) map[string]string {
+	flags := map[string]string{}
+	args := d.Spec.Template.Spec.Containers[0].Args
+	for _, arg := range args[min(1, len(args)):] {
+		name, value, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		flags[name] = value
+	}
+	return flags
+}
+
+// checkAPIServiceFlags checks the flags that say which groups the server serves and who keeps
+// their APIServices: with managed APIServices they must name the Service and namespace the
+// set installs and the groups it routes; otherwise the server must leave the static ones alone.
+func checkAPIServiceFlags(t *testing.T, d *appsv1.Deployment, svc *corev1.Service, want expectation) {
+	t.Helper()
+	flags := serveFlags(d)
+	if !want.managed() {
+		if flags["manage-apiservices"] != "false" {
+			t.Error("static APIServices: want --manage-apiservices=false, or the server would rewrite them")
+		}
+		return
+	}
+	if v, ok := flags["manage-apiservices"]; ok && v != "true" {
+		t.Errorf("--manage-apiservices=%s, want true", v)
+	}
+	name := cmp.Or(flags["service-name"], "reports-server")
+	if name != svc.Name {
+		t.Errorf("--service-name=%s, want the Service %s", name, svc.Name)
+	}
+	if port := cmp.Or(flags["service-port"], "443"); port != "443" {
+		t.Errorf("--service-port=%s, want 443", port)
+	}
+	// The namespace: --service-namespace, else $POD_NAMESPACE from the downward API.
+	ns := flags["service-namespace"]
+	if ns == "" {
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "POD_NAMESPACE" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace" {
+				ns = d.Namespace
+			}
+		}
+	}
+	if ns != svc.Namespace {
+		t.Errorf("the server's Service namespace is %q (--service-namespace or POD_NAMESPACE from metadata.namespace), want %s", ns, svc.Namespace)
+	}
+	// --api-groups: absent means every group.
+	var groups []string
+	for _, as := range want.apiServices {
+		_, g, _ := strings.Cut(as, ".")
+		groups = append(groups, g)
+	}
+	got := strings.Split(flags["api-groups"], ",")
+	if flags["api-groups"] == "" {
+		got = nil
+		for _, as := range allAPIServices {
+			_, g, _ := strings.Cut(as, ".")
+			got = append(got, g)
+		}
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(groups))) {
+		t.Errorf("--api-groups=%q serves %v, want %v", flags["api-groups"], got, groups)
 	}
 }
 

@@ -111,7 +111,7 @@ func TestManifestsKustomization(t *testing.T) {
 	}
 }
 
-// TestManifestsInvariants checks the built base: aggregated mode with a self-signed certificate,
+// TestManifestsInvariants checks the built base: aggregated mode with server-managed APIServices,
 // the database URL from the Secret of the example, everything in the reports-server namespace.
 func TestManifestsInvariants(t *testing.T) {
 	objs := buildKustomization(t)
@@ -130,7 +130,7 @@ func TestManifestsInvariants(t *testing.T) {
 		dbSecret:         secret.Name,
 		dbKey:            key,
 		dbSecretRendered: true,
-		tls:              "selfSigned",
+		tls:              "managed",
 	})
 
 	var namespace *corev1.Namespace

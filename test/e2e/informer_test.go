@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,10 @@ const (
 // and watch proxied by the aggregator) while reports are created, updated and deleted
 // concurrently, then checks that its store converges to a fresh list: same names, same
 // resourceVersions.
+//
+// With several replicas, kube-apiserver spreads the writes over all of them while the informer's
+// watch stays on one: its events for writes another replica took come through PostgreSQL. Each
+// replica's own request metric shows that every one of them took a share of the writes.
 func testInformer(t *testing.T, c *cluster.Cluster) {
 	const ns = "informer"
 	ctx := testContext(t, 5*time.Minute)
@@ -56,6 +61,8 @@ func testInformer(t *testing.T, c *cluster.Cluster) {
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 		t.Fatal("informer did not sync")
 	}
+
+	servedBefore := servedByEach(t, c, polr)
 
 	// Each worker owns the reports i ≡ w (mod workers): creates them, updates every second one
 	// twice (read-modify-write, so a conflict would be a bug) and deletes every fourth.
@@ -107,6 +114,18 @@ func testInformer(t *testing.T, c *cluster.Cluster) {
 		}
 	}
 	t.Logf("%d writes through kube-apiserver in %s", writes.Load(), time.Since(start).Round(time.Millisecond))
+	servedAfter := servedByEach(t, c, polr)
+	var shares []string
+	for i, r := range c.ReportsServers {
+		n := servedAfter[i] - servedBefore[i]
+		shares = append(shares, fmt.Sprintf("%s %.0f", r.Name, n))
+		// A replica answers the writes (and reads) kube-apiserver sends it; with the informer's
+		// few requests aside, each must have had a fair part of the burst.
+		if len(c.ReportsServers) > 1 && n < float64(writes.Load())/float64(4*len(c.ReportsServers)) {
+			t.Errorf("%s answered %.0f PolicyReport requests of the burst (%d writes): kube-apiserver does not spread requests over the replicas", r.Name, n, writes.Load())
+		}
+	}
+	t.Logf("PolicyReport requests answered per replica during the burst: %s", strings.Join(shares, ", "))
 
 	want := map[string]string{}
 	eventually(t, "the informer's store equals a fresh list", time.Minute, func(ctx context.Context) (bool, string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,9 +19,10 @@ const KeepEnv = "REPORTS_E2E_KEEP"
 func TestMain(m *testing.M) { dbtest.Main(m) }
 
 // TestBehindKubeAPIServer starts one cluster — etcd, kube-apiserver, kube-controller-manager and
-// reports-server installed from deploy/manifests — and runs every check against it, always
-// through kube-apiserver. The checks share the cluster and run in order; the availability check,
-// which kills and restarts reports-server, comes last.
+// reports-server installed from deploy/manifests, as many replicas as its Deployment has (see
+// ReplicasEnv) — and runs every check against it, through kube-apiserver unless a check is
+// about one replica. The checks share the cluster and run in order; the ones that stop, kill
+// and restart replicas come last: availability, then the migration from CRDs.
 func TestBehindKubeAPIServer(t *testing.T) {
 	c := startCluster(t)
 	t.Run("Discovery", func(t *testing.T) { testDiscovery(t, c) })
@@ -76,12 +78,18 @@ func startCluster(t *testing.T) *cluster.Cluster {
 	// is dropped.
 	databaseURL := dbtest.URL(t)
 	start = time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, Binaries: bins, RepoRoot: repoRoot, DatabaseURL: databaseURL, Logf: t.Logf})
+	c, err := cluster.Start(ctx, cluster.Options{
+		Dir: dir, Binaries: bins, RepoRoot: repoRoot, DatabaseURL: databaseURL, Replicas: replicasFromEnv(t), Logf: t.Logf,
+	})
 	if err != nil {
 		t.Fatalf("start cluster (logs in %s): %v", filepath.Join(dir, "logs"), err)
 	}
 	t.Cleanup(c.Stop)
-	t.Logf("cluster ready after %s (kube-apiserver %s, reports-server on %s, logs in %s)",
-		time.Since(start).Round(time.Millisecond), c.Server, c.NodeIP, filepath.Join(dir, "logs"))
+	var addrs []string
+	for _, r := range c.ReportsServers {
+		addrs = append(addrs, r.Address())
+	}
+	t.Logf("cluster ready after %s (kube-apiserver %s, %d reports-server replicas on %s, logs in %s)",
+		time.Since(start).Round(time.Millisecond), c.Server, len(addrs), strings.Join(addrs, " "), filepath.Join(dir, "logs"))
 	return c
 }

@@ -2,9 +2,12 @@ package pgstorage_test
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/apis/example"
@@ -109,6 +112,57 @@ func BenchmarkWritesWithIdleWatchers(b *testing.B) {
 				// Load-independent: how many watchers each write woke (each then takes the
 				// follower's read lock, scans the window and matches its predicate).
 				b.ReportMetric(float64(after.Wakeups-before.Wakeups)/float64(b.N), "wakeups/write")
+			}
+		})
+	}
+}
+
+// BenchmarkListPage measures one page (limit 500) of a list through storage.Interface (no HTTP)
+// with LIST_BENCH_REPORTS stored objects (comma-separated sizes; default 10000), loaded in bulk
+// with SQL (newListEnv): the first page and a page halfway through (a continuation, at the
+// current revision and at one the store has moved past since the first page), of every pod, of
+// one namespace, and with label selectors matching a tenth of the pods and a single pod. Besides
+// the time it reports what the page's queries touched, from EXPLAIN (ANALYZE, BUFFERS): shared
+// buffers and rows, which do not depend on the machine's load (LIST_BENCH_PROBE=0 skips that;
+// LIST_BENCH_PLANS=1 logs the plans).
+//
+//	LIST_BENCH_REPORTS=10000,100000,1000000 go test ./internal/apiserver/pgstorage -run '^$' \
+//	    -bench ListPage -benchtime 20x -timeout 2h
+func BenchmarkListPage(b *testing.B) {
+	sizes := []int{10_000}
+	if s := os.Getenv("LIST_BENCH_REPORTS"); s != "" {
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				b.Fatalf("LIST_BENCH_REPORTS: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("reports=%d", n), func(b *testing.B) {
+			start := time.Now()
+			e := newListEnv(b, n)
+			b.Logf("loaded %d pods in %v", n, time.Since(start).Round(time.Second))
+			for _, c := range listCases(n) {
+				b.Run(c.name, func(b *testing.B) {
+					var items int
+					for b.Loop() {
+						items = e.list(b, c)
+					}
+					b.StopTimer()
+					b.ReportMetric(float64(items), "items")
+					if os.Getenv("LIST_BENCH_PROBE") == "0" {
+						return // no plans: the probe reads each page seven more times
+					}
+					pc := e.cost(b, c)
+					b.ReportMetric(float64(pc.buffers), "buffers")
+					b.ReportMetric(float64(pc.rows), "rows")
+					if os.Getenv("LIST_BENCH_PLANS") != "" {
+						b.Logf("%s:\n%s", c.name, strings.Join(pc.plans, "\n"))
+					}
+				})
 			}
 		})
 	}

@@ -40,23 +40,34 @@ type snapshotReader struct {
 
 func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit int32) ([]row, error) {
 	f := r.filter
+	// Without selectors a page of the current state is a walk of the primary key whatever the
+	// parameters, and the statement's cached generic plan is that walk. Otherwise the right plan
+	// depends on the values: with selectors on how many rows match (walk and filter, or the GIN
+	// index and sort the matches), in the past on how many changes follow the revision (read
+	// those, or walk the change log's keys). A generic plan would fix one choice for all of them,
+	// so these statements are planned for their parameters every time.
+	var q sqlc.DBTX = r.tx
+	if filtered(f) || !r.atCurrent {
+		q = customPlans{r.tx}
+	}
 	var rows []sqlc.ListObjectsRow
 	var err error
 	if r.atCurrent {
-		rows, err = r.s.q.ListObjects(ctx, r.tx, sqlc.ListObjectsParams{
+		rows, err = r.s.q.ListObjects(ctx, q, sqlc.ListObjectsParams{
 			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
 			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
 			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit,
 		})
 	} else {
 		var past []sqlc.ListObjectsAtRow
-		past, err = r.s.q.ListObjectsAt(ctx, r.tx, sqlc.ListObjectsAtParams{
+		past, err = r.s.q.ListObjectsAt(ctx, q, sqlc.ListObjectsAtParams{
 			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at,
 			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
 			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit,
 		})
-		for _, x := range past {
-			rows = append(rows, sqlc.ListObjectsRow(x))
+		rows = make([]sqlc.ListObjectsRow, len(past))
+		for i, x := range past {
+			rows[i] = sqlc.ListObjectsRow(x)
 		}
 	}
 	if err != nil {
@@ -69,6 +80,24 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 	return out, nil
 }
 
+// filtered says whether f has a condition for SQL to evaluate.
+func filtered(f sqlFilter) bool {
+	return f.labelContains != nil || f.labelExists != nil || f.labelReqs != nil || f.fieldContains != nil || f.fieldReqs != nil
+}
+
+// customPlans runs a transaction's statements as unnamed prepared statements: PostgreSQL plans
+// each execution for its parameter values (pgx still caches the statement's description, so
+// this costs a parse and a plan, not a round trip).
+type customPlans struct{ pgx.Tx }
+
+func (c customPlans) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return c.Tx.Query(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
+}
+
+func (c customPlans) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return c.Tx.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
+}
+
 // unfiltered is the same snapshot read without selectors.
 func (r *snapshotReader) unfiltered() *snapshotReader {
 	c := *r
@@ -76,11 +105,36 @@ func (r *snapshotReader) unfiltered() *snapshotReader {
 	return &c
 }
 
-func (r *snapshotReader) count(ctx context.Context, from, before string) (int64, error) {
+// remainingCountLimit is the most objects a list page counts for remainingItemCount; when more
+// remain the field is left out (docs/design.md, "Lists"). A count walks every key it counts, so
+// an exact count would make each page of a large list cost as much as the rest of the list.
+var remainingCountLimit int64 = 10_000
+
+// remaining counts the objects in [from, before) at the reader's revision, or returns nil when
+// there are remainingCountLimit or more.
+func (r *snapshotReader) remaining(ctx context.Context, from, before string) (*int64, error) {
+	limit := int32(min(remainingCountLimit, math.MaxInt32))
+	var n int64
 	if r.atCurrent {
-		return r.s.q.CountObjects(ctx, r.tx, sqlc.CountObjectsParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before})
+		var err error
+		n, err = r.s.q.CountObjects(ctx, r.tx, sqlc.CountObjectsParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, CountLimit: limit})
+		if err != nil {
+			return nil, err
+		}
+		if n >= int64(limit) {
+			return nil, nil
+		}
+	} else {
+		c, err := r.s.q.CountObjectsAt(ctx, customPlans{r.tx}, sqlc.CountObjectsAtParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, CountLimit: limit, AtRevision: r.at})
+		if err != nil {
+			return nil, err
+		}
+		if c.Current >= int64(limit) {
+			return nil, nil
+		}
+		n = c.Current + c.Since
 	}
-	return r.s.q.CountObjectsAt(ctx, r.tx, sqlc.CountObjectsAtParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at})
+	return &n, nil
 }
 
 // initialEventsPage is how many objects a watch's initial state reads per query.
@@ -210,11 +264,11 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 			hasMore = len(rows) > 0
 		}
 		if hasMore && pred.Empty() {
-			n, err := r.count(ctx, pageFrom, before)
-			if err != nil {
+			n, err := r.remaining(ctx, pageFrom, before)
+			if err != nil || n == nil {
 				return err
 			}
-			left := n - pred.Limit
+			left := *n - pred.Limit
 			remaining = &left
 		}
 		return nil

@@ -6,6 +6,7 @@ package pgstorage
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -149,10 +150,7 @@ func (s *Store) Create(ctx context.Context, key string, obj, out runtime.Object,
 	if rv, err := s.versioner.ObjectResourceVersion(obj); err == nil && rv != 0 {
 		return storage.ErrResourceVersionSetOnCreate
 	}
-	if err := s.versioner.PrepareObjectForStorage(obj); err != nil {
-		return fmt.Errorf("prepare object for storage: %w", err)
-	}
-	data, err := runtime.Encode(s.codec, obj)
+	data, err := s.encode(obj)
 	if err != nil {
 		return err
 	}
@@ -228,14 +226,61 @@ func (s *Store) canonical(obj runtime.Object) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read resource version: %w", err)
 	}
-	if err := s.versioner.PrepareObjectForStorage(obj); err != nil {
-		return nil, fmt.Errorf("prepare object for storage: %w", err)
-	}
-	data, err := runtime.Encode(s.codec, obj)
+	data, err := s.encode(obj)
 	if uerr := s.versioner.UpdateObject(obj, rv); uerr != nil && err == nil {
 		err = uerr
 	}
 	return data, err
+}
+
+// encode is the one encoding of an object for storage (and for the no-op comparison of
+// updates): without its resourceVersion, and with every managedFields[].fieldsV1 in sorted key
+// order. fieldsV1 is raw JSON that decoding keeps as it comes, and jsonb stores object keys in
+// its own order (shorter keys first), so without normalising it an object read back would never
+// encode like the same object freshly made: every no-op update (a re-applied report, a resumed
+// migration) would write a new revision and send a MODIFIED event.
+func (s *Store) encode(obj runtime.Object) ([]byte, error) {
+	if err := s.versioner.PrepareObjectForStorage(obj); err != nil {
+		return nil, fmt.Errorf("prepare object for storage: %w", err)
+	}
+	if err := sortManagedFields(obj); err != nil {
+		return nil, err
+	}
+	return runtime.Encode(s.codec, obj)
+}
+
+// sortManagedFields rewrites the fieldsV1 of obj's managedFields with sorted keys, at every level.
+func sortManagedFields(obj runtime.Object) error {
+	a, err := meta.Accessor(obj)
+	if err != nil {
+		return fmt.Errorf("object metadata: %w", err)
+	}
+	managed := a.GetManagedFields()
+	changed := false
+	for i := range managed {
+		f := managed[i].FieldsV1
+		if f == nil || len(f.Raw) == 0 {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(f.Raw, &v); err != nil {
+			return fmt.Errorf("managedFields[%d].fieldsV1: %w", i, err)
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil { // maps encode with sorted keys
+			return fmt.Errorf("managedFields[%d].fieldsV1: %w", i, err)
+		}
+		if sorted := bytes.TrimSuffix(buf.Bytes(), []byte("\n")); !bytes.Equal(sorted, f.Raw) {
+			managed[i].FieldsV1 = &metav1.FieldsV1{Raw: sorted}
+			changed = true
+		}
+	}
+	if changed {
+		a.SetManagedFields(managed)
+	}
+	return nil
 }
 
 // writeState is what a write loop works from: the caller's cached copy of the object until it
@@ -353,10 +398,7 @@ func (s *Store) GuaranteedUpdate(ctx context.Context, key string, destination ru
 			}
 			continue
 		}
-		if err := s.versioner.PrepareObjectForStorage(ret); err != nil {
-			return fmt.Errorf("prepare object for storage: %w", err)
-		}
-		data, err := runtime.Encode(s.codec, ret)
+		data, err := s.encode(ret)
 		if err != nil {
 			return err
 		}

@@ -47,55 +47,77 @@ func (q *Queries) CompactionState(ctx context.Context, db DBTX, arg CompactionSt
 }
 
 const countObjects = `-- name: CountObjects :one
-SELECT count(*) FROM reports WHERE cluster = $1 AND key >= $2 AND key < $3
+SELECT count(*) FROM (
+    SELECT 1 FROM reports WHERE cluster = $1 AND key >= $2 AND key < $3
+    LIMIT $4
+) n
 `
 
 type CountObjectsParams struct {
-	Cluster   string
-	KeyFrom   string
-	KeyBefore string
+	Cluster    string
+	KeyFrom    string
+	KeyBefore  string
+	CountLimit int32
 }
 
-// Objects in a key range at the current state (for remainingItemCount and Stats).
+// Objects in a key range at the current state, counting no further than count_limit (for
+// remainingItemCount, which is left out beyond it: a count is a walk of every key it counts).
 func (q *Queries) CountObjects(ctx context.Context, db DBTX, arg CountObjectsParams) (int64, error) {
-	row := db.QueryRow(ctx, countObjects, arg.Cluster, arg.KeyFrom, arg.KeyBefore)
+	row := db.QueryRow(ctx, countObjects,
+		arg.Cluster,
+		arg.KeyFrom,
+		arg.KeyBefore,
+		arg.CountLimit,
+	)
 	var count int64
 	err := row.Scan(&count)
 	return count, err
 }
 
 const countObjectsAt = `-- name: CountObjectsAt :one
-SELECT count(*) FROM (
-    SELECT r.key FROM reports r
-    WHERE r.cluster = $1 AND r.key >= $2 AND r.key < $3
-      AND r.resource_version <= $4
-    UNION ALL
-    SELECT f.key FROM (
-        SELECT DISTINCT ON (c.key) c.key, c.prev_object FROM changes c
-        WHERE c.cluster = $1 AND c.key >= $2 AND c.key < $3
-          AND c.resource_version > $4
-        ORDER BY c.key, c.resource_version
-    ) f WHERE f.prev_object IS NOT NULL
-) v
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM reports r WHERE r.cluster = $1 AND r.key >= $2 AND r.key < $3
+            LIMIT $4
+        ) n)::bigint AS current,
+       (SELECT coalesce(sum((f.prev_object IS NOT NULL)::integer
+                            - (EXISTS (SELECT FROM reports r WHERE r.cluster = $1 AND r.key = f.key))::integer), 0)
+        FROM (
+            SELECT DISTINCT ON (c.key) c.key, c.prev_object FROM changes c
+            WHERE c.cluster = $1 AND c.key >= $2 AND c.key < $3
+              AND c.resource_version > $5
+            ORDER BY c.key, c.resource_version
+        ) f)::bigint AS since
 `
 
 type CountObjectsAtParams struct {
 	Cluster    string
 	KeyFrom    string
 	KeyBefore  string
+	CountLimit int32
 	AtRevision int64
 }
 
-func (q *Queries) CountObjectsAt(ctx context.Context, db DBTX, arg CountObjectsAtParams) (int64, error) {
+type CountObjectsAtRow struct {
+	Current int64
+	Since   int64
+}
+
+// CountObjects as of revision at_revision, in two parts: current is the current state's count
+// (stopping at count_limit), since what the changes after at_revision add to it to give the count
+// at at_revision: for every key changed since, +1 if it existed at at_revision (its first later
+// change replaced a version), -1 if it exists now. Only the change log is read for the second
+// part, so neither part reads more than count_limit objects.
+func (q *Queries) CountObjectsAt(ctx context.Context, db DBTX, arg CountObjectsAtParams) (CountObjectsAtRow, error) {
 	row := db.QueryRow(ctx, countObjectsAt,
 		arg.Cluster,
 		arg.KeyFrom,
 		arg.KeyBefore,
+		arg.CountLimit,
 		arg.AtRevision,
 	)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
+	var i CountObjectsAtRow
+	err := row.Scan(&i.Current, &i.Since)
+	return i, err
 }
 
 const createObject = `-- name: CreateObject :execrows
@@ -253,9 +275,9 @@ WHERE cluster = $1
   AND key >= $2 AND key < $3
   AND ($4::jsonb IS NULL OR labels @> $4::jsonb)
   AND ($5::text[] IS NULL OR labels ?& $5::text[])
-  AND reports_match(labels, $6::jsonb)
+  AND ($6::jsonb IS NULL OR reports_match(labels, $6::jsonb))
   AND ($7::jsonb IS NULL OR fields @> $7::jsonb)
-  AND reports_match(fields, $8::jsonb)
+  AND ($8::jsonb IS NULL OR reports_match(fields, $8::jsonb))
 ORDER BY key
 LIMIT $9
 `
@@ -281,7 +303,11 @@ type ListObjectsRow struct {
 // One keyset page of the current state: keys in [key_from, key_before), selectors applied in SQL.
 // A page after key K starts at K || chr(1): text cannot hold NUL, so that is the next possible key.
 // label_contains/field_contains ({k: v}) and label_exists/field_exists ([k]) are the index-backed
-// parts; label_reqs/field_reqs carry what reports_match evaluates.
+// parts; label_reqs/field_reqs carry what reports_match evaluates (skipped when NULL, so an
+// unfiltered page calls no function per row). Without selectors the plan is a walk of the primary
+// key that stops after row_limit rows; with them the plan depends on the selector's selectivity
+// (walk and filter, or GIN and sort the matches), so the caller has it planned for its parameters
+// every time (docs/design.md, "Lists").
 func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParams) ([]ListObjectsRow, error) {
 	rows, err := db.Query(ctx, listObjects,
 		arg.Cluster,
@@ -314,22 +340,32 @@ func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParam
 
 const listObjectsAt = `-- name: ListObjectsAt :many
 SELECT v.key, v.object::jsonb AS object, v.resource_version::bigint AS resource_version FROM (
-    SELECT r.key, r.object, r.resource_version FROM reports r
-    WHERE r.cluster = $1 AND r.key >= $2 AND r.key < $3
-      AND r.resource_version <= $4
+    (SELECT r.key, r.object, r.resource_version FROM reports r
+     WHERE r.cluster = $1 AND r.key >= $2 AND r.key < $3
+       AND r.resource_version <= $4
+       AND ($5::jsonb IS NULL OR r.labels @> $5::jsonb)
+       AND ($6::text[] IS NULL OR r.labels ?& $6::text[])
+       AND ($7::jsonb IS NULL OR reports_match(r.labels, $7::jsonb))
+       AND ($8::jsonb IS NULL OR r.fields @> $8::jsonb)
+       AND ($9::jsonb IS NULL OR reports_match(r.fields, $9::jsonb))
+     ORDER BY r.key
+     LIMIT $10)
     UNION ALL
-    SELECT f.key, f.prev_object, f.prev_resource_version FROM (
+    (SELECT f.key, f.prev_object, f.prev_resource_version FROM (
         SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
         WHERE c.cluster = $1 AND c.key >= $2 AND c.key < $3
           AND c.resource_version > $4
         ORDER BY c.key, c.resource_version
-    ) f WHERE f.prev_object IS NOT NULL
+     ) f
+     WHERE f.prev_object IS NOT NULL
+       AND ($5::jsonb IS NULL OR reports_labels(f.prev_object) @> $5::jsonb)
+       AND ($6::text[] IS NULL OR reports_labels(f.prev_object) ?& $6::text[])
+       AND ($7::jsonb IS NULL OR reports_match(reports_labels(f.prev_object), $7::jsonb))
+       AND ($8::jsonb IS NULL OR reports_fields(f.prev_object) @> $8::jsonb)
+       AND ($9::jsonb IS NULL OR reports_match(reports_fields(f.prev_object), $9::jsonb))
+     ORDER BY f.key
+     LIMIT $10)
 ) v
-WHERE ($5::jsonb IS NULL OR reports_labels(v.object) @> $5::jsonb)
-  AND ($6::text[] IS NULL OR reports_labels(v.object) ?& $6::text[])
-  AND reports_match(reports_labels(v.object), $7::jsonb)
-  AND ($8::jsonb IS NULL OR reports_fields(v.object) @> $8::jsonb)
-  AND reports_match(reports_fields(v.object), $9::jsonb)
 ORDER BY v.key
 LIMIT $10
 `
@@ -355,7 +391,12 @@ type ListObjectsAtRow struct {
 
 // Like ListObjects, but the state as of revision at_revision (at_revision >= the compacted
 // revision): rows unchanged since then, plus for every key changed since then the version its
-// first later change replaced.
+// first later change replaced. Each side is filtered, ordered and limited on its own, so the
+// current rows are read exactly as ListObjects reads them (a primary-key walk that stops after
+// row_limit matches, selectors on the generated labels/fields columns: the objects are not
+// decompressed to be filtered) and the change log contributes at most row_limit rows; the merge
+// of the two sorts at most 2 * row_limit rows. The change-log side reads the log's entries in
+// the key range (bounded by the compactor's cap on the log, not by the number of objects).
 func (q *Queries) ListObjectsAt(ctx context.Context, db DBTX, arg ListObjectsAtParams) ([]ListObjectsAtRow, error) {
 	rows, err := db.Query(ctx, listObjectsAt,
 		arg.Cluster,

@@ -1,12 +1,20 @@
 // Package cluster runs a minimal real Kubernetes control plane — etcd, kube-apiserver and
 // kube-controller-manager, built from their Go modules — with reports-server behind it as an
 // aggregated API server, the way deploy/manifests installs it: its ServiceAccount, RBAC and
-// APIService objects come from the kustomization, and its command line from the Deployment.
+// Service come from the kustomization, and its command line and replica count from the
+// Deployment. The manifests ship no APIService: reports-server registers its own
+// (--manage-apiservices), one per served group/version plus the analytics group, with the CA of
+// the serving certificate its replicas share through a Secret as caBundle, so kube-apiserver
+// verifies the replicas' TLS.
 //
-// There is no kubelet and no kube-proxy. reports-server runs as a local process listening on a
-// non-loopback address of the machine; a Service without selector and an EndpointSlice naming
-// that address stand in for the Deployment's pods, and kube-apiserver dials the slice's address
-// directly (--enable-aggregator-routing=true).
+// There is no kubelet and no kube-proxy. Each replica of the Deployment is a local process
+// listening on a non-loopback address of the machine, all on the same address with a port each,
+// sharing the database and a token of the ServiceAccount. A Service without selector stands in
+// for the Deployment's, with one EndpointSlice per replica (a slice's ports apply to all of its
+// endpoints); kube-apiserver dials the slices' addresses directly
+// (--enable-aggregator-routing=true), picking a random ready endpoint per request. The harness
+// plays the kubelet: a replica's endpoint is marked ready once it passes the Deployment's probes,
+// and not ready when a test stops it or says its probes would fail.
 package cluster
 
 import (
@@ -17,13 +25,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
@@ -32,7 +38,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
-	"k8s.io/utils/ptr"
 )
 
 const (
@@ -42,9 +47,10 @@ const (
 	firstServiceIP = "10.96.0.1"
 	// serviceAccountIssuer is the issuer of service-account tokens (and their default audience).
 	serviceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
-	// endpointSliceName is the EndpointSlice that stands in for the Deployment's pods.
-	endpointSliceName = "reports-server-e2e"
-	managedBy         = "reports-server-e2e"
+	// endpointSlicePrefix names the EndpointSlices that stand in for the Deployment's pods, one
+	// per replica: <prefix><index>.
+	endpointSlicePrefix = "reports-server-e2e-"
+	managedBy           = "reports-server-e2e"
 )
 
 // Options configure Start.
@@ -54,9 +60,12 @@ type Options struct {
 	Binaries *Binaries
 	// RepoRoot is the checkout: deploy/manifests is installed from it.
 	RepoRoot string
-	// DatabaseURL is reports-server's database.
+	// DatabaseURL is reports-server's database, shared by the replicas.
 	DatabaseURL string
-	Logf        func(format string, args ...any)
+	// Replicas is how many reports-server processes run behind the Service; 0 means as many as
+	// the Deployment has.
+	Replicas int
+	Logf     func(format string, args ...any)
 }
 
 // Cluster is a running control plane with reports-server behind it.
@@ -76,18 +85,23 @@ type Cluster struct {
 	// Manifests are the objects of deploy/manifests (kustomize output), as installed.
 	Manifests *Manifests
 
-	Etcd, APIServer, ControllerManager, ReportsServer *Process
+	Etcd, APIServer, ControllerManager *Process
+	// ReportsServers are the Deployment's replicas: processes on NodeIP, each on a port of its
+	// own, each the one endpoint of an EndpointSlice of the Service.
+	ReportsServers []*Replica
 
 	logf    func(string, ...any)
 	pki     *pki
 	etcdURL string
 	cleanup []func()
+	// replicas is how many reports-server processes to run.
+	replicas int
 }
 
 // Start brings the cluster up, in dependency order, each step waiting until the previous
 // component is ready. On error everything already started is stopped.
 func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
-	c := &Cluster{Dir: o.Dir, KubectlBin: o.Binaries.Kubectl, logf: o.Logf}
+	c := &Cluster{Dir: o.Dir, KubectlBin: o.Binaries.Kubectl, logf: o.Logf, replicas: o.Replicas}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -118,7 +132,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		{"kube-apiserver", c.startAPIServer},
 		{"kube-controller-manager", c.startControllerManager},
 		{"deploy/manifests", c.installManifests},
-		{"reports-server", c.startReportsServer},
+		{"reports-server", c.startReportsServers},
 	}
 	for _, s := range steps {
 		start := time.Now()
@@ -130,10 +144,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	return c, nil
 }
 
-// Stop stops every process (reports-server first, etcd last) and removes the address added for
-// the run, if any. It does not remove Dir, which holds the logs.
+// Stop stops every process (the reports-server replicas first, etcd last) and removes the address
+// added for the run, if any. It does not remove Dir, which holds the logs.
 func (c *Cluster) Stop() {
-	for _, p := range []*Process{c.ReportsServer, c.ControllerManager, c.APIServer, c.Etcd} {
+	for _, p := range append(c.replicaProcesses(), c.ControllerManager, c.APIServer, c.Etcd) {
 		if p == nil {
 			continue
 		}
@@ -337,124 +351,12 @@ func (c *Cluster) installManifests(ctx context.Context, o Options) error {
 	return nil
 }
 
-func (c *Cluster) startReportsServer(ctx context.Context, o Options) error {
-	m := c.Manifests
-	client, err := kubernetes.NewForConfig(c.AdminConfig)
-	if err != nil {
-		return err
-	}
-	// The Deployment runs as its ServiceAccount; outside a pod the server cannot use the
-	// in-cluster configuration, so it gets a kubeconfig with a token of that ServiceAccount.
-	tr, err := client.CoreV1().ServiceAccounts(m.ServiceAccount.Namespace).CreateToken(ctx, m.ServiceAccount.Name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)}},
-		metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("create a token for ServiceAccount %s/%s: %w", m.ServiceAccount.Namespace, m.ServiceAccount.Name, err)
-	}
-	kubeconfig := filepath.Join(c.Dir, "reports-server.kubeconfig")
-	user := "system:serviceaccount:" + m.ServiceAccount.Namespace + ":" + m.ServiceAccount.Name
-	if err := c.writeKubeconfig(kubeconfig, user, &clientcmdapi.AuthInfo{Token: tr.Status.Token}); err != nil {
-		return err
-	}
+// APIServiceNames are the APIServices reports-server registers, as the Deployment's command line
+// makes it (see Manifests).
+func (c *Cluster) APIServiceNames() []string { return slices.Clone(c.Manifests.APIServiceNames) }
 
-	port, err := freePort(c.NodeIP.String())
-	if err != nil {
-		return err
-	}
-	args, env, err := m.serverCommand(serverOverrides{
-		port:        port,
-		certDir:     filepath.Join(c.Dir, "pki", "reports-server"),
-		databaseURL: o.DatabaseURL,
-		extraArgs: []string{
-			"--bind-address=" + c.NodeIP.String(),
-			"--kubeconfig=" + kubeconfig,
-			"--authentication-kubeconfig=" + kubeconfig,
-			"--authorization-kubeconfig=" + kubeconfig,
-		},
-	})
-	if err != nil {
-		return err
-	}
-	c.ReportsServer = c.newProcess("reports-server", o.Binaries.ReportsServer, args, c.processEnv(env...))
-	if err := c.ReportsServer.start(); err != nil {
-		return err
-	}
-	if err := c.WaitReportsServerReady(ctx); err != nil {
-		return err
-	}
-
-	// The pods' stand-in: one ready endpoint at the server's address, under the Service port's
-	// name, which is how kube-apiserver maps the APIService's service port to the endpoint port.
-	family := discoveryv1.AddressTypeIPv4
-	if c.NodeIP.To4() == nil {
-		family = discoveryv1.AddressTypeIPv6
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      endpointSliceName,
-			Namespace: m.Service.Namespace,
-			Labels: map[string]string{
-				discoveryv1.LabelServiceName: m.Service.Name,
-				discoveryv1.LabelManagedBy:   managedBy,
-			},
-		},
-		AddressType: family,
-		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{c.NodeIP.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-		}},
-		Ports: []discoveryv1.EndpointPort{{
-			Name:     ptr.To(m.ServicePortName),
-			Port:     ptr.To(int32(port)),
-			Protocol: ptr.To(corev1.ProtocolTCP),
-		}},
-	}
-	if _, err := client.DiscoveryV1().EndpointSlices(slice.Namespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create EndpointSlice %s/%s: %w", slice.Namespace, slice.Name, err)
-	}
-	return c.WaitAPIServices(ctx, true, 3*time.Minute)
-}
-
-// WaitReportsServerReady waits until reports-server passes the Deployment's HTTP probes (startup,
-// liveness, readiness) on its own port, without credentials, as the kubelet probes it.
-func (c *Cluster) WaitReportsServerReady(ctx context.Context) error {
-	probes, err := c.Manifests.httpProbes()
-	if err != nil {
-		return err
-	}
-	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
-	host := net.JoinHostPort(c.NodeIP.String(), c.reportsServerPort())
-	return waitFor(ctx, c.ReportsServer, "the Deployment's probes to pass", 2*time.Minute, func(ctx context.Context) error {
-		var errs []error
-		for _, p := range probes {
-			if err := httpGetOK(ctx, insecure, p.scheme+"://"+host+p.path); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", p.what, err))
-			}
-		}
-		return errors.Join(errs...)
-	})
-}
-
-func (c *Cluster) reportsServerPort() string {
-	for _, a := range c.ReportsServer.args {
-		if v, ok := cutFlag(a, "--secure-port"); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// APIServiceNames are the APIServices of deploy/manifests.
-func (c *Cluster) APIServiceNames() []string {
-	names := make([]string, 0, len(c.Manifests.APIServices))
-	for _, a := range c.Manifests.APIServices {
-		names = append(names, a.Name)
-	}
-	return names
-}
-
-// WaitAPIServices waits until every APIService of deploy/manifests has Available=want, and says
-// which did not, with their conditions and the tail of reports-server's log otherwise.
+// WaitAPIServices waits until every APIService the server registers has Available=want, and says
+// which did not, with their conditions and the tail of the replicas' logs otherwise.
 //
 // With want, it also waits until clients can use the groups: Available is set by the
 // availability controller, while the proxy handler and the aggregated discovery document
@@ -473,8 +375,9 @@ func (c *Cluster) WaitAPIServices(ctx context.Context, want bool, timeout time.D
 	if want {
 		wantStatus = apiregistrationv1.ConditionTrue
 	}
-	// reports-server's process is deliberately down while waiting for Available=False.
-	proc := c.ReportsServer
+	// Waiting for Available=True is pointless once every replica has exited; while waiting for
+	// False they are deliberately down.
+	var proc watched = c.replicaProcesses()
 	if !want {
 		proc = c.APIServer
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,9 +15,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	"sigs.k8s.io/yaml"
+
+	analyticsv1alpha1 "github.com/reports-server/reports-server/internal/apis/analytics/v1alpha1"
+	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/apiservice"
 )
 
 // Manifests are the objects of deploy/manifests, as `kubectl kustomize` renders them.
@@ -28,8 +33,14 @@ type Manifests struct {
 	Deployment     *appsv1.Deployment
 	Service        *corev1.Service
 	ServiceAccount *corev1.ServiceAccount
-	APIServices    []*apiregistrationv1.APIService
-	// ServicePortName is the name of the Service port the APIServices use.
+
+	// The manifests ship no APIService: the server creates and keeps them
+	// (--manage-apiservices), one per served group/version plus the analytics group, pointing at
+	// the Service its flags name. APIServiceNames are those the Deployment's command line makes
+	// it register, ServicePort the Service port they use and ServicePortName that port's name,
+	// under which an EndpointSlice must list the server's port.
+	APIServiceNames []string
+	ServicePort     int32
 	ServicePortName string
 }
 
@@ -65,43 +76,106 @@ func loadManifests(ctx context.Context, c *Cluster, repoRoot string) (*Manifests
 			m.ServiceAccount = &corev1.ServiceAccount{}
 			err = fromUnstructured(u, m.ServiceAccount)
 		case "APIService":
-			as := &apiregistrationv1.APIService{}
-			err = fromUnstructured(u, as)
-			m.APIServices = append(m.APIServices, as)
+			// A static APIService next to the server's own would be overwritten by the server, and
+			// reapplying the manifests would undo that (kube-apiserver refuses insecureSkipTLSVerify
+			// together with the caBundle the server sets).
+			err = errors.New("the manifests must not ship APIServices: the server manages them (--manage-apiservices)")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("decode %s %s: %w", u.GetKind(), u.GetName(), err)
 		}
 	}
-	if m.Deployment == nil || m.Service == nil || m.ServiceAccount == nil || len(m.APIServices) == 0 {
-		return nil, fmt.Errorf("%s lacks a Deployment, Service, ServiceAccount or APIService", m.Dir)
+	if m.Deployment == nil || m.Service == nil || m.ServiceAccount == nil {
+		return nil, fmt.Errorf("%s lacks a Deployment, Service or ServiceAccount", m.Dir)
 	}
 	if len(m.Deployment.Spec.Template.Spec.Containers) != 1 {
 		return nil, fmt.Errorf("the Deployment of %s has %d containers, the harness expects one", m.Dir, len(m.Deployment.Spec.Template.Spec.Containers))
-	}
-	for _, as := range m.APIServices {
-		ref := as.Spec.Service
-		if ref == nil || ref.Name != m.Service.Name || ref.Namespace != m.Service.Namespace {
-			return nil, fmt.Errorf("APIService %s does not point at Service %s/%s", as.Name, m.Service.Namespace, m.Service.Name)
-		}
-		port := int32(443)
-		if ref.Port != nil {
-			port = *ref.Port
-		}
-		name, err := servicePortName(m.Service, port)
-		if err != nil {
-			return nil, fmt.Errorf("APIService %s: %w", as.Name, err)
-		}
-		if m.ServicePortName != "" && m.ServicePortName != name {
-			return nil, fmt.Errorf("APIServices use different ports of Service %s", m.Service.Name)
-		}
-		m.ServicePortName = name
 	}
 	if m.ServiceAccount.Name != m.Deployment.Spec.Template.Spec.ServiceAccountName {
 		return nil, fmt.Errorf("the Deployment runs as ServiceAccount %q, the manifests create %q",
 			m.Deployment.Spec.Template.Spec.ServiceAccountName, m.ServiceAccount.Name)
 	}
+	if err := m.apiServices(); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// apiServices works out, from the Deployment's command line, which APIServices the server
+// registers and which Service port they use, with the server's defaults for flags not given
+// (internal/server/kube_options.go).
+func (m *Manifests) apiServices() error {
+	container := m.Deployment.Spec.Template.Spec.Containers[0]
+	args := container.Args
+	if v, ok := lastFlag(args, "--manage-apiservices"); ok && v != "true" {
+		return fmt.Errorf("the Deployment runs the server with --manage-apiservices=%s; the harness expects it to register its APIServices", v)
+	}
+	namespace := "reports-server"
+	for _, e := range container.Env {
+		if e.Name != "POD_NAMESPACE" {
+			continue
+		}
+		switch {
+		case e.ValueFrom == nil:
+			namespace = e.Value
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			namespace = m.Deployment.Namespace
+		}
+	}
+	if v, ok := lastFlag(args, "--service-namespace"); ok {
+		namespace = v
+	}
+	name := "reports-server"
+	if v, ok := lastFlag(args, "--service-name"); ok {
+		name = v
+	}
+	port := int32(443)
+	if v, ok := lastFlag(args, "--service-port"); ok {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return fmt.Errorf("the Deployment's --service-port=%s: %w", v, err)
+		}
+		port = int32(n)
+	}
+	if namespace != m.Service.Namespace || name != m.Service.Name {
+		return fmt.Errorf("the server registers its APIServices for Service %s/%s, the manifests create %s/%s",
+			namespace, name, m.Service.Namespace, m.Service.Name)
+	}
+	portName, err := servicePortName(m.Service, port)
+	if err != nil {
+		return fmt.Errorf("the APIServices use port %d: %w", port, err)
+	}
+	m.ServicePort, m.ServicePortName = port, portName
+
+	var groups []string
+	if v, ok := lastFlag(args, "--api-groups"); ok && v != "" {
+		groups = strings.Split(v, ",")
+	}
+	var gvs []schema.GroupVersion
+	for _, k := range reports.All() {
+		if (len(groups) == 0 || slices.Contains(groups, k.GroupVersion.Group)) && !slices.Contains(gvs, k.GroupVersion) {
+			gvs = append(gvs, k.GroupVersion)
+		}
+	}
+	if len(gvs) == 0 {
+		return fmt.Errorf("the Deployment's --api-groups=%s names no served group", strings.Join(groups, ","))
+	}
+	for _, gv := range append(gvs, analyticsv1alpha1.SchemeGroupVersion) {
+		m.APIServiceNames = append(m.APIServiceNames, apiservice.Name(gv))
+	}
+	return nil
+}
+
+// lastFlag returns the value of the last --name=value (or bare --name, "true") in args.
+func lastFlag(args []string, name string) (value string, found bool) {
+	for _, a := range args {
+		if a == name {
+			value, found = "true", true
+		} else if v, ok := cutFlag(a, name); ok {
+			value, found = v, true
+		}
+	}
+	return value, found
 }
 
 func servicePortName(svc *corev1.Service, port int32) (string, error) {
@@ -144,12 +218,15 @@ type serverOverrides struct {
 	port        int
 	certDir     string
 	databaseURL string
-	extraArgs   []string
+	// podName stands in for the pod's metadata.name.
+	podName   string
+	extraArgs []string
 }
 
 // serverCommand is the Deployment container's command line and environment, with the port and
-// certificate directory replaced, the database URL in place of the Secret reference, and the
-// extra flags a process outside a pod needs.
+// certificate directory (if any) replaced, the database URL in place of the Secret reference,
+// the pod's namespace and name in place of the downward API, and the extra flags a process
+// outside a pod needs.
 func (m *Manifests) serverCommand(o serverOverrides) (args, env []string, err error) {
 	container := m.Deployment.Spec.Template.Spec.Containers[0]
 	if len(container.Command) > 0 {
@@ -173,6 +250,10 @@ func (m *Manifests) serverCommand(o serverOverrides) (args, env []string, err er
 			env = append(env, e.Name+"="+e.Value)
 		case e.Name == "DATABASE_URL" && e.ValueFrom.SecretKeyRef != nil:
 			env = append(env, "DATABASE_URL="+o.databaseURL)
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			env = append(env, e.Name+"="+m.Deployment.Namespace)
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+			env = append(env, e.Name+"="+o.podName)
 		default:
 			return nil, nil, fmt.Errorf("the Deployment's variable %s comes from a source the harness cannot provide", e.Name)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -29,6 +30,8 @@ type Process struct {
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current run has exited
 	waitErr error
+	// runStart is the size of the log when the current run started: its lines follow.
+	runStart int64
 }
 
 // newProcess describes a process; start runs it. Its standard output and error are appended to
@@ -52,6 +55,12 @@ func (p *Process) start() error {
 	if err != nil {
 		return fmt.Errorf("open log of %s: %w", p.Name, err)
 	}
+	info, err := log.Stat()
+	if err != nil {
+		log.Close()
+		return fmt.Errorf("stat log of %s: %w", p.Name, err)
+	}
+	p.runStart = info.Size()
 	fmt.Fprintf(log, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Dir = p.dir
@@ -151,14 +160,81 @@ func (p *Process) Tail(n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
+// RunLog returns what the current (or last) run has logged so far: the log from the line that
+// started it, without the earlier runs.
+func (p *Process) RunLog() (string, error) {
+	p.mu.Lock()
+	from := p.runStart
+	p.mu.Unlock()
+	f, err := os.Open(p.LogPath)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(f)
+	return string(b), err
+}
+
+// Running reports whether the process is running.
+func (p *Process) Running() bool {
+	exited, _ := p.exited()
+	return !exited
+}
+
 // describe is the tail of the log, for error messages.
 func (p *Process) describe() string {
 	return fmt.Sprintf("--- last lines of %s (%s) ---\n%s\n--- end of %s log ---", p.Name, p.LogPath, p.Tail(40), p.Name)
 }
 
+func (p *Process) title() string { return p.Name }
+
+// watched is what waitFor watches while it polls: a process, or several.
+type watched interface {
+	// exited reports whether waiting is pointless: the process (every process) has exited.
+	exited() (bool, error)
+	// describe is the tail of the log(s), for error messages.
+	describe() string
+	title() string
+}
+
+// processes are watched together: waiting fails only once every one of them has exited, as
+// replicas behind a Service, any of which may answer.
+type processes []*Process
+
+func (ps processes) exited() (bool, error) {
+	var errs []error
+	for _, p := range ps {
+		exited, err := p.exited()
+		if !exited {
+			return false, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
+	}
+	return true, errors.Join(errs...)
+}
+
+func (ps processes) describe() string {
+	var parts []string
+	for _, p := range ps {
+		parts = append(parts, p.describe())
+	}
+	return strings.Join(parts, "\n")
+}
+
+func (ps processes) title() string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
 // waitFor polls check until it succeeds, the process exits, ctx ends or timeout passes. The error
 // says what was awaited, the last failure of check and the tail of the process's log.
-func waitFor(ctx context.Context, p *Process, what string, timeout time.Duration, check func(context.Context) error) error {
+func waitFor(ctx context.Context, p watched, what string, timeout time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -172,11 +248,11 @@ func waitFor(ctx context.Context, p *Process, what string, timeout time.Duration
 			return nil
 		}
 		if exited, err := p.exited(); exited {
-			return fmt.Errorf("%s exited (%v) while waiting for %s (last check: %v)\n%s", p.Name, err, what, last, p.describe())
+			return fmt.Errorf("%s exited (%v) while waiting for %s (last check: %v)\n%s", p.title(), err, what, last, p.describe())
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %s not reached within %s (last check: %v)\n%s", p.Name, what, timeout, last, p.describe())
+			return fmt.Errorf("%s: %s not reached within %s (last check: %v)\n%s", p.title(), what, timeout, last, p.describe())
 		case <-tick.C:
 		}
 	}

@@ -98,12 +98,57 @@ openreports:
 {{- end }}
 {{- end }}
 
+{{/* The analytics group, served with whichever report groups are enabled. */}}
+{{- define "reports-server.analyticsGroup" -}}
+group: analytics.reports-server.io
+version: v1alpha1
+{{- end }}
+
+{{/* The enabled report groups and the analytics group as a YAML list: one APIService each. */}}
+{{- define "reports-server.apiServiceGroups" -}}
+{{- $groups := include "reports-server.groups" . | fromYamlArray }}
+{{- $groups = append $groups (include "reports-server.analyticsGroup" . | fromYaml) }}
+{{- toYaml $groups }}
+{{- end }}
+
 {{/*
-The serving certificate mode: "certManager", "secret" or "selfSigned" (made by the server at
-start, with insecureSkipTLSVerify on the APIServices). Fails on inconsistent settings.
+--api-groups: the enabled report groups, comma-separated, when not all of them are enabled
+(the server's default is all); empty otherwise.
+*/}}
+{{- define "reports-server.apiGroupsFlag" -}}
+{{- $enabled := include "reports-server.groups" . | fromYamlArray }}
+{{- $all := include "reports-server.allGroups" . | fromYaml }}
+{{- if lt (len $enabled) (len $all) }}
+{{- $names := list }}
+{{- range $enabled }}
+{{- $names = append $names .group }}
+{{- end }}
+{{- join "," $names }}
+{{- end }}
+{{- end }}
+
+{{/*
+The serving certificate mode: "managed" (the server makes a certificate all replicas share
+through a Secret and keeps APIServices carrying its CA), or, with static APIServices rendered
+by the chart, "certManager", "secret" or "selfSigned" (made by the server at start, with
+insecureSkipTLSVerify on the APIServices). Fails on inconsistent settings.
 */}}
 {{- define "reports-server.tlsMode" -}}
 {{- $a := .Values.apiService }}
+{{- if $a.managed }}
+{{- $conflicts := list }}
+{{- if $a.certManager.enabled }}{{ $conflicts = append $conflicts "certManager.enabled" }}{{ end }}
+{{- if $a.tls.existingSecret }}{{ $conflicts = append $conflicts "tls.existingSecret" }}{{ end }}
+{{- if $a.tls.caBundle }}{{ $conflicts = append $conflicts "tls.caBundle" }}{{ end }}
+{{- if $a.insecureSkipTLSVerify }}{{ $conflicts = append $conflicts "insecureSkipTLSVerify" }}{{ end }}
+{{- with $conflicts }}
+{{- fail (printf "apiService.managed=true: the server makes the serving certificate (in the Secret apiService.servingCertSecret) and puts its CA into the APIServices it manages, so apiService.%s cannot apply; unset it, or set apiService.managed=false for static APIServices rendered by the chart" (join ", apiService." .)) }}
+{{- end }}
+{{- if or (ne (int $a.groupPriorityMinimum) 1000) (ne (int $a.versionPriority) 100) }}
+{{- fail "apiService.managed=true: the server registers its APIServices with groupPriorityMinimum 1000 and versionPriority 100 (a CRD's); apiService.groupPriorityMinimum and apiService.versionPriority apply only with apiService.managed=false" }}
+{{- end }}
+{{- print "managed" }}
+{{- else }}
 {{- if and $a.certManager.enabled $a.tls.existingSecret }}
 {{- fail "apiService: set only one of certManager.enabled and tls.existingSecret" }}
 {{- end }}
@@ -117,10 +162,16 @@ start, with insecureSkipTLSVerify on the APIServices). Fails on inconsistent set
 {{- if $a.certManager.enabled }}certManager{{ else }}secret{{ end }}
 {{- else }}
 {{- if not $a.insecureSkipTLSVerify }}
-{{- fail "apiService: kube-apiserver cannot verify the server's self-signed certificate; set insecureSkipTLSVerify=true, certManager.enabled=true or tls.existingSecret" }}
+{{- fail "apiService (managed=false): kube-apiserver cannot verify the server's self-signed certificate; set insecureSkipTLSVerify=true, certManager.enabled=true or tls.existingSecret, or apiService.managed=true" }}
 {{- end }}
 {{- print "selfSigned" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the serving certificate all replicas share, in the managed mode. */}}
+{{- define "reports-server.servingCertSecretName" -}}
+{{- .Values.apiService.servingCertSecret | default (printf "%s-tls" (include "reports-server.fullname" .)) }}
 {{- end }}
 
 {{/* The Secret with the serving certificate, in the certManager and secret modes. */}}
