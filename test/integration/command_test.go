@@ -23,7 +23,7 @@ import (
 )
 
 // buildServer builds cmd/reports-server into dir.
-func buildServer(t *testing.T, dir string) string {
+func buildServer(t testing.TB, dir string) string {
 	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {

@@ -237,17 +237,7 @@ func memBuildServer(b *testing.B) string {
 	if bin := os.Getenv(memServerBinEnv); bin != "" {
 		return bin
 	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(b.TempDir(), "reports-server")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/reports-server")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build reports-server: %v\n%s", err, out)
-	}
-	return bin
+	return buildServer(b, b.TempDir())
 }
 
 // memProcess is a running `reports-server serve --standalone` and clients of it.

@@ -11,13 +11,6 @@ import (
 // Binary is the path of the process's executable.
 func (p *Process) Binary() string { return p.bin }
 
-// AddArgs appends flags for the next start (Restart).
-func (p *Process) AddArgs(args ...string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.args = append(p.args, args...)
-}
-
 // EtcdCount counts etcd's keys under prefix, read from etcd itself: what kube-apiserver keeps,
 // whatever the aggregation layer routes to.
 func (c *Cluster) EtcdCount(ctx context.Context, prefix string) (int64, error) {
