@@ -368,7 +368,7 @@ func TestWatcherBehindWindowReadsLog(t *testing.T) {
 			defer paused.Stop()
 			e.waitSynced(t, start)
 
-			// More than the watcher's buffer (100), so it stops taking changes for a while.
+			// More than the watcher's buffer (10), so it stops taking changes for a while.
 			const n = 180
 			payload := strings.Repeat("x", 1500)
 			var wg sync.WaitGroup

@@ -27,8 +27,12 @@ const (
 
 const (
 	// watchBuffer events wait for a slow reader; a stopped watcher's buffered events are still
-	// delivered, as with the etcd watcher.
-	watchBuffer = 100
+	// delivered, as with the etcd watcher. Small, as the watch cache's per-watcher channel (10):
+	// every buffered event is this watcher's own decoded copy of an object (~12 KB for a
+	// 20-result report), so the buffer costs watchers × watchBuffer × object size, while a
+	// watcher that lags behind its consumer waits on changes the follower's window (or the log)
+	// holds once for everyone. With 100, 100 watchers under writes held ~120 MB of copies.
+	watchBuffer = 10
 	// watchBatch is the most changes a watcher takes from the window or the log at once.
 	watchBatch = 500
 	// DefaultBookmarkInterval is how often a watcher that allows bookmarks gets one: every
