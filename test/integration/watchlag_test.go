@@ -93,8 +93,9 @@ func TestWatchLaggingWatcherAcrossCompaction(t *testing.T) {
 			var err error
 			for i := range updatesEach {
 				results := obj.Object["results"].([]any)
-				// The changes the watcher gets stuck in are large; the ones after need not be.
-				msg := "small"
+				// The changes the watcher gets stuck in are large; the ones after need not be,
+				// but each must change something (an update that changes nothing writes nothing).
+				msg := "small " + strconv.Itoa(i)
 				if i < 100 {
 					msg = big()
 				}
