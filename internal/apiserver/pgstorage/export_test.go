@@ -64,3 +64,34 @@ func (c *Compactor) OnLeading(fn func(ctx context.Context)) { c.leading = fn }
 
 // CompactionLockClass is the first key of the compaction advisory lock.
 const CompactionLockClass = compactionLockClass
+
+// WriteResult is the outcome of one write of a batch: its revision, or its error.
+type WriteResult struct {
+	Rev int64
+	Err error
+}
+
+// WriteOp is one write of CommitBatch: Kind "create", "update" or "delete"; Expected is the
+// revision an update or delete requires.
+type WriteOp struct {
+	Kind, Key string
+	Data      []byte
+	Expected  int64
+}
+
+// CommitBatch commits ops as one batch of the store's writer, as if they had been queued
+// together, and returns their outcomes.
+func (s *Store) CommitBatch(ops []WriteOp) []WriteResult {
+	batch := make([]*writeOp, len(ops))
+	for i, o := range ops {
+		kind := map[string]opKind{"create": opCreate, "update": opUpdate, "delete": opDelete}[o.Kind]
+		batch[i] = &writeOp{kind: kind, key: o.Key, data: o.Data, expected: o.Expected, done: make(chan writeResult, 1)}
+	}
+	s.writer.commit(batch)
+	out := make([]WriteResult, len(ops))
+	for i, op := range batch {
+		r := <-op.done
+		out[i] = WriteResult{Rev: r.rev, Err: r.err}
+	}
+	return out
+}

@@ -44,9 +44,12 @@ type writeResult struct {
 // flush. One write per transaction would cap throughput at one flush per write; a batch shares
 // the flush (group commit) while keeping the order.
 //
-// A write whose precondition fails (the key exists, the revision moved) changes nothing and
-// takes no revision, so it never aborts its batch. A database error aborts the batch; its writes
-// are then retried one per transaction, so a write that the database rejects fails alone.
+// A batch's statements go to PostgreSQL in one round trip (a pipeline), on the assumption that
+// every precondition holds. A write whose precondition fails (the key exists, the revision
+// moved) changes nothing and must take no revision, which would leave a gap after it: the
+// pipeline is then rolled back to its savepoint and the batch applied one statement at a time,
+// where such a write simply does not spend a revision. A database error aborts the batch; its
+// writes are then retried one per transaction, so a write that the database rejects fails alone.
 type Writer struct {
 	pool     *pgxpool.Pool
 	q        *db.Queries
@@ -123,6 +126,9 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 		if err != nil {
 			return fmt.Errorf("lock revision: %w", db.NoRows(err))
 		}
+		if done, err := w.pipelined(ctx, tx, batch, cur, results); done || err != nil {
+			return err
+		}
 		rev := cur
 		for i, op := range batch {
 			next := rev + 1
@@ -149,7 +155,40 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 	return results, err
 }
 
-func (w *Writer) exec(ctx context.Context, tx pgx.Tx, op *writeOp, rev int64) (int64, error) {
+// pipelined applies batch in one round trip after cur, each write with the next revision, and
+// reports whether it did: false (with everything since its savepoint rolled back) when a
+// precondition failed, so the revisions after that write would have a gap.
+func (w *Writer) pipelined(ctx context.Context, tx pgx.Tx, batch []*writeOp, cur int64, results []writeResult) (bool, error) {
+	p := db.NewPipeline()
+	for i, op := range batch {
+		if _, err := w.exec(ctx, p, op, cur+int64(i)+1); err != nil {
+			return false, err
+		}
+	}
+	last := cur + int64(len(batch))
+	if err := w.q.SetRevision(ctx, p, sqlc.SetRevisionParams{Cluster: w.cluster, Current: last}); err != nil {
+		return false, err
+	}
+	if err := w.q.Notify(ctx, p, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(w.cluster, last)}); err != nil {
+		return false, err
+	}
+	affected, err := p.Send(ctx, tx)
+	if err != nil {
+		return false, fmt.Errorf("write batch: %w", err)
+	}
+	for i := range batch {
+		if affected[i] == 0 {
+			// The notification goes too: it is sent at commit only if its subtransaction commits.
+			return false, p.Rollback(ctx, tx)
+		}
+	}
+	for i := range batch {
+		results[i].rev = cur + int64(i) + 1
+	}
+	return true, nil
+}
+
+func (w *Writer) exec(ctx context.Context, tx db.DBTX, op *writeOp, rev int64) (int64, error) {
 	switch op.kind {
 	case opCreate:
 		return w.q.CreateObject(ctx, tx, sqlc.CreateObjectParams{Cluster: w.cluster, Key: op.key, ResourceVersion: rev, Object: op.data})
