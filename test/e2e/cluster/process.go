@@ -257,3 +257,13 @@ func waitFor(ctx context.Context, p watched, what string, timeout time.Duration,
 		}
 	}
 }
+
+// Pid is the process ID of the current run (0 when it is not running).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
