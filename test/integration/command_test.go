@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,23 +37,33 @@ func buildServer(t testing.TB, dir string) string {
 	return bin
 }
 
-// process is a running `reports-server serve`.
+// process is a running `reports-server serve`. Its standard error goes to a file: a server
+// measured for minutes logs more than is worth keeping in the test's memory.
 type process struct {
 	cmd     *exec.Cmd
-	stdout  []string
-	stderr  *strings.Builder
+	logPath string // standard error
 	mu      sync.Mutex
+	stdout  []string
 	ready   chan struct{}
 	done    chan struct{} // closed when the process has exited; waitErr is set then
 	waitErr error
 }
 
-// startCommand runs bin with args and waits until it prints "ready" (or exits).
-func startCommand(t *testing.T, bin string, args ...string) *process {
+// startCommand runs bin with args and the test's environment, without the variables in unset
+// and with those in extra, and waits until it prints "ready" (or exits, or 5 minutes pass).
+func startCommand(t testing.TB, unset, extra []string, bin string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, args...), stderr: &strings.Builder{}, ready: make(chan struct{}), done: make(chan struct{})}
-	p.cmd.Env = environWithout("DATABASE_URL") // the managed PostgreSQL is under test
-	p.cmd.Stderr = lockedWriter{&p.mu, p.stderr}
+	p := &process{
+		cmd:     exec.Command(bin, args...),
+		logPath: filepath.Join(t.TempDir(), "stderr.log"),
+		ready:   make(chan struct{}), done: make(chan struct{}),
+	}
+	p.cmd.Env = append(environWithout(unset...), extra...)
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stderr = logFile
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +82,7 @@ func startCommand(t *testing.T, bin string, args ...string) *process {
 			}
 		}
 		p.waitErr = p.cmd.Wait()
+		logFile.Close()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -88,20 +98,30 @@ func startCommand(t *testing.T, bin string, args ...string) *process {
 		return p
 	case <-p.done:
 		p.failOrSkip(t, "exited before ready: %v", p.waitErr)
-	case <-time.After(2 * time.Minute):
-		p.failOrSkip(t, "not ready after 2 minutes")
+	case <-time.After(5 * time.Minute):
+		p.failOrSkip(t, "not ready after 5 minutes")
 	}
 	return nil
 }
 
-func (p *process) failOrSkip(t *testing.T, format string, args ...any) {
+// stderr is what the process wrote to standard error, at most its last max bytes (0: all).
+func (p *process) stderr(max int) string {
+	data, _ := os.ReadFile(p.logPath)
+	if max > 0 && len(data) > max {
+		data = data[len(data)-max:]
+	}
+	return string(data)
+}
+
+func (p *process) failOrSkip(t testing.TB, format string, args ...any) {
 	t.Helper()
+	stderr := p.stderr(0)
+	if strings.Contains(stderr, "no PostgreSQL server binaries found") {
+		t.Skipf("PostgreSQL server binaries are not installed: %s", stderr)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if strings.Contains(p.stderr.String(), "no PostgreSQL server binaries found") {
-		t.Skipf("PostgreSQL server binaries are not installed: %s", p.stderr.String())
-	}
-	t.Fatalf("reports-server "+format+"\nstdout: %v\nstderr:\n%s", append(args, p.stdout, p.stderr.String())...)
+	t.Fatalf("reports-server "+format+"\nstdout: %v\nstderr:\n%s", append(args, p.stdout, stderr)...)
 }
 
 // stop sends sig and expects a clean exit.
@@ -120,16 +140,8 @@ func (p *process) stop(t *testing.T, sig os.Signal) {
 	}
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
+// managedOnly: the standalone command tests run the managed PostgreSQL, which is under test.
+var managedOnly = []string{"DATABASE_URL"}
 
 // TestCommand builds cmd/reports-server once and runs it as users and scripts do.
 func TestCommand(t *testing.T) {
@@ -156,7 +168,7 @@ func testCommandStandalone(t *testing.T, bin string) {
 	kubeconfig := filepath.Join(dir, "elsewhere", "config")
 	args := []string{"serve", "--standalone", "--secure-port", "0", "--data-dir", dataDir, "--write-kubeconfig", kubeconfig}
 
-	p := startCommand(t, bin, args...)
+	p := startCommand(t, managedOnly, nil, bin, args...)
 	if len(p.stdout) != 2 || p.stdout[0] != "kubeconfig: "+kubeconfig {
 		t.Errorf("stdout %q, want [\"kubeconfig: %s\" \"ready\"]", p.stdout, kubeconfig)
 	}
@@ -180,7 +192,7 @@ func testCommandStandalone(t *testing.T, bin string) {
 
 	// The second start reuses everything; the old kubeconfig (and its client) still works
 	// because the port is fixed now and the token and certificate are kept.
-	p = startCommand(t, bin, append(args[:2:2], "--secure-port", portOf(t, cfg.Host), "--data-dir", dataDir, "--write-kubeconfig", kubeconfig)...)
+	p = startCommand(t, managedOnly, nil, bin, append(args[:2:2], "--secure-port", portOf(t, cfg.Host), "--data-dir", dataDir, "--write-kubeconfig", kubeconfig)...)
 	got, err := resourceFor(client, kind, "default").Get(ctx, "kept", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("get after restart with the first kubeconfig: %v", err)

@@ -6,13 +6,11 @@ package integration
 // peak RSS is the kernel's (/proc/<pid>/status VmHWM).
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -242,10 +240,7 @@ func memBuildServer(b *testing.B) string {
 
 // memProcess is a running `reports-server serve --standalone` and clients of it.
 type memProcess struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	waitErr error
+	*process
 	cfg     *rest.Config
 	raw     rest.Interface
 	dynamic dynamic.Interface
@@ -254,68 +249,30 @@ type memProcess struct {
 // memStart starts the server binary on url and waits until it is ready.
 func memStart(b testing.TB, bin, url string) *memProcess {
 	b.Helper()
-	dir := b.TempDir()
-	p := &memProcess{logPath: filepath.Join(dir, "server.log"), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", "--standalone", "--secure-port", "0",
-		"--data-dir", filepath.Join(dir, "data"), "--database-url", url)
-	p.cmd.Env = environWithout("DATABASE_URL", "GOMEMLIMIT")
+	var env []string
 	switch limit := os.Getenv(memGoMemLimitEnv); limit {
 	case "":
-		p.cmd.Env = append(p.cmd.Env, "GOMEMLIMIT="+memGoMemLimit)
+		env = append(env, "GOMEMLIMIT="+memGoMemLimit)
 	case "off":
 	default:
-		p.cmd.Env = append(p.cmd.Env, "GOMEMLIMIT="+limit)
+		env = append(env, "GOMEMLIMIT="+limit)
 	}
-	logFile, err := os.Create(p.logPath)
+	p := &memProcess{process: startCommand(b, []string{"DATABASE_URL", "GOMEMLIMIT"}, env, bin,
+		"serve", "--standalone", "--secure-port", "0", "--data-dir", filepath.Join(b.TempDir(), "data"), "--database-url", url)}
+	var kubeconfig string
+	p.mu.Lock()
+	for _, line := range p.stdout {
+		if k, ok := strings.CutPrefix(line, "kubeconfig: "); ok {
+			kubeconfig = k
+		}
+	}
+	p.mu.Unlock()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		b.Fatal(err)
 	}
-	p.cmd.Stderr = logFile
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	go func() {
-		var kubeconfig string
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			if k, ok := strings.CutPrefix(line, "kubeconfig: "); ok {
-				kubeconfig = k
-			}
-			if line == "ready" {
-				ready <- kubeconfig
-			}
-		}
-		p.waitErr = p.cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	b.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	select {
-	case kubeconfig := <-ready:
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg.QPS, cfg.Burst = -1, 0
-		p.cfg = cfg
-	case <-p.done:
-		b.Fatalf("reports-server exited before ready: %v\n%s", p.waitErr, p.logTail())
-	case <-time.After(5 * time.Minute):
-		b.Fatalf("reports-server not ready after 5 minutes\n%s", p.logTail())
-	}
+	cfg.QPS, cfg.Burst = -1, 0
+	p.cfg = cfg
 	cs, err := kubernetes.NewForConfig(p.cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -328,13 +285,7 @@ func memStart(b testing.TB, bin, url string) *memProcess {
 }
 
 // logTail is the end of the server's log.
-func (p *memProcess) logTail() string {
-	data, _ := os.ReadFile(p.logPath)
-	if len(data) > 8<<10 {
-		data = data[len(data)-8<<10:]
-	}
-	return string(data)
-}
+func (p *memProcess) logTail() string { return p.stderr(8 << 10) }
 
 // stop sends SIGTERM and waits for the exit.
 func (p *memProcess) stop(b testing.TB) {
