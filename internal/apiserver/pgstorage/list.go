@@ -48,7 +48,7 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 	// so these statements are planned for their parameters every time.
 	var q sqlc.DBTX = r.tx
 	if filtered(f) || !r.atCurrent {
-		q = customPlans{r.tx}
+		q = db.PlanEachCall(r.tx)
 	}
 	var rows []sqlc.ListObjectsRow
 	var err error
@@ -85,19 +85,6 @@ func filtered(f sqlFilter) bool {
 	return f.labelContains != nil || f.labelExists != nil || f.labelReqs != nil || f.fieldContains != nil || f.fieldReqs != nil
 }
 
-// customPlans runs a transaction's statements as unnamed prepared statements: PostgreSQL plans
-// each execution for its parameter values (pgx still caches the statement's description, so
-// this costs a parse and a plan, not a round trip).
-type customPlans struct{ pgx.Tx }
-
-func (c customPlans) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	return c.Tx.Query(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
-}
-
-func (c customPlans) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return c.Tx.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
-}
-
 // unfiltered is the same snapshot read without selectors.
 func (r *snapshotReader) unfiltered() *snapshotReader {
 	c := *r
@@ -125,7 +112,7 @@ func (r *snapshotReader) remaining(ctx context.Context, from, before string) (*i
 			return nil, nil
 		}
 	} else {
-		c, err := r.s.q.CountObjectsAt(ctx, customPlans{r.tx}, sqlc.CountObjectsAtParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, CountLimit: limit, AtRevision: r.at})
+		c, err := r.s.q.CountObjectsAt(ctx, db.PlanEachCall(r.tx), sqlc.CountObjectsAtParams{Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, CountLimit: limit, AtRevision: r.at})
 		if err != nil {
 			return nil, err
 		}
