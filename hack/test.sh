@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 
+echo "==> hack/check-test-network.sh"
+./hack/check-test-network.sh
+
 echo "==> go vet ./..."
 "$GO" vet ./...
 

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -31,14 +30,7 @@ func testChartDryRun(t *testing.T, c *cluster.Cluster) {
 	// As `helm install --create-namespace` would, plus the warning label of the restricted Pod
 	// Security Standard, so the chart's pod templates are checked against it.
 	ensureNamespace(t, c, ns, map[string]string{"pod-security.kubernetes.io/warn": "restricted"})
-	// Built once (Helm is in test/deploy's module, not this one), run per value set.
-	renderChart := filepath.Join(t.TempDir(), "render-chart")
-	build := exec.CommandContext(testContext(t, 10*time.Minute), goCommand(t), "build", "-o", renderChart, "./cmd/render-chart")
-	build.Dir = filepath.Join("..", "deploy")
-	build.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build test/deploy/cmd/render-chart: %v\n%s", err, out)
-	}
+	renderChart := network.Binaries.RenderChart
 	chartDir, err := filepath.Abs(filepath.Join("..", "..", "deploy", "helm", "reports-server"))
 	if err != nil {
 		t.Fatal(err)
@@ -119,13 +111,4 @@ func dryRunApply(t *testing.T, c *cluster.Cluster, stdin []byte, objects int, ar
 	if len(lines) != objects {
 		t.Errorf("kubectl %s reported %d objects, want %d:\n%s", strings.Join(args, " "), len(lines), objects, out)
 	}
-}
-
-func goCommand(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("no go command on $PATH: %v", err)
-	}
-	return p
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,52 @@ import (
 // too; after a failing run it is always kept.
 const KeepEnv = "REPORTS_E2E_KEEP"
 
-func TestMain(m *testing.M) { dbtest.Main(m) }
+// TestMain runs the tests in a network namespace of their own (see cluster/netns.go): this
+// process builds the binaries, then runs itself again inside the namespace, where the tests run.
+func TestMain(m *testing.M) {
+	ns, err := cluster.CurrentNamespace()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if ns == nil {
+		os.Exit(cluster.RunInNamespace(buildBinaries))
+	}
+	if err := ns.SetUp(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	network = ns
+	dbtest.Main(m)
+}
+
+// network is the namespace the tests run in, set by TestMain before any test runs.
+var network *cluster.Namespace
+
+// buildBinaries builds (or takes from the cache) every binary the tests run, outside the
+// namespace, where the Go module proxy can be reached.
+func buildBinaries(ctx context.Context) (*cluster.Binaries, func(), error) {
+	moduleDir, err := os.Getwd() // go test runs in the package directory: test/e2e
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "reports-server-e2e-bin-*")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	start := time.Now()
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
+	bins, err := cluster.Build(ctx, cluster.BuildOptions{
+		ModuleDir: moduleDir, RepoRoot: filepath.Join(moduleDir, "..", ".."), OutDir: dir, Logf: logf,
+	})
+	if err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("build binaries: %w", err)
+	}
+	logf("binaries ready after %s", time.Since(start).Round(time.Millisecond))
+	return bins, cleanup, nil
+}
 
 // TestBehindKubeAPIServer starts one cluster — etcd, kube-apiserver, kube-controller-manager and
 // reports-server installed from deploy/manifests, as many replicas as its Deployment has (see
@@ -25,6 +71,7 @@ func TestMain(m *testing.M) { dbtest.Main(m) }
 // and restart replicas come last: availability, then the migration from CRDs.
 func TestBehindKubeAPIServer(t *testing.T) {
 	c := startCluster(t)
+	t.Run("NetworkNamespace", func(t *testing.T) { testNetworkNamespace(t, c) })
 	t.Run("Discovery", func(t *testing.T) { testDiscovery(t, c) })
 	t.Run("Kubectl", func(t *testing.T) { testKubectl(t, c) })
 	t.Run("RBAC", func(t *testing.T) { testRBAC(t, c) })
@@ -36,8 +83,8 @@ func TestBehindKubeAPIServer(t *testing.T) {
 	t.Run("MigrationFromCRDs", func(t *testing.T) { testMigrationFromCRDs(t, c) })
 }
 
-// startCluster builds the binaries (cached) and reports-server (always), and starts the cluster
-// on a fresh database. Everything is stopped when t ends, whatever the outcome.
+// startCluster starts the cluster on a fresh database. Everything is stopped when t ends,
+// whatever the outcome.
 func startCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
 	moduleDir, err := os.Getwd() // go test runs in the package directory: test/e2e
@@ -58,28 +105,19 @@ func startCluster(t *testing.T) *cluster.Cluster {
 		_ = os.RemoveAll(dir)
 	})
 
-	// A cold build of the cluster binaries can take most of the test binary's time limit; stop a
-	// minute before it, so the failure is an error with logs rather than the timeout's panic.
 	deadline, ok := t.Deadline()
 	if !ok {
 		deadline = time.Now().Add(time.Hour)
 	}
-	deadline = deadline.Add(-time.Minute)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-time.Minute))
 	defer cancel()
-	start := time.Now()
-	bins, err := cluster.Build(ctx, cluster.BuildOptions{ModuleDir: moduleDir, RepoRoot: repoRoot, OutDir: dir, Logf: t.Logf})
-	if err != nil {
-		t.Fatalf("build binaries: %v", err)
-	}
-	t.Logf("binaries ready after %s", time.Since(start).Round(time.Millisecond))
 
 	// reports-server stops (cluster cleanup, registered later, runs earlier) before its database
 	// is dropped.
 	databaseURL := dbtest.URL(t)
-	start = time.Now()
+	start := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{
-		Dir: dir, Binaries: bins, RepoRoot: repoRoot, DatabaseURL: databaseURL, Replicas: replicasFromEnv(t), Logf: t.Logf,
+		Dir: dir, Binaries: network.Binaries, RepoRoot: repoRoot, DatabaseURL: databaseURL, Replicas: replicasFromEnv(t), Logf: t.Logf,
 	})
 	if err != nil {
 		t.Fatalf("start cluster (logs in %s): %v", filepath.Join(dir, "logs"), err)

@@ -223,12 +223,8 @@ func startBenchCluster(b *testing.B) *cluster.Cluster {
 	}
 	dir := b.TempDir()
 	ctx := context.Background()
-	bins, err := cluster.Build(ctx, cluster.BuildOptions{ModuleDir: moduleDir, RepoRoot: filepath.Join(moduleDir, "..", ".."), OutDir: dir, Logf: b.Logf})
-	if err != nil {
-		b.Fatalf("build binaries: %v", err)
-	}
 	databaseURL := dbtest.URL(b)
-	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, Binaries: bins, RepoRoot: filepath.Join(moduleDir, "..", ".."), DatabaseURL: databaseURL, Logf: b.Logf})
+	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, Binaries: network.Binaries, RepoRoot: filepath.Join(moduleDir, "..", ".."), DatabaseURL: databaseURL, Logf: b.Logf})
 	if err != nil {
 		b.Fatalf("start cluster: %v", err)
 	}

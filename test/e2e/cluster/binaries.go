@@ -21,6 +21,9 @@ type Binaries struct {
 	// ReportsServer is built from the checkout on every run (cheap with the Go build cache), so
 	// the tests always run the code under test.
 	ReportsServer string
+	// RenderChart renders the Helm chart (test/deploy/cmd/render-chart; Helm is in test/deploy's
+	// module, not this one), built like ReportsServer.
+	RenderChart string
 }
 
 // tool is an executable built from a package of the e2e module's build list and cached.
@@ -52,7 +55,7 @@ type BuildOptions struct {
 	ModuleDir string
 	// RepoRoot is the reports-server checkout.
 	RepoRoot string
-	// OutDir receives reports-server.
+	// OutDir receives reports-server and render-chart.
 	OutDir string
 	Logf   func(format string, args ...any)
 }
@@ -103,13 +106,20 @@ func Build(ctx context.Context, o BuildOptions) (*Binaries, error) {
 		*t.dst = filepath.Join(dir, t.name)
 	}
 
-	start := time.Now()
-	b.ReportsServer = filepath.Join(o.OutDir, "reports-server")
-	cmd := goCmd(ctx, goBin, o.RepoRoot, "build", "-o", b.ReportsServer, "./cmd/reports-server")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build reports-server in %s: %w\n%s", o.RepoRoot, err, out)
+	for _, p := range []struct {
+		dst      *string
+		dir, pkg string
+	}{
+		{&b.ReportsServer, o.RepoRoot, "./cmd/reports-server"},
+		{&b.RenderChart, filepath.Join(o.RepoRoot, "test", "deploy"), "./cmd/render-chart"},
+	} {
+		start := time.Now()
+		*p.dst = filepath.Join(o.OutDir, filepath.Base(p.pkg))
+		if out, err := goCmd(ctx, goBin, p.dir, "build", "-o", *p.dst, p.pkg).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build %s in %s: %w\n%s", p.pkg, p.dir, err, out)
+		}
+		o.Logf("built %s in %s", filepath.Base(p.pkg), time.Since(start).Round(time.Millisecond))
 	}
-	o.Logf("built reports-server in %s", time.Since(start).Round(time.Millisecond))
 	return b, nil
 }
 

@@ -8,7 +8,8 @@
 // verifies the replicas' TLS.
 //
 // There is no kubelet and no kube-proxy. Each replica of the Deployment is a local process
-// listening on a non-loopback address of the machine, all on the same address with a port each,
+// listening on NodeIP, an address that exists only in the cluster's own network namespace (see
+// netns.go), all on the same address with a port each,
 // sharing the database and a token of the ServiceAccount. A Service without selector stands in
 // for the Deployment's, with one EndpointSlice per replica (a slice's ports apply to all of its
 // endpoints); kube-apiserver dials the slices' addresses directly
@@ -43,8 +44,8 @@ import (
 const (
 	// serviceCIDR is the Service IP range; firstServiceIP is the kubernetes Service's address,
 	// which kube-apiserver's serving certificate names as usual.
-	serviceCIDR    = "10.96.0.0/16"
-	firstServiceIP = "10.96.0.1"
+	serviceCIDR    = "10.96.0.0/16" // netcheck: kube-apiserver configuration; nothing routes or dials it
+	firstServiceIP = "10.96.0.1"    // netcheck: a name in a certificate, never dialled
 	// serviceAccountIssuer is the issuer of service-account tokens (and their default audience).
 	serviceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 	// endpointSlicePrefix names the EndpointSlices that stand in for the Deployment's pods, one
@@ -93,7 +94,6 @@ type Cluster struct {
 	logf    func(string, ...any)
 	pki     *pki
 	etcdURL string
-	cleanup []func()
 	// replicas is how many reports-server processes to run.
 	replicas int
 }
@@ -112,12 +112,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	ip, removeIP, err := nodeAddress(o.Logf)
-	if err != nil {
-		return nil, err
+	ip := net.ParseIP(NodeIP)
+	if err := checkListen(ip); err != nil {
+		return nil, fmt.Errorf("%w (the cluster runs in the network namespace RunInNamespace makes, where %s is configured)", err, NodeIP)
 	}
 	c.NodeIP = ip
-	c.cleanup = append(c.cleanup, removeIP)
 
 	if c.pki, err = newPKI(filepath.Join(o.Dir, "pki"), []net.IP{net.ParseIP("127.0.0.1"), ip}); err != nil {
 		return nil, fmt.Errorf("generate PKI: %w", err)
@@ -144,8 +143,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	return c, nil
 }
 
-// Stop stops every process (the reports-server replicas first, etcd last) and removes the address
-// added for the run, if any. It does not remove Dir, which holds the logs.
+// Stop stops every process (the reports-server replicas first, etcd last). It does not remove
+// Dir, which holds the logs.
 func (c *Cluster) Stop() {
 	for _, p := range append(c.replicaProcesses(), c.ControllerManager, c.APIServer, c.Etcd) {
 		if p == nil {
@@ -155,10 +154,6 @@ func (c *Cluster) Stop() {
 			c.logf("stop %s: %v", p.Name, err)
 		}
 	}
-	for i := len(c.cleanup) - 1; i >= 0; i-- {
-		c.cleanup[i]()
-	}
-	c.cleanup = nil
 }
 
 func (c *Cluster) newProcess(name, bin string, args, env []string) *Process {
