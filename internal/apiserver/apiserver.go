@@ -65,6 +65,9 @@ type ExtraConfig struct {
 	WatchHistoryMaxEvents int64
 	CompactionInterval    time.Duration
 
+	// MaxUnpagedListBytes bounds lists without a limit (pgstorage.Config; 0: the default).
+	MaxUnpagedListBytes int64
+
 	// Analytics, when set, runs the projector and summary refresher behind the SQL schema
 	// `reporting` (one replica at a time each; see internal/analytics). nil: not in this process.
 	Analytics *analytics.Config
@@ -204,6 +207,8 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Writer:    pgstorage.NewWriter(c.Extra.Pool, c.Extra.Cluster),
 		Follower:  follower,
 		Compactor: compactor,
+
+		MaxUnpagedListBytes: c.Extra.MaxUnpagedListBytes,
 	}
 	return CompletedConfig{&completedConfig{
 		generic:   c.Generic.Complete(),
@@ -328,7 +333,7 @@ func databaseCheck(pool *pgxpool.Pool) healthz.HealthChecker {
 	return healthz.NamedCheck("database", func(r *http.Request) error {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
-		if err := pool.Ping(ctx); err != nil {
+		if err := db.Ping(ctx, pool); err != nil {
 			return fmt.Errorf("ping database: %w", err)
 		}
 		return nil

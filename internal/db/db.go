@@ -7,6 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -94,5 +97,30 @@ func IsUnavailable(err error) bool {
 	if errors.As(err, &connErr) {
 		return true
 	}
+	// The connection broke under a statement (the server was killed or restarted, a network
+	// reset): the database is away, not the request wrong.
+	var netErr *net.OpError
+	if errors.As(err, &netErr) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ETIMEDOUT) {
+		return true
+	}
 	return pgconn.SafeToRetry(err) || pgconn.Timeout(err)
+}
+
+// Ping reports whether the database answers. It tries a pooled connection first and, when that
+// fails, a new one: a pooled connection may have died while idle (its backend was terminated),
+// which says nothing about the database, and readiness must not flap for it.
+func Ping(ctx context.Context, pool *pgxpool.Pool) error {
+	err := pool.Ping(ctx)
+	if err == nil {
+		return nil
+	}
+	conn, cerr := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
+	if cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return conn.Ping(ctx)
 }

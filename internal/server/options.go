@@ -11,6 +11,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 	"net"
 	"os"
 	"path/filepath"
@@ -39,6 +40,8 @@ type Options struct {
 	Standalone      bool
 	DataDir         string
 	WriteKubeconfig string
+	// MaxUnpagedListBytes bounds lists without a limit (pgstorage.Config).
+	MaxUnpagedListBytes int64
 
 	// Analytics are the flags of the SQL analytics (analytics_options.go).
 	Analytics *AnalyticsOptions
@@ -65,9 +68,11 @@ func NewOptions() *Options {
 		DatabaseURL: os.Getenv("DATABASE_URL"),
 		ClusterName: DefaultClusterName,
 		DataDir:     DefaultDataDir,
-		Analytics:   NewAnalyticsOptions(),
-		Watch:       NewWatchOptions(),
-		Kube:        NewKubeOptions(),
+
+		MaxUnpagedListBytes: pgstorage.DefaultMaxUnpagedListBytes,
+		Analytics:           NewAnalyticsOptions(),
+		Watch:               NewWatchOptions(),
+		Kube:                NewKubeOptions(),
 	}
 }
 
@@ -86,6 +91,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Directory for standalone state: serving certificate, token, kubeconfig and the managed PostgreSQL.")
 	fs.StringVar(&o.WriteKubeconfig, "write-kubeconfig", o.WriteKubeconfig,
 		"Where standalone mode writes its kubeconfig. Default <data-dir>/kubeconfig.")
+	fs.Int64Var(&o.MaxUnpagedListBytes, "max-unpaged-list-bytes", o.MaxUnpagedListBytes,
+		"The most stored JSON a list without a limit may return; a larger one gets 400 telling the client to page "+
+			"(kubectl, client-go informers and pagers always page). Bounds the server's memory per request. -1: no bound.")
 	o.Analytics.AddFlags(fs)
 	o.Watch.AddFlags(fs)
 	o.Kube.AddFlags(fs)
@@ -135,6 +143,9 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Kube.Validate()...)
 	if o.ClusterName == "" {
 		errs = append(errs, errors.New("--cluster-name must not be empty"))
+	}
+	if o.MaxUnpagedListBytes == 0 || o.MaxUnpagedListBytes < -1 {
+		errs = append(errs, errors.New("--max-unpaged-list-bytes must be positive, or -1 for no bound"))
 	}
 	if o.DatabaseURL == "" && !o.Standalone {
 		errs = append(errs, errors.New("--database-url (or $DATABASE_URL) is required unless --standalone is set"))

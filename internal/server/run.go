@@ -120,6 +120,7 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	}
 	cfg.Extra.Pool = pool
 	cfg.Extra.Cluster = o.ClusterName
+	cfg.Extra.MaxUnpagedListBytes = o.MaxUnpagedListBytes
 	cfg.Extra.Kinds = o.Kube.Kinds()
 	cfg.Extra.Analytics = o.Analytics.Config()
 	o.Watch.ApplyTo(&cfg.Extra)

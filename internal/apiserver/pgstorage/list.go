@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -171,6 +172,7 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 		if last, ok := trimContinueKey(continueKey); ok {
 			from = nextKey(last)
 		}
+		from = storedText(from) // a tampered token may carry any bytes
 	}
 	pred := opts.Predicate
 	paging := opts.Recursive && pred.Limit > 0
@@ -203,15 +205,21 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 		rev = r.at
 
 		pageFrom := from
+		var listed int64 // stored bytes of the items so far
 		for {
-			limit := int32(math.MaxInt32)
+			// Without a limit, read in chunks, so the size bound stops the list early.
+			limit := int32(unpagedChunk)
 			if paging {
-				// One row beyond the page tells whether there is more.
-				limit = int32(min(pred.Limit-int64(v.Len())+1, math.MaxInt32))
+				// One row beyond the page tells whether there is more. The page's remainder is
+				// capped before adding that row: a limit near MaxInt64 must not overflow.
+				limit = int32(min(pred.Limit-int64(v.Len()), math.MaxInt32-1) + 1)
 			}
 			rows, err := r.fetch(ctx, from, before, limit)
 			if err != nil {
 				return err
+			}
+			if len(rows) == 0 {
+				break
 			}
 			for _, x := range rows {
 				if paging && int64(v.Len()) >= pred.Limit {
@@ -229,9 +237,16 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 					}
 				}
 				v.Set(reflect.Append(v, reflect.ValueOf(obj).Elem()))
+				if listed += int64(len(x.data)); !paging && s.maxUnpagedListBytes > 0 && listed > s.maxUnpagedListBytes {
+					return s.unpagedTooLarge()
+				}
 			}
-			if hasMore || !paging || int32(len(rows)) < limit {
+			if hasMore || int32(len(rows)) < limit {
 				break
+			}
+			if !paging {
+				from = nextKey(lastKey)
+				continue
 			}
 			if int64(v.Len()) >= pred.Limit {
 				// The extra row was consumed by Go-side filtering: there may be more.
@@ -274,6 +289,21 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 		v.Set(reflect.MakeSlice(v.Type(), 0, 0))
 	}
 	return s.versioner.UpdateList(listObj, uint64(rev), continueValue, remaining)
+}
+
+// unpagedChunk is how many rows a list without a limit reads per query.
+const unpagedChunk = 1000
+
+// unpagedTooLarge refuses a list without a limit that would return more than the size bound.
+func (s *Store) unpagedTooLarge() error {
+	resource := strings.Trim(s.resourcePrefix, "/")
+	if group, res, ok := strings.Cut(resource, "/"); ok {
+		resource = res + "." + group
+	}
+	return apierrors.NewBadRequest(fmt.Sprintf("the list of %s is larger than %d bytes, the most this server returns "+
+		"in one response without a limit (--max-unpaged-list-bytes): list in pages with limit and continue "+
+		"(kubectl does by default, --chunk-size; client-go informers and pagers do)",
+		resource, s.maxUnpagedListBytes))
 }
 
 // expiredListError is what a list at a compacted revision gets (410 Gone). A paged list also

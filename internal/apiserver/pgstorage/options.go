@@ -30,6 +30,8 @@ type RESTOptionsGetter struct {
 	// BookmarkInterval and SlowWatcherTimeout tune every watcher (see Config).
 	BookmarkInterval   time.Duration
 	SlowWatcherTimeout time.Duration
+	// MaxUnpagedListBytes bounds lists without a limit (see Config).
+	MaxUnpagedListBytes int64
 }
 
 var _ generic.RESTOptionsGetter = (*RESTOptionsGetter)(nil)
@@ -70,8 +72,9 @@ func (g *RESTOptionsGetter) decorate(
 		Writer:         g.Writer,
 		Compactor:      g.Compactor,
 
-		BookmarkInterval:   g.BookmarkInterval,
-		SlowWatcherTimeout: g.SlowWatcherTimeout,
+		BookmarkInterval:    g.BookmarkInterval,
+		SlowWatcherTimeout:  g.SlowWatcherTimeout,
+		MaxUnpagedListBytes: g.MaxUnpagedListBytes,
 	})
 	if err != nil {
 		return nil, nil, err

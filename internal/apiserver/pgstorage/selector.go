@@ -128,11 +128,13 @@ func translateField(f *attrFilter, r fields.Requirement) bool {
 	if !slices.Contains(sqlFields, r.Field) {
 		return false
 	}
+	// Field values are free text (label values are validated): compare them as stored.
+	value := storedText(r.Value)
 	switch r.Operator {
 	case selection.Equals, selection.DoubleEquals:
-		f.equal(r.Field, r.Value)
+		f.equal(r.Field, value)
 	case selection.NotEquals:
-		f.reqs = append(f.reqs, requirement{Key: r.Field, Op: "notin", Values: []string{r.Value}})
+		f.reqs = append(f.reqs, requirement{Key: r.Field, Op: "notin", Values: []string{value}})
 	default:
 		return false
 	}

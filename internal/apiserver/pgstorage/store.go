@@ -56,7 +56,16 @@ type Config struct {
 	// SlowWatcherTimeout closes a watcher whose consumer has not taken an event from its full
 	// buffer for this long (DefaultSlowWatcherTimeout when zero; negative: never).
 	SlowWatcherTimeout time.Duration
+	// MaxUnpagedListBytes is the most stored JSON a list without a limit may return: beyond it
+	// the list is refused (400) and the client told to page, so one request cannot take the
+	// server's memory (DefaultMaxUnpagedListBytes when zero; negative: no bound).
+	MaxUnpagedListBytes int64
 }
+
+// DefaultMaxUnpagedListBytes bounds an unpaged list at 32 MiB of stored JSON, about 3,000
+// reports of 20 results: decoded and encoded again, such a response costs the server a few
+// hundred MB at its peak. Paged lists, watch-lists and informers are not bounded by it.
+const DefaultMaxUnpagedListBytes = 32 << 20
 
 // Store is a storage.Interface backed by the reports, changes and revisions tables.
 type Store struct {
@@ -64,7 +73,7 @@ type Store struct {
 	q              *db.Queries
 	cluster        string
 	codec          runtime.Codec
-	versioner      storage.APIObjectVersioner
+	versioner      versioner
 	resourcePrefix string
 	newFunc        func() runtime.Object
 	newListFunc    func() runtime.Object
@@ -73,8 +82,9 @@ type Store struct {
 	follower       *Follower
 	compactor      *Compactor
 
-	bookmarkInterval   time.Duration
-	slowWatcherTimeout time.Duration
+	bookmarkInterval    time.Duration
+	slowWatcherTimeout  time.Duration
+	maxUnpagedListBytes int64
 
 	sizeEstimation atomic.Bool
 }
@@ -106,8 +116,9 @@ func New(cfg Config) (*Store, error) {
 		follower:       cfg.Follower,
 		compactor:      cfg.Compactor,
 
-		bookmarkInterval:   cfg.BookmarkInterval,
-		slowWatcherTimeout: cfg.SlowWatcherTimeout,
+		bookmarkInterval:    cfg.BookmarkInterval,
+		slowWatcherTimeout:  cfg.SlowWatcherTimeout,
+		maxUnpagedListBytes: cfg.MaxUnpagedListBytes,
 	}
 	if s.writer == nil {
 		s.writer = NewWriter(cfg.Pool, cfg.Cluster)
@@ -123,6 +134,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if s.slowWatcherTimeout == 0 {
 		s.slowWatcherTimeout = DefaultSlowWatcherTimeout
+	}
+	if s.maxUnpagedListBytes == 0 {
+		s.maxUnpagedListBytes = DefaultMaxUnpagedListBytes
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -148,7 +162,7 @@ func (s *Store) Create(ctx context.Context, key string, obj, out runtime.Object,
 		return err
 	}
 	if rv, err := s.versioner.ObjectResourceVersion(obj); err == nil && rv != 0 {
-		return storage.ErrResourceVersionSetOnCreate
+		return rvSetOnCreate()
 	}
 	data, err := s.encode(obj)
 	if err != nil {
@@ -246,7 +260,11 @@ func (s *Store) encode(obj runtime.Object) ([]byte, error) {
 	if err := sortManagedFields(obj); err != nil {
 		return nil, err
 	}
-	return runtime.Encode(s.codec, obj)
+	data, err := runtime.Encode(s.codec, obj)
+	if err != nil {
+		return nil, err
+	}
+	return escapeJSON(data), nil
 }
 
 // sortManagedFields rewrites the fieldsV1 of obj's managedFields with sorted keys, at every level.
@@ -528,7 +546,7 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 }
 
 func (s *Store) decode(data []byte, out runtime.Object, rev int64) error {
-	if _, _, err := s.codec.Decode(data, nil, out); err != nil {
+	if _, _, err := s.codec.Decode(unescapeJSON(data), nil, out); err != nil {
 		return storage.NewInternalError(fmt.Errorf("decode stored object: %w", err))
 	}
 	if err := s.versioner.UpdateObject(out, uint64(rev)); err != nil {
@@ -537,8 +555,11 @@ func (s *Store) decode(data []byte, out runtime.Object, rev int64) error {
 	return nil
 }
 
+// prepareKey checks key as the etcd store does, and makes it safe to send to PostgreSQL: a key
+// with bytes no stored key has (NUL, invalid UTF-8 from the URL) matches nothing (see text.go).
 func (s *Store) prepareKey(key string, recursive bool) (string, error) {
-	return storage.PrepareKey(s.resourcePrefix, key, recursive)
+	key, err := storage.PrepareKey(s.resourcePrefix, key, recursive)
+	return storedText(key), err
 }
 
 // prefixEnd is the smallest key greater than every key that starts with prefix.

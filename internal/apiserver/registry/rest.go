@@ -1,7 +1,13 @@
 package registry
 
 import (
+	"context"
+	"errors"
 	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/registry/generic"
@@ -60,6 +66,28 @@ func NewREST(kind reports.Kind, optsGetter generic.RESTOptionsGetter) (*REST, er
 		return nil, fmt.Errorf("complete store for %s: %w", gr, err)
 	}
 	return &REST{Store: store, kind: kind}, nil
+}
+
+// Update is the generic store's, with the errors of applying the request to the stored object
+// (patches of every type, server-side apply) reported as the client's: the field manager
+// answers an applied object that does not fit the schema ("failed to create typed patch
+// object": a string where the schema has a map) with a plain error, which the generic handlers
+// turn into a 500, as kube-apiserver does. The request is what is wrong, so it is a 400.
+func (r *REST) Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc,
+	updateValidation rest.ValidateObjectUpdateFunc, forceAllowCreate bool, options *metav1.UpdateOptions) (runtime.Object, bool, error) {
+	return r.Store.Update(ctx, name, clientErrors{objInfo}, createValidation, updateValidation, forceAllowCreate, options)
+}
+
+// clientErrors makes the plain errors of computing the updated object 400s.
+type clientErrors struct{ rest.UpdatedObjectInfo }
+
+func (c clientErrors) UpdatedObject(ctx context.Context, old runtime.Object) (runtime.Object, error) {
+	obj, err := c.UpdatedObjectInfo.UpdatedObject(ctx, old)
+	var status apierrors.APIStatus
+	if err != nil && !errors.As(err, &status) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the request cannot be applied to the object: %v", err))
+	}
+	return obj, err
 }
 
 // checkKind rejects a Kind that would give a broken resource, so a mistake in the kinds registry
