@@ -19,8 +19,15 @@ FROM revisions v LEFT JOIN reports r ON r.cluster = v.cluster AND r.key = @key
 WHERE v.cluster = @cluster;
 
 -- name: LockRevision :one
--- Starts a write batch: the row lock orders this batch's commit before any later revision.
-SELECT current FROM revisions WHERE cluster = @cluster FOR UPDATE;
+-- Starts a write batch: the row lock orders this batch's commit before any later revision. The
+-- batch's transaction id comes back too: when the answer to COMMIT is lost with the connection,
+-- TransactionStatus tells whether the batch committed.
+SELECT current, pg_current_xact_id()::text::bigint AS xact FROM revisions WHERE cluster = @cluster FOR UPDATE;
+
+-- name: TransactionStatus :one
+-- 'committed', 'aborted' or 'in progress'; '' once the id is too old to know (never within the
+-- minutes a writer asks about).
+SELECT coalesce(pg_xact_status((@xact::bigint)::text::xid8), '')::text AS status;
 
 -- name: SetRevision :exec
 UPDATE revisions SET current = @current WHERE cluster = @cluster;

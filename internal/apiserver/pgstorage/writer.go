@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -50,11 +51,21 @@ type writeResult struct {
 // pipeline is then rolled back to its savepoint and the batch applied one statement at a time,
 // where such a write simply does not spend a revision. A database error aborts the batch; its
 // writes are then retried one per transaction, so a write that the database rejects fails alone.
+//
+// A batch whose connection breaks while it commits (PostgreSQL restarted, a connection reset)
+// may or may not have committed: the answer to COMMIT is what was lost. Rather than answer 503
+// for a write that is stored, the writer asks PostgreSQL, once it answers again, what became of
+// the batch's transaction (pg_xact_status of the id LockRevision returned) and answers the truth.
+// Only when the database stays away longer than resolveTimeout is the outcome unknown (a 503
+// that says so).
 type Writer struct {
 	pool     *pgxpool.Pool
 	q        *db.Queries
 	cluster  string
 	maxBatch int
+	// resolveTimeout bounds how long a batch whose commit answer was lost waits for the database
+	// to say whether it committed.
+	resolveTimeout time.Duration
 
 	start sync.Once
 	ops   chan *writeOp
@@ -62,7 +73,7 @@ type Writer struct {
 
 // NewWriter returns the writer of cluster. Share one per process and cluster.
 func NewWriter(pool *pgxpool.Pool, cluster string) *Writer {
-	return &Writer{pool: pool, q: db.New(), cluster: cluster, maxBatch: 256, ops: make(chan *writeOp, 1024)}
+	return &Writer{pool: pool, q: db.New(), cluster: cluster, maxBatch: 256, resolveTimeout: 10 * time.Second, ops: make(chan *writeOp, 1024)}
 }
 
 // do queues op and waits for its batch to commit. Once queued, the write is waited for even if
@@ -99,7 +110,9 @@ func (w *Writer) loop() {
 func (w *Writer) commit(batch []*writeOp) {
 	ctx := context.Background()
 	results, err := w.apply(ctx, batch)
-	if err != nil && len(batch) > 1 {
+	// A batch known not to have committed is retried one write at a time, so a write the
+	// database rejects fails alone; one whose outcome is unknown is not written again.
+	if err != nil && len(batch) > 1 && !errors.Is(err, errOutcomeUnknown) {
 		for _, op := range batch {
 			r, err := w.apply(ctx, []*writeOp{op})
 			if err != nil {
@@ -121,11 +134,14 @@ func (w *Writer) commit(batch []*writeOp) {
 
 func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, error) {
 	results := make([]writeResult, len(batch))
+	var xact int64
 	err := db.Tx(ctx, w.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		cur, err := w.q.LockRevision(ctx, tx, w.cluster)
+		lock, err := w.q.LockRevision(ctx, tx, w.cluster)
 		if err != nil {
 			return fmt.Errorf("lock revision: %w", db.NoRows(err))
 		}
+		xact = lock.Xact
+		cur := lock.Current
 		if done, err := w.pipelined(ctx, tx, batch, cur, results); done || err != nil {
 			return err
 		}
@@ -152,7 +168,40 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 		// Delivered at commit: wakes the watchers of every server process.
 		return w.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(w.cluster, rev)})
 	})
+	if err != nil && xact != 0 && db.IsUnavailable(err) {
+		// The connection broke; the results are those of the transaction if it committed.
+		err = w.resolve(ctx, xact, err)
+	}
 	return results, err
+}
+
+// errOutcomeUnknown marks a batch whose connection broke while committing and whose fate the
+// database did not tell within resolveTimeout.
+var errOutcomeUnknown = errors.New("the database connection broke while the write was committing, and the database " +
+	"did not come back in time to tell whether it was stored: read the object before writing it again")
+
+// resolve asks, until the database answers or resolveTimeout passes, whether transaction xact,
+// whose connection broke with cause, committed: nil when it did, cause when it did not.
+func (w *Writer) resolve(ctx context.Context, xact int64, cause error) error {
+	deadline := time.Now().Add(w.resolveTimeout)
+	for {
+		status, err := w.q.TransactionStatus(ctx, w.pool, xact)
+		if err == nil {
+			switch status {
+			case "committed":
+				return nil
+			case "aborted":
+				return cause
+			case "":
+				return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
+			}
+			// "in progress": its backend has not noticed the broken connection yet.
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // pipelined applies batch in one round trip after cur, each write with the next revision, and

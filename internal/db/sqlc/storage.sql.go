@@ -443,15 +443,22 @@ func (q *Queries) LockCompaction(ctx context.Context, db DBTX, arg LockCompactio
 }
 
 const lockRevision = `-- name: LockRevision :one
-SELECT current FROM revisions WHERE cluster = $1 FOR UPDATE
+SELECT current, pg_current_xact_id()::text::bigint AS xact FROM revisions WHERE cluster = $1 FOR UPDATE
 `
 
-// Starts a write batch: the row lock orders this batch's commit before any later revision.
-func (q *Queries) LockRevision(ctx context.Context, db DBTX, cluster string) (int64, error) {
+type LockRevisionRow struct {
+	Current int64
+	Xact    int64
+}
+
+// Starts a write batch: the row lock orders this batch's commit before any later revision. The
+// batch's transaction id comes back too: when the answer to COMMIT is lost with the connection,
+// TransactionStatus tells whether the batch committed.
+func (q *Queries) LockRevision(ctx context.Context, db DBTX, cluster string) (LockRevisionRow, error) {
 	row := db.QueryRow(ctx, lockRevision, cluster)
-	var current int64
-	err := row.Scan(&current)
-	return current, err
+	var i LockRevisionRow
+	err := row.Scan(&i.Current, &i.Xact)
+	return i, err
 }
 
 const nextRevision = `-- name: NextRevision :one
@@ -752,6 +759,19 @@ func (q *Queries) StatsObjects(ctx context.Context, db DBTX, arg StatsObjectsPar
 	var i StatsObjectsRow
 	err := row.Scan(&i.Objects, &i.AvgSize)
 	return i, err
+}
+
+const transactionStatus = `-- name: TransactionStatus :one
+SELECT coalesce(pg_xact_status(($1::bigint)::text::xid8), '')::text AS status
+`
+
+// 'committed', 'aborted' or 'in progress'; ” once the id is too old to know (never within the
+// minutes a writer asks about).
+func (q *Queries) TransactionStatus(ctx context.Context, db DBTX, xact int64) (string, error) {
+	row := db.QueryRow(ctx, transactionStatus, xact)
+	var status string
+	err := row.Scan(&status)
+	return status, err
 }
 
 const tryLockCompaction = `-- name: TryLockCompaction :one
