@@ -62,11 +62,11 @@ func TestEscapeJSON(t *testing.T) {
 
 func TestStoredText(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain":         "plain",
-		"a\x00b":        "a\uFDD0Nb",
-		"\uFDD0":        "\uFDD0\uFDD0",
-		"\xff\xfe":      "\uFFFD\uFFFD",
-		"a\xffb\x00":    "a\uFFFDb\uFDD0N",
+		"plain":        "plain",
+		"a\x00b":       "a\uFDD0Nb",
+		"\uFDD0":       "\uFDD0\uFDD0",
+		"\xff\xfe":     "\uFFFD\uFFFD",
+		"a\xffb\x00":   "a\uFFFDb\uFDD0N",
 		"/g/r/ns/name": "/g/r/ns/name",
 	} {
 		if got := storedText(in); got != want {
