@@ -200,6 +200,12 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Follower:  follower,
 		Log:       slog.Default().With("component", "compactor"),
 	})
+	// Metadata-only and Table requests read reports without their results (headonly.go).
+	chain := c.Generic.BuildHandlerChainFunc
+	codecs := c.Codecs
+	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
+		return chain(withHeadOnly(h, codecs), cfg)
+	}
 	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
 		Pool:      c.Extra.Pool,
 		Cluster:   c.Extra.Cluster,

@@ -37,6 +37,8 @@ type snapshotReader struct {
 	// lets reads use the current table alone (index-only paging, no change-log union).
 	at        int64
 	atCurrent bool
+	// headOnly reads objects without their results (see WithHeadOnly).
+	headOnly bool
 }
 
 func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit int32) ([]row, error) {
@@ -57,14 +59,14 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 		rows, err = r.s.q.ListObjects(ctx, q, sqlc.ListObjectsParams{
 			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
 			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
-			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit,
+			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, HeadOnly: r.headOnly,
 		})
 	} else {
 		var past []sqlc.ListObjectsAtRow
 		past, err = r.s.q.ListObjectsAt(ctx, q, sqlc.ListObjectsAtParams{
 			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at,
 			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
-			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit,
+			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, HeadOnly: r.headOnly,
 		})
 		rows = make([]sqlc.ListObjectsRow, len(past))
 		for i, x := range past {
@@ -141,7 +143,7 @@ func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, be
 		if at < cur.Compacted {
 			return apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", at, cur.Compacted))
 		}
-		r := &snapshotReader{s: s, tx: tx, filter: filter, at: at, atCurrent: at == cur.Current}
+		r := &snapshotReader{s: s, tx: tx, filter: filter, at: at, atCurrent: at == cur.Current, headOnly: headOnly(ctx)}
 		rows, err = r.fetch(ctx, from, before, limit)
 		return err
 	})
@@ -188,7 +190,7 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 			return db.NoRows(err)
 		}
 		s.observeCompacted(cur.Compacted)
-		r := &snapshotReader{s: s, tx: tx, filter: translate(pred), at: cur.Current, atCurrent: true}
+		r := &snapshotReader{s: s, tx: tx, filter: translate(pred), at: cur.Current, atCurrent: true, headOnly: headOnly(ctx)}
 		if withRev == 0 {
 			if err := s.checkMinimumRV(opts.ResourceVersion, cur.Current); err != nil {
 				return err

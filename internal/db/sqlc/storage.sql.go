@@ -270,19 +270,20 @@ func (q *Queries) ListKeys(ctx context.Context, db DBTX, arg ListKeysParams) ([]
 }
 
 const listObjects = `-- name: ListObjects :many
-SELECT key, object, resource_version FROM reports
-WHERE cluster = $1
-  AND key >= $2 AND key < $3
-  AND ($4::jsonb IS NULL OR labels @> $4::jsonb)
-  AND ($5::text[] IS NULL OR labels ?& $5::text[])
-  AND ($6::jsonb IS NULL OR reports_match(labels, $6::jsonb))
-  AND ($7::jsonb IS NULL OR fields @> $7::jsonb)
-  AND ($8::jsonb IS NULL OR reports_match(fields, $8::jsonb))
+SELECT key, (CASE WHEN $1::boolean THEN reports_head(object) ELSE object END)::jsonb AS object, resource_version FROM reports
+WHERE cluster = $2
+  AND key >= $3 AND key < $4
+  AND ($5::jsonb IS NULL OR labels @> $5::jsonb)
+  AND ($6::text[] IS NULL OR labels ?& $6::text[])
+  AND ($7::jsonb IS NULL OR reports_match(labels, $7::jsonb))
+  AND ($8::jsonb IS NULL OR fields @> $8::jsonb)
+  AND ($9::jsonb IS NULL OR reports_match(fields, $9::jsonb))
 ORDER BY key
-LIMIT $9
+LIMIT $10
 `
 
 type ListObjectsParams struct {
+	HeadOnly      bool
 	Cluster       string
 	KeyFrom       string
 	KeyBefore     string
@@ -308,8 +309,10 @@ type ListObjectsRow struct {
 // key that stops after row_limit rows; with them the plan depends on the selector's selectivity
 // (walk and filter, or GIN and sort the matches), so the caller has it planned for its parameters
 // every time (docs/design.md, "Lists").
+// head_only reads reports_head(object) instead of the object (metadata-only and Table responses).
 func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParams) ([]ListObjectsRow, error) {
 	rows, err := db.Query(ctx, listObjects,
+		arg.HeadOnly,
 		arg.Cluster,
 		arg.KeyFrom,
 		arg.KeyBefore,
@@ -339,38 +342,40 @@ func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParam
 }
 
 const listObjectsAt = `-- name: ListObjectsAt :many
-SELECT v.key, v.object::jsonb AS object, v.resource_version::bigint AS resource_version FROM (
+SELECT v.key, (CASE WHEN $1::boolean THEN reports_head(v.object) ELSE v.object END)::jsonb AS object,
+       v.resource_version::bigint AS resource_version FROM (
     (SELECT r.key, r.object, r.resource_version FROM reports r
-     WHERE r.cluster = $1 AND r.key >= $2 AND r.key < $3
-       AND r.resource_version <= $4
-       AND ($5::jsonb IS NULL OR r.labels @> $5::jsonb)
-       AND ($6::text[] IS NULL OR r.labels ?& $6::text[])
-       AND ($7::jsonb IS NULL OR reports_match(r.labels, $7::jsonb))
-       AND ($8::jsonb IS NULL OR r.fields @> $8::jsonb)
-       AND ($9::jsonb IS NULL OR reports_match(r.fields, $9::jsonb))
+     WHERE r.cluster = $2 AND r.key >= $3 AND r.key < $4
+       AND r.resource_version <= $5
+       AND ($6::jsonb IS NULL OR r.labels @> $6::jsonb)
+       AND ($7::text[] IS NULL OR r.labels ?& $7::text[])
+       AND ($8::jsonb IS NULL OR reports_match(r.labels, $8::jsonb))
+       AND ($9::jsonb IS NULL OR r.fields @> $9::jsonb)
+       AND ($10::jsonb IS NULL OR reports_match(r.fields, $10::jsonb))
      ORDER BY r.key
-     LIMIT $10)
+     LIMIT $11)
     UNION ALL
     (SELECT f.key, f.prev_object, f.prev_resource_version FROM (
         SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
-        WHERE c.cluster = $1 AND c.key >= $2 AND c.key < $3
-          AND c.resource_version > $4
+        WHERE c.cluster = $2 AND c.key >= $3 AND c.key < $4
+          AND c.resource_version > $5
         ORDER BY c.key, c.resource_version
      ) f
      WHERE f.prev_object IS NOT NULL
-       AND ($5::jsonb IS NULL OR reports_labels(f.prev_object) @> $5::jsonb)
-       AND ($6::text[] IS NULL OR reports_labels(f.prev_object) ?& $6::text[])
-       AND ($7::jsonb IS NULL OR reports_match(reports_labels(f.prev_object), $7::jsonb))
-       AND ($8::jsonb IS NULL OR reports_fields(f.prev_object) @> $8::jsonb)
-       AND ($9::jsonb IS NULL OR reports_match(reports_fields(f.prev_object), $9::jsonb))
+       AND ($6::jsonb IS NULL OR reports_labels(f.prev_object) @> $6::jsonb)
+       AND ($7::text[] IS NULL OR reports_labels(f.prev_object) ?& $7::text[])
+       AND ($8::jsonb IS NULL OR reports_match(reports_labels(f.prev_object), $8::jsonb))
+       AND ($9::jsonb IS NULL OR reports_fields(f.prev_object) @> $9::jsonb)
+       AND ($10::jsonb IS NULL OR reports_match(reports_fields(f.prev_object), $10::jsonb))
      ORDER BY f.key
-     LIMIT $10)
+     LIMIT $11)
 ) v
 ORDER BY v.key
-LIMIT $10
+LIMIT $11
 `
 
 type ListObjectsAtParams struct {
+	HeadOnly      bool
 	Cluster       string
 	KeyFrom       string
 	KeyBefore     string
@@ -399,6 +404,7 @@ type ListObjectsAtRow struct {
 // the key range (bounded by the compactor's cap on the log, not by the number of objects).
 func (q *Queries) ListObjectsAt(ctx context.Context, db DBTX, arg ListObjectsAtParams) ([]ListObjectsAtRow, error) {
 	rows, err := db.Query(ctx, listObjectsAt,
+		arg.HeadOnly,
 		arg.Cluster,
 		arg.KeyFrom,
 		arg.KeyBefore,

@@ -1,0 +1,247 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+
+	"github.com/reports-server/reports-server/internal/apis/reports"
+)
+
+// TestHeadOnlyResponses: metadata-only and Table lists and watch-list initial events read the
+// reports without their results; what clients get must be exactly what the whole objects give,
+// for every kind: the same metadata (managedFields and resourceVersions included), the same
+// Table cells. A request whose negotiation falls back to the whole object still gets results.
+func TestHeadOnlyResponses(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	ctx := context.Background()
+	client, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metaClient, err := metadata.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := rest.HTTPClientFor(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(t *testing.T, path, accept string) []byte {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.Config.Host+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept", accept)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s (%s): %d %v %s", path, accept, resp.StatusCode, err, body)
+		}
+		return body
+	}
+	const (
+		metaList = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+		table    = "application/json;as=Table;v=v1;g=meta.k8s.io"
+	)
+
+	for _, kind := range reports.All() {
+		t.Run(kind.Kind, func(t *testing.T) {
+			ns := "head-" + strings.ToLower(kind.Kind)
+			res := resourceFor(client, kind, ns)
+			for i, result := range []string{"pass", "fail", "warn"} {
+				obj := sample(kind, ns, fmt.Sprintf("%s-%d", strings.ToLower(kind.Kind), i), map[string]string{"n": fmt.Sprint(i)}, "Pod", result)
+				// Server-side apply, so managedFields are part of what must match.
+				data, err := json.Marshal(obj.Object)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := res.Patch(ctx, obj.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: "head-test"}); err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+			}
+			full, err := res.List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(full.Items) != 3 {
+				t.Fatalf("full list has %d items", len(full.Items))
+			}
+			for _, item := range full.Items {
+				if r, _, _ := unstructured.NestedSlice(item.Object, contentPath(kind, "results")...); len(r) != 1 {
+					t.Fatalf("full list item %s has %d results, want 1", item.GetName(), len(r))
+				}
+			}
+			wantMeta := map[string]map[string]any{}
+			for _, item := range full.Items {
+				wantMeta[item.GetName()] = item.Object["metadata"].(map[string]any)
+			}
+			base := kind.GroupVersionResource()
+			path := "/apis/" + base.Group + "/" + base.Version + "/"
+			if kind.Namespaced {
+				path += "namespaces/" + ns + "/"
+			}
+			path += base.Resource
+
+			// Metadata-only, through client-go's metadata client (protobuf first, as informers ask).
+			var metaNS metadata.ResourceInterface = metaClient.Resource(base)
+			if kind.Namespaced {
+				metaNS = metaClient.Resource(base).Namespace(ns)
+			}
+			partial, err := metaNS.List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if partial.ResourceVersion != full.GetResourceVersion() {
+				t.Errorf("metadata list resourceVersion %s, full %s", partial.ResourceVersion, full.GetResourceVersion())
+			}
+			for _, item := range partial.Items {
+				m, err := json.Marshal(item.ObjectMeta)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkMeta(t, "metadata client list", item.Name, m, wantMeta)
+			}
+			// The same as JSON.
+			var metaJSON struct {
+				Items []struct {
+					Metadata json.RawMessage `json:"metadata"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal(get(t, path, metaList), &metaJSON); err != nil {
+				t.Fatal(err)
+			}
+			if len(metaJSON.Items) != 3 {
+				t.Errorf("metadata JSON list has %d items", len(metaJSON.Items))
+			}
+			for _, item := range metaJSON.Items {
+				var m struct{ Name string }
+				_ = json.Unmarshal(item.Metadata, &m)
+				checkMeta(t, "metadata JSON list", m.Name, item.Metadata, wantMeta)
+			}
+
+			// Table: cells equal those computed from the whole objects (includeObject=Object).
+			var head, whole metav1.Table
+			if err := json.Unmarshal(get(t, path, table), &head); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(get(t, path+"?includeObject=Object", table), &whole); err != nil {
+				t.Fatal(err)
+			}
+			if len(head.Rows) != 3 || len(head.Rows) != len(whole.Rows) {
+				t.Fatalf("table rows %d, with objects %d", len(head.Rows), len(whole.Rows))
+			}
+			for i := range head.Rows {
+				if !reflect.DeepEqual(head.Rows[i].Cells, whole.Rows[i].Cells) {
+					t.Errorf("table row %d: cells %v, from whole objects %v", i, head.Rows[i].Cells, whole.Rows[i].Cells)
+				}
+			}
+			if !strings.Contains(string(whole.Rows[0].Object.Raw), `"results"`) {
+				t.Errorf("includeObject=Object rows lost their results: %s", whole.Rows[0].Object.Raw)
+			}
+
+			// A negotiation that falls back to the whole object (an unknown version first).
+			body := get(t, path, "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v9, application/json")
+			if strings.Count(string(body), `"results"`) != 3 {
+				t.Errorf("fallback to whole objects lost results: %s", body)
+			}
+
+			// Watch-list initial events, metadata-only.
+			events := watchList(t, hc, srv.Config.Host+path, "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+			if len(events) != 3 {
+				t.Errorf("watch-list sent %d initial objects, want 3", len(events))
+			}
+			for _, raw := range events {
+				var obj struct {
+					Metadata json.RawMessage `json:"metadata"`
+					Results  any             `json:"results"`
+				}
+				_ = json.Unmarshal(raw, &obj)
+				var m struct{ Name string }
+				_ = json.Unmarshal(obj.Metadata, &m)
+				checkMeta(t, "metadata watch-list", m.Name, obj.Metadata, wantMeta)
+			}
+		})
+	}
+}
+
+// checkMeta compares one returned metadata with the whole object's.
+func checkMeta(t *testing.T, what, name string, got []byte, want map[string]map[string]any) {
+	t.Helper()
+	w, ok := want[name]
+	if !ok {
+		t.Errorf("%s: unexpected item %q", what, name)
+		return
+	}
+	var g map[string]any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatal(err)
+	}
+	if !equalJSON(t, g, w) {
+		gj, _ := json.Marshal(g)
+		wj, _ := json.Marshal(w)
+		t.Errorf("%s %s: metadata\n%s\nwant\n%s", what, name, gj, wj)
+	}
+}
+
+// watchList runs a watch-list request (initial events, then the bookmark that ends them) and
+// returns the objects of the initial ADDED events.
+func watchList(t *testing.T, hc *http.Client, url, accept string) []json.RawMessage {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=30", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("watch-list: %d %s", resp.StatusCode, b)
+	}
+	var out []json.RawMessage
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	for {
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("watch-list ended before the initial-events bookmark: %v", err)
+		}
+		switch ev.Type {
+		case "ADDED":
+			out = append(out, ev.Object)
+		case "BOOKMARK":
+			if strings.Contains(string(ev.Object), "k8s.io/initial-events-end") {
+				return out
+			}
+		default:
+			t.Fatalf("unexpected %s event during initial events", ev.Type)
+		}
+	}
+}
