@@ -65,6 +65,8 @@ func (reportEndpoint) AllowsMediaTypeTransform(mimeType, mimeSubType string, gvk
 	return false
 }
 
-func (reportEndpoint) AllowsServerVersion(version string) bool { return version == metav1.SchemeGroupVersion.Version }
+func (reportEndpoint) AllowsServerVersion(version string) bool {
+	return version == metav1.SchemeGroupVersion.Version
+}
 
 func (reportEndpoint) AllowsStreamSchema(s string) bool { return s == "watch" }
