@@ -1,0 +1,180 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+
+	wgpolicyv1alpha2 "github.com/reports-server/reports-server/internal/apis/wgpolicyk8s/v1alpha2"
+	"github.com/reports-server/reports-server/internal/db/dbtest"
+)
+
+// BenchmarkReadPaths measures the read paths informers and kubectl use, over HTTP against a
+// standalone server holding READS_BENCH_REPORTS (default 3,000) PolicyReports of 20 results
+// (about 10 KB of JSON each): paged lists (limit=500) of whole objects, of metadata only and as
+// Tables, and watch-lists (sendInitialEvents) of whole objects and of metadata. Each sub-benchmark
+// reads every report once per iteration and reports items/s.
+//
+//	go test ./test/integration -run XXX -bench BenchmarkReadPaths -benchtime 5x
+func BenchmarkReadPaths(b *testing.B) {
+	n := 3000
+	if s := os.Getenv("READS_BENCH_REPORTS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = v
+	}
+	srv := startServerWith(b, dbtest.URL(b), nil)
+	ctx := context.Background()
+	cfg := rest.CopyConfig(srv.Config)
+	cfg.Timeout = 10 * time.Minute
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res := client.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports"))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1))
+				if i > n {
+					return
+				}
+				u := benchPolicyReport(i)
+				// 20 results, as a Kyverno report of a pod under the PSS policies has.
+				results := u.Object["results"].([]any)
+				u.Object["results"] = append(results, results...)
+				if _, err := res.Namespace(u.GetNamespace()).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const path = "/apis/wgpolicyk8s.io/v1alpha2/policyreports"
+	for _, tc := range []struct {
+		name, accept string
+		watch        bool
+	}{
+		{"list/full", "application/json", false},
+		{"list/metadata", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", false},
+		{"list/table", "application/json;as=Table;v=v1;g=meta.k8s.io", false},
+		{"watchlist/full", "application/json", true},
+		{"watchlist/metadata", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1", true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			start := time.Now()
+			items := 0
+			for b.Loop() {
+				var got int
+				if tc.watch {
+					got = benchWatchList(b, hc, cfg.Host+path, tc.accept)
+				} else {
+					got = benchPagedList(b, hc, cfg.Host+path, tc.accept)
+				}
+				if got != n {
+					b.Fatalf("read %d reports, want %d", got, n)
+				}
+				items += got
+			}
+			b.ReportMetric(float64(items)/time.Since(start).Seconds(), "items/s")
+		})
+	}
+}
+
+// benchPagedList pages through url with limit=500 and returns how many items it read.
+func benchPagedList(b *testing.B, hc *http.Client, url, accept string) int {
+	total, cont := 0, ""
+	for {
+		body := benchGet(b, hc, url+"?limit=500&continue="+cont, accept)
+		var page struct {
+			Metadata struct {
+				Continue string `json:"continue"`
+			} `json:"metadata"`
+			Items []json.RawMessage `json:"items"`
+			Rows  []json.RawMessage `json:"rows"`
+		}
+		if err := json.Unmarshal(body, &page); err != nil {
+			b.Fatal(err)
+		}
+		total += len(page.Items) + len(page.Rows)
+		if cont = page.Metadata.Continue; cont == "" {
+			return total
+		}
+	}
+}
+
+func benchGet(b *testing.B, hc *http.Client, url, accept string) []byte {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := hc.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("GET %s: %d %v %.300s", url, resp.StatusCode, err, body)
+	}
+	return body
+}
+
+// benchWatchList reads a watch-list's initial events up to the bookmark that ends them.
+func benchWatchList(b *testing.B, hc *http.Client, url, accept string) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=600", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := hc.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(bufio.NewReaderSize(resp.Body, 1<<20))
+	n := 0
+	for {
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			b.Fatal(fmt.Errorf("watch-list after %d events: %w", n, err))
+		}
+		if ev.Type == "BOOKMARK" && strings.Contains(string(ev.Object), "initial-events-end") {
+			return n
+		}
+		n++
+	}
+}
