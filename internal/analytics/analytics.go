@@ -248,7 +248,7 @@ func (s *Service) release(ctx context.Context, conn *pgx.Conn, key int64) {
 }
 
 // subscribe returns the notification channel (nil without a notifier) and its cancel function.
-func (s *Service) subscribe() (<-chan string, func()) {
+func (s *Service) subscribe() (<-chan db.Change, func()) {
 	if s.notifier == nil {
 		return nil, func() {}
 	}

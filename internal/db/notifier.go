@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,9 +17,38 @@ import (
 	"github.com/reports-server/reports-server/internal/db/sqlc"
 )
 
-// ChangesChannel is the NOTIFY channel every write signals on. The payload is the cluster name
-// and the revision ("cluster:rev"); an empty payload tells subscribers to resynchronise.
+// ChangesChannel is the NOTIFY channel every write signals on, with a Change as payload.
 const ChangesChannel = "reports_changes"
+
+// Change is the message of the change-notification protocol, the one place it is encoded and
+// decoded. On the wire (a NOTIFY payload) it says that a write of Cluster committed Revision:
+// "cluster:revision". Resync never goes on the wire: the notifier hands it to subscribers when
+// notifications may have been lost (the LISTEN connection was re-established, or a subscriber
+// fell behind), and every subscriber must then look for itself.
+type Change struct {
+	Cluster  string
+	Revision int64
+	Resync   bool
+}
+
+// Payload is c as a NOTIFY payload.
+func (c Change) Payload() string {
+	return c.Cluster + ":" + strconv.FormatInt(c.Revision, 10)
+}
+
+// ParseChange decodes a NOTIFY payload; ok is false for anything that is not a change.
+func ParseChange(payload string) (c Change, ok bool) {
+	// The revision follows the last colon: cluster names may contain colons.
+	i := strings.LastIndexByte(payload, ':')
+	if i < 0 {
+		return Change{}, false
+	}
+	rev, err := strconv.ParseInt(payload[i+1:], 10, 64)
+	if err != nil {
+		return Change{}, false
+	}
+	return Change{Cluster: payload[:i], Revision: rev}, true
+}
 
 const probePrefix = "probe:"
 
@@ -25,8 +56,8 @@ const probePrefix = "probe:"
 const ListenerApplicationName = "reports-server-listener"
 
 // Notifier owns one dedicated LISTEN connection, taken out of the pool, and fans notifications out
-// to in-process subscribers. It reconnects after losing the connection and then wakes every
-// subscriber with an empty payload, because notifications sent while it was away are lost.
+// to in-process subscribers. It reconnects after losing the connection and then hands every
+// subscriber a resync, because notifications sent while it was away are lost.
 type Notifier struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
@@ -35,7 +66,7 @@ type Notifier struct {
 	ProbeTimeout time.Duration
 
 	mu   sync.Mutex
-	subs map[chan string]struct{}
+	subs map[chan Change]struct{}
 }
 
 // NewNotifier returns a notifier; Run starts it.
@@ -43,13 +74,13 @@ func NewNotifier(pool *pgxpool.Pool, log *slog.Logger) *Notifier {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Notifier{pool: pool, log: log, subs: map[chan string]struct{}{}, ProbeTimeout: 10 * time.Second}
+	return &Notifier{pool: pool, log: log, subs: map[chan Change]struct{}{}, ProbeTimeout: 10 * time.Second}
 }
 
-// Subscribe returns a channel of payloads and a cancel function. Delivery never blocks the
-// notifier: a subscriber that is behind gets the newest payload replaced by a resync ("").
-func (n *Notifier) Subscribe() (<-chan string, func()) {
-	ch := make(chan string, 16)
+// Subscribe returns a channel of changes and a cancel function. Delivery never blocks the
+// notifier: a subscriber that is behind gets the newest change replaced by a resync.
+func (n *Notifier) Subscribe() (<-chan Change, func()) {
+	ch := make(chan Change, 16)
 	n.mu.Lock()
 	n.subs[ch] = struct{}{}
 	n.mu.Unlock()
@@ -60,12 +91,12 @@ func (n *Notifier) Subscribe() (<-chan string, func()) {
 	}
 }
 
-func (n *Notifier) publish(payload string) {
+func (n *Notifier) publish(c Change) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for ch := range n.subs {
 		select {
-		case ch <- payload:
+		case ch <- c:
 		default:
 			// Full: drop the oldest and ask for a resync instead, which covers everything.
 			select {
@@ -73,7 +104,7 @@ func (n *Notifier) publish(payload string) {
 			default:
 			}
 			select {
-			case ch <- "":
+			case ch <- Change{Resync: true}:
 			default:
 			}
 		}
@@ -93,7 +124,7 @@ func (n *Notifier) Run(ctx context.Context) {
 			backoff = 100 * time.Millisecond
 		}
 		n.log.Warn("LISTEN connection lost; watchers fall back to polling until it is back", "err", err, "retry_in", backoff)
-		n.publish("")
+		n.publish(Change{Resync: true})
 		select {
 		case <-ctx.Done():
 			return
@@ -119,7 +150,7 @@ func (n *Notifier) listen(ctx context.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	// Anything that happened before LISTEN took effect was missed: resync everyone.
-	n.publish("")
+	n.publish(Change{Resync: true})
 	probe := n.startProbe(ctx)
 	for {
 		note, err := conn.WaitForNotification(ctx)
@@ -129,7 +160,9 @@ func (n *Notifier) listen(ctx context.Context) error {
 		if probe.received(note.Payload) {
 			continue
 		}
-		n.publish(note.Payload)
+		if c, ok := ParseChange(note.Payload); ok {
+			n.publish(c)
+		}
 	}
 }
 

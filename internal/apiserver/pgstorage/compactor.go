@@ -241,7 +241,7 @@ func (c *Compactor) setCompacted(ctx context.Context, conn *pgxpool.Conn, rev in
 		if err := c.q.SetCompacted(ctx, tx, sqlc.SetCompactedParams{Cluster: c.cluster, Revision: rev}); err != nil {
 			return err
 		}
-		return c.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(c.cluster, next)})
+		return c.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: c.cluster, Revision: next}.Payload()})
 	})
 	if err != nil {
 		return err
@@ -274,7 +274,7 @@ func (c *Compactor) ExpireThrough(ctx context.Context, rv int64) error {
 		if err := c.q.SetCompacted(ctx, tx, sqlc.SetCompactedParams{Cluster: c.cluster, Revision: next - 1}); err != nil {
 			return fmt.Errorf("set compacted: %w", err)
 		}
-		return c.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(c.cluster, next)})
+		return c.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: c.cluster, Revision: next}.Payload()})
 	})
 	if err != nil {
 		return err

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -484,7 +482,7 @@ func (f *Follower) release(sub *subscription) {
 }
 
 func (f *Follower) run(ctx context.Context, epoch uint64) {
-	var notes <-chan string
+	var notes <-chan db.Change
 	if f.notifier != nil {
 		// Subscribe before the first read, so no commit after it goes unnoticed.
 		ch, cancel := f.notifier.Subscribe()
@@ -493,7 +491,6 @@ func (f *Follower) run(ctx context.Context, epoch uint64) {
 	}
 	ticker := time.NewTicker(f.poll)
 	defer ticker.Stop()
-	prefix := f.cluster + ":"
 	synced := false
 	for {
 		if !synced {
@@ -506,13 +503,14 @@ func (f *Follower) run(ctx context.Context, epoch uint64) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-		case p := <-notes:
-			// Another cluster's write is not ours; "" is a resync request.
-			if p != "" && !strings.HasPrefix(p, prefix) {
-				continue
-			}
-			if rev, err := strconv.ParseInt(strings.TrimPrefix(p, prefix), 10, 64); err == nil {
-				if cur, _ := f.state(); rev <= cur {
+		case c := <-notes:
+			// A resync looks whatever it says; another cluster's write, or one already read,
+			// needs nothing.
+			if !c.Resync {
+				if c.Cluster != f.cluster {
+					continue
+				}
+				if cur, _ := f.state(); c.Revision <= cur {
 					continue
 				}
 			}
@@ -639,9 +637,4 @@ func (f *Follower) signalAll() {
 	for s := range f.subs {
 		s.signal()
 	}
-}
-
-// notifyPayload is what a write on cluster at rev sends.
-func notifyPayload(cluster string, rev int64) string {
-	return cluster + ":" + strconv.FormatInt(rev, 10)
 }

@@ -166,7 +166,7 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 			return fmt.Errorf("set revision: %w", err)
 		}
 		// Delivered at commit: wakes the watchers of every server process.
-		return w.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(w.cluster, rev)})
+		return w.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: w.cluster, Revision: rev}.Payload()})
 	})
 	if err != nil && xact != 0 && db.IsUnavailable(err) {
 		// The connection broke; the results are those of the transaction if it committed.
@@ -218,7 +218,7 @@ func (w *Writer) pipelined(ctx context.Context, tx pgx.Tx, batch []*writeOp, cur
 	if err := w.q.SetRevision(ctx, p, sqlc.SetRevisionParams{Cluster: w.cluster, Current: last}); err != nil {
 		return false, err
 	}
-	if err := w.q.Notify(ctx, p, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: notifyPayload(w.cluster, last)}); err != nil {
+	if err := w.q.Notify(ctx, p, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: w.cluster, Revision: last}.Payload()}); err != nil {
 		return false, err
 	}
 	affected, err := p.Send(ctx, tx)
