@@ -20,6 +20,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	analyticsv1alpha1 "github.com/reports-server/reports-server/internal/apis/analytics/v1alpha1"
+	"github.com/reports-server/reports-server/internal/apiserver/tables"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
 )
 
@@ -30,7 +31,7 @@ type findingREST struct {
 	namespaced bool
 	resource   schema.GroupResource
 	singular   string
-	tableConvertor
+	tables.Convertor
 }
 
 var (
@@ -49,7 +50,7 @@ func newFindingREST(src *source, namespaced bool) *findingREST {
 	} else {
 		r.resource, r.singular = analyticsv1alpha1.SchemeGroupVersion.WithResource("clusterfindings").GroupResource(), "clusterfinding"
 	}
-	r.tableConvertor = newTableConvertor(r.resource, findingCells,
+	r.Convertor = tables.New(r.resource, findingCells,
 		column("Policy", "string", "The result's policy.", 0),
 		column("Rule", "string", "The result's rule.", 0),
 		column("Result", "string", "pass, fail, warn, error or skip; none for vulnerability scanners.", 0),

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	analyticsv1alpha1 "github.com/reports-server/reports-server/internal/apis/analytics/v1alpha1"
+	"github.com/reports-server/reports-server/internal/apiserver/tables"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
 )
 
@@ -25,7 +26,7 @@ import (
 type summaryREST struct {
 	src      *source
 	resource schema.GroupResource
-	tableConvertor
+	tables.Convertor
 }
 
 var (
@@ -53,7 +54,7 @@ var summaryFields = map[analyticsv1alpha1.SummaryType][]string{
 
 func newSummaryREST(src *source) *summaryREST {
 	r := &summaryREST{src: src, resource: analyticsv1alpha1.SchemeGroupVersion.WithResource("findingsummaries").GroupResource()}
-	r.tableConvertor = newTableConvertor(r.resource, summaryCells,
+	r.Convertor = tables.New(r.resource, summaryCells,
 		column("Type", "string", "Cluster, Namespace, Policy or Resource.", 0),
 		column("Scope", "string", "What is counted: the namespace, source/policy or namespace/kind/name.", 0),
 		column("Results", "integer", "Results.", 0),
