@@ -1,22 +1,18 @@
--- Queries behind the storage.Interface (internal/apiserver/storage). Every statement is scoped by
--- cluster. Writes run inside one transaction that starts with NextRevision (see 00001_storage.sql).
+-- Queries behind the storage.Interface (internal/apiserver/pgstorage). Every statement is scoped
+-- by cluster.
+
+-- Revisions: the cluster's row in revisions (created by EnsureCluster). Its current revision is
+-- taken, moved and read only through pgstorage.clusterRevision (revision.go): write batches start
+-- with LockRevision and end with SetRevision (the Writer); a compaction takes one revision
+-- (NextRevision) and the move from CRDs raises it (RaiseRevision). Each holds the row lock until
+-- commit: revisions are gapless and commit-ordered (docs/design.md, "Revisions"). SetCompacted is
+-- the compactor's mark of how far the change log reaches back.
 
 -- name: EnsureCluster :exec
 INSERT INTO revisions (cluster) VALUES (@cluster) ON CONFLICT (cluster) DO NOTHING;
 
--- name: NextRevision :one
--- Takes the cluster's revision lock until commit; the returned value is gapless and commit-ordered.
-UPDATE revisions SET current = current + 1 WHERE cluster = @cluster RETURNING current;
-
 -- name: CurrentRevision :one
 SELECT current, compacted FROM revisions WHERE cluster = @cluster;
-
--- name: GetObject :one
--- The object (NULL when absent) and the cluster's current revision, read in one snapshot so a
--- reader can tell "absent" from "absent as of a revision older than the one I asked for".
-SELECT r.object, coalesce(r.resource_version, 0)::bigint AS resource_version, v.current
-FROM revisions v LEFT JOIN reports r ON r.cluster = v.cluster AND r.key = @key
-WHERE v.cluster = @cluster;
 
 -- name: LockRevision :one
 -- Starts a write batch: the row lock orders this batch's commit before any later revision. The
@@ -31,6 +27,27 @@ SELECT coalesce(pg_xact_status((@xact::bigint)::text::xid8), '')::text AS status
 
 -- name: SetRevision :exec
 UPDATE revisions SET current = @current WHERE cluster = @cluster;
+
+-- name: NextRevision :one
+-- Takes the cluster's revision lock until commit; the returned value is gapless and commit-ordered.
+UPDATE revisions SET current = current + 1 WHERE cluster = @cluster RETURNING current;
+
+-- name: RaiseRevision :one
+-- Moves the revision past an external one (etcd's, when reports move over from CRDs): revisions
+-- stay commit-ordered (the row lock) and unique, only no longer contiguous across the jump.
+UPDATE revisions SET current = greatest(current, @revision::bigint) + 1 WHERE cluster = @cluster RETURNING current;
+
+-- name: SetCompacted :exec
+UPDATE revisions SET compacted = greatest(compacted, @revision::bigint) WHERE cluster = @cluster;
+
+-- Objects and the change log.
+
+-- name: GetObject :one
+-- The object (NULL when absent) and the cluster's current revision, read in one snapshot so a
+-- reader can tell "absent" from "absent as of a revision older than the one I asked for".
+SELECT r.object, coalesce(r.resource_version, 0)::bigint AS resource_version, v.current
+FROM revisions v LEFT JOIN reports r ON r.cluster = v.cluster AND r.key = @key
+WHERE v.cluster = @cluster;
 
 -- The three writes below each change one object and append its change-log entry in one
 -- statement; zero rows means the precondition failed (key exists, or the revision moved) and
@@ -159,17 +176,6 @@ SELECT (SELECT count(*) FROM (
 -- name: StatsObjects :one
 SELECT count(*)::bigint AS objects, coalesce(avg(pg_column_size(object)), 0)::bigint AS avg_size
 FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before;
-
--- name: ListKeys :many
-SELECT key FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before ORDER BY key;
-
--- name: RaiseRevision :one
--- Moves the revision past an external one (etcd's, when reports move over from CRDs): revisions
--- stay commit-ordered (the row lock) and unique, only no longer contiguous across the jump.
-UPDATE revisions SET current = greatest(current, @revision::bigint) + 1 WHERE cluster = @cluster RETURNING current;
-
--- name: SetCompacted :exec
-UPDATE revisions SET compacted = greatest(compacted, @revision::bigint) WHERE cluster = @cluster;
 
 -- name: ReadChanges :many
 -- The cluster's revisions and its next changes after after_revision, oldest first, all keys (the

@@ -81,6 +81,7 @@ type CompactorOptions struct {
 type Compactor struct {
 	pool    *pgxpool.Pool
 	q       *db.Queries
+	rev     clusterRevision
 	cluster string
 	opts    CompactorOptions
 
@@ -97,7 +98,7 @@ func NewCompactor(pool *pgxpool.Pool, cluster string, opts CompactorOptions) *Co
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Compactor{pool: pool, q: db.New(), cluster: cluster, opts: opts}
+	return &Compactor{pool: pool, q: db.New(), rev: newClusterRevision(cluster), cluster: cluster, opts: opts}
 }
 
 // Run compacts every Interval until ctx ends. It does nothing when Interval is zero or neither
@@ -234,14 +235,10 @@ func closeConn(ctx context.Context, conn *pgxpool.Conn) {
 // setCompacted is step 1: the short transaction under the revision lock.
 func (c *Compactor) setCompacted(ctx context.Context, conn *pgxpool.Conn, rev int64) error {
 	err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		next, err := c.q.NextRevision(ctx, tx, c.cluster)
-		if err != nil {
-			return fmt.Errorf("take revision: %w", db.NoRows(err))
-		}
-		if err := c.q.SetCompacted(ctx, tx, sqlc.SetCompactedParams{Cluster: c.cluster, Revision: rev}); err != nil {
+		if _, err := c.rev.take(ctx, tx); err != nil {
 			return err
 		}
-		return c.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: c.cluster, Revision: next}.Payload()})
+		return c.q.SetCompacted(ctx, tx, sqlc.SetCompactedParams{Cluster: c.cluster, Revision: rev})
 	})
 	if err != nil {
 		return err
@@ -268,13 +265,13 @@ func (c *Compactor) ExpireThrough(ctx context.Context, rv int64) error {
 		var err error
 		// Compacted ends up at rv+1 or above: a watch from the compacted revision itself is
 		// still valid (it wants what follows), so it must pass rv.
-		if next, err = c.q.RaiseRevision(ctx, tx, sqlc.RaiseRevisionParams{Cluster: c.cluster, Revision: rv + 1}); err != nil {
-			return fmt.Errorf("raise revision: %w", db.NoRows(err))
+		if next, err = c.rev.raise(ctx, tx, rv+1); err != nil {
+			return err
 		}
 		if err := c.q.SetCompacted(ctx, tx, sqlc.SetCompactedParams{Cluster: c.cluster, Revision: next - 1}); err != nil {
 			return fmt.Errorf("set compacted: %w", err)
 		}
-		return c.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: c.cluster, Revision: next}.Payload()})
+		return nil
 	})
 	if err != nil {
 		return err

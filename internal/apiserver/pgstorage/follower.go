@@ -521,7 +521,7 @@ func (f *Follower) run(ctx context.Context, epoch uint64) {
 // resync starts a run at the committed revision, with an empty window: whatever happened while
 // nobody watched is in the change log, for the watchers that ask for it.
 func (f *Follower) resync(ctx context.Context, epoch uint64) bool {
-	row, err := f.q.CurrentRevision(ctx, f.pool, f.cluster)
+	row, err := newClusterRevision(f.cluster).read(ctx, f.pool)
 	if err != nil {
 		if ctx.Err() == nil {
 			f.log.Warn("watch: cannot read the current revision; retrying", "cluster", f.cluster, "err", err)

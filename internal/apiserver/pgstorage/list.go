@@ -135,7 +135,7 @@ const initialEventsPage = 500
 func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, before string, limit int32) ([]row, error) {
 	var rows []row
 	err := db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		cur, err := s.q.CurrentRevision(ctx, tx, s.cluster)
+		cur, err := s.rev.read(ctx, tx)
 		if err != nil {
 			return db.NoRows(err)
 		}
@@ -185,7 +185,7 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 	var hasMore bool
 	var remaining *int64
 	err = db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		cur, err := s.q.CurrentRevision(ctx, tx, s.cluster)
+		cur, err := s.rev.read(ctx, tx)
 		if err != nil {
 			return db.NoRows(err)
 		}

@@ -71,6 +71,7 @@ const DefaultMaxUnpagedListBytes = 32 << 20
 type Store struct {
 	pool           *pgxpool.Pool
 	q              *db.Queries
+	rev            clusterRevision
 	cluster        string
 	codec          runtime.Codec
 	versioner      versioner
@@ -106,6 +107,7 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{
 		pool:           cfg.Pool,
 		q:              db.New(),
+		rev:            newClusterRevision(cfg.Cluster),
 		cluster:        cfg.Cluster,
 		codec:          cfg.Codec,
 		resourcePrefix: cfg.ResourcePrefix,
@@ -516,7 +518,7 @@ func (s *Store) RequestWatchProgress(context.Context) error { return nil }
 
 // GetCurrentResourceVersion implements storage.Interface.
 func (s *Store) GetCurrentResourceVersion(ctx context.Context) (uint64, error) {
-	row, err := s.q.CurrentRevision(ctx, s.pool, s.cluster)
+	row, err := s.rev.read(ctx, s.pool)
 	if err != nil {
 		return 0, s.dbError(s.resourcePrefix, "read revision", db.NoRows(err))
 	}

@@ -91,7 +91,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts storage.ListOptions)
 	if !w.initial && w.startRV == 0 {
 		// "From now": now is when Watch is called, as with etcd, so a write that follows the
 		// call is an event, however late the watcher's goroutine starts.
-		cur, err := s.q.CurrentRevision(ctx, s.pool, s.cluster)
+		cur, err := s.rev.read(ctx, s.pool)
 		if err != nil {
 			s.follower.release(w.sub)
 			cancel()
@@ -218,7 +218,7 @@ func (w *watcher) start() (int64, error) {
 			utilflowcontrol.WatchInitialized(w.ctx)
 			return w.startRV, nil
 		}
-		cur, err := s.q.CurrentRevision(w.ctx, s.pool, s.cluster)
+		cur, err := s.rev.read(w.ctx, s.pool)
 		if err != nil {
 			return 0, s.dbError(w.from, "watch", db.NoRows(err))
 		}
@@ -229,7 +229,7 @@ func (w *watcher) start() (int64, error) {
 		utilflowcontrol.WatchInitialized(w.ctx)
 		return w.startRV, nil
 	}
-	cur, err := s.q.CurrentRevision(w.ctx, s.pool, s.cluster)
+	cur, err := s.rev.read(w.ctx, s.pool)
 	if err != nil {
 		return 0, s.dbError(w.from, "watch", db.NoRows(err))
 	}

@@ -61,6 +61,7 @@ type writeResult struct {
 type Writer struct {
 	pool     *pgxpool.Pool
 	q        *db.Queries
+	rev      clusterRevision
 	cluster  string
 	maxBatch int
 	// resolveTimeout bounds how long a batch whose commit answer was lost waits for the database
@@ -73,7 +74,7 @@ type Writer struct {
 
 // NewWriter returns the writer of cluster. Share one per process and cluster.
 func NewWriter(pool *pgxpool.Pool, cluster string) *Writer {
-	return &Writer{pool: pool, q: db.New(), cluster: cluster, maxBatch: 256, resolveTimeout: 10 * time.Second, ops: make(chan *writeOp, 1024)}
+	return &Writer{pool: pool, q: db.New(), rev: newClusterRevision(cluster), cluster: cluster, maxBatch: 256, resolveTimeout: 10 * time.Second, ops: make(chan *writeOp, 1024)}
 }
 
 // do queues op and waits for its batch to commit. Once queued, the write is waited for even if
@@ -136,9 +137,9 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 	results := make([]writeResult, len(batch))
 	var xact int64
 	err := db.Tx(ctx, w.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		lock, err := w.q.LockRevision(ctx, tx, w.cluster)
+		lock, err := w.rev.lock(ctx, tx)
 		if err != nil {
-			return fmt.Errorf("lock revision: %w", db.NoRows(err))
+			return err
 		}
 		xact = lock.Xact
 		cur := lock.Current
@@ -162,11 +163,7 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 		if rev == cur {
 			return nil
 		}
-		if err := w.q.SetRevision(ctx, tx, sqlc.SetRevisionParams{Cluster: w.cluster, Current: rev}); err != nil {
-			return fmt.Errorf("set revision: %w", err)
-		}
-		// Delivered at commit: wakes the watchers of every server process.
-		return w.q.Notify(ctx, tx, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: w.cluster, Revision: rev}.Payload()})
+		return w.rev.advance(ctx, tx, rev)
 	})
 	if err != nil && xact != 0 && db.IsUnavailable(err) {
 		// The connection broke; the results are those of the transaction if it committed.
@@ -215,10 +212,7 @@ func (w *Writer) pipelined(ctx context.Context, tx pgx.Tx, batch []*writeOp, cur
 		}
 	}
 	last := cur + int64(len(batch))
-	if err := w.q.SetRevision(ctx, p, sqlc.SetRevisionParams{Cluster: w.cluster, Current: last}); err != nil {
-		return false, err
-	}
-	if err := w.q.Notify(ctx, p, sqlc.NotifyParams{Channel: db.ChangesChannel, Payload: db.Change{Cluster: w.cluster, Revision: last}.Payload()}); err != nil {
+	if err := w.rev.advance(ctx, p, last); err != nil {
 		return false, err
 	}
 	affected, err := p.Send(ctx, tx)

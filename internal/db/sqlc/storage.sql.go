@@ -203,17 +203,25 @@ func (q *Queries) DeleteCompactedChanges(ctx context.Context, db DBTX, arg Delet
 
 const ensureCluster = `-- name: EnsureCluster :exec
 
+
 INSERT INTO revisions (cluster) VALUES ($1) ON CONFLICT (cluster) DO NOTHING
 `
 
-// Queries behind the storage.Interface (internal/apiserver/storage). Every statement is scoped by
-// cluster. Writes run inside one transaction that starts with NextRevision (see 00001_storage.sql).
+// Queries behind the storage.Interface (internal/apiserver/pgstorage). Every statement is scoped
+// by cluster.
+// Revisions: the cluster's row in revisions (created by EnsureCluster). Its current revision is
+// taken, moved and read only through pgstorage.clusterRevision (revision.go): write batches start
+// with LockRevision and end with SetRevision (the Writer); a compaction takes one revision
+// (NextRevision) and the move from CRDs raises it (RaiseRevision). Each holds the row lock until
+// commit: revisions are gapless and commit-ordered (docs/design.md, "Revisions"). SetCompacted is
+// the compactor's mark of how far the change log reaches back.
 func (q *Queries) EnsureCluster(ctx context.Context, db DBTX, cluster string) error {
 	_, err := db.Exec(ctx, ensureCluster, cluster)
 	return err
 }
 
 const getObject = `-- name: GetObject :one
+
 SELECT r.object, coalesce(r.resource_version, 0)::bigint AS resource_version, v.current
 FROM revisions v LEFT JOIN reports r ON r.cluster = v.cluster AND r.key = $1
 WHERE v.cluster = $2
@@ -230,6 +238,7 @@ type GetObjectRow struct {
 	Current         int64
 }
 
+// Objects and the change log.
 // The object (NULL when absent) and the cluster's current revision, read in one snapshot so a
 // reader can tell "absent" from "absent as of a revision older than the one I asked for".
 func (q *Queries) GetObject(ctx context.Context, db DBTX, arg GetObjectParams) (GetObjectRow, error) {
@@ -237,36 +246,6 @@ func (q *Queries) GetObject(ctx context.Context, db DBTX, arg GetObjectParams) (
 	var i GetObjectRow
 	err := row.Scan(&i.Object, &i.ResourceVersion, &i.Current)
 	return i, err
-}
-
-const listKeys = `-- name: ListKeys :many
-SELECT key FROM reports WHERE cluster = $1 AND key >= $2 AND key < $3 ORDER BY key
-`
-
-type ListKeysParams struct {
-	Cluster   string
-	KeyFrom   string
-	KeyBefore string
-}
-
-func (q *Queries) ListKeys(ctx context.Context, db DBTX, arg ListKeysParams) ([]string, error) {
-	rows, err := db.Query(ctx, listKeys, arg.Cluster, arg.KeyFrom, arg.KeyBefore)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []string
-	for rows.Next() {
-		var key string
-		if err := rows.Scan(&key); err != nil {
-			return nil, err
-		}
-		items = append(items, key)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }
 
 const listObjects = `-- name: ListObjects :many
