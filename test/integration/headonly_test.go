@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,7 +151,14 @@ func TestHeadOnlyResponses(t *testing.T) {
 				t.Fatalf("table rows %d, with objects %d", len(head.Rows), len(whole.Rows))
 			}
 			for i := range head.Rows {
-				if !reflect.DeepEqual(head.Rows[i].Cells, whole.Rows[i].Cells) {
+				// Ages ("5s") move between the two requests: compare the other cells.
+				h, w := slices.Clone(head.Rows[i].Cells), slices.Clone(whole.Rows[i].Cells)
+				for c, col := range head.ColumnDefinitions {
+					if col.Type == "date" && c < len(h) && c < len(w) {
+						h[c], w[c] = nil, nil
+					}
+				}
+				if !reflect.DeepEqual(h, w) {
 					t.Errorf("table row %d: cells %v, from whole objects %v", i, head.Rows[i].Cells, whole.Rows[i].Cells)
 				}
 			}
