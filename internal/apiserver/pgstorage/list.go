@@ -150,9 +150,11 @@ func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, be
 	return rows, err
 }
 
-// GetList implements storage.Interface.
+// GetList implements storage.Interface. It runs in steps: parse the request, choose the
+// revision to read (in one read-only snapshot), read the items, decide how the list continues,
+// then fill in the list's metadata.
 func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
-	keyPrefix, err := s.prepareKey(key, opts.Recursive)
+	req, err := s.parseListRequest(key, opts)
 	if err != nil {
 		return err
 	}
@@ -160,137 +162,187 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 	if err != nil {
 		return err
 	}
+	newItem := newItemFunc(listObj, v, s.newFunc)
+	var page listPage
+	err = db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		r, err := s.chooseRevision(ctx, tx, req)
+		if err != nil {
+			return err
+		}
+		page = listPage{rev: r.at}
+		if err := s.readItems(ctx, r, req, v, newItem, &page); err != nil {
+			return err
+		}
+		return s.continuation(ctx, r, req, v.Len(), &page)
+	})
+	if err != nil {
+		return s.dbError(req.keyPrefix, "list", err)
+	}
+	return s.setListMeta(listObj, v, req, page)
+}
+
+// listRequest is a GetList call, parsed.
+type listRequest struct {
+	opts      storage.ListOptions
+	keyPrefix string
+	// from and before bound the keys read: [from, before).
+	from, before string
+	// withRev is the revision asked for (0: the current one); continueKey is the continue
+	// token's key, if any.
+	withRev     int64
+	continueKey string
+	// paging is set when the list has a limit.
+	paging bool
+}
+
+// listPage is how a list ends: the revision it was read at, its last key, and whether and how
+// much more follows.
+type listPage struct {
+	rev       int64
+	lastKey   string
+	hasMore   bool
+	remaining *int64
+}
+
+// parseListRequest checks the options as the etcd store does and computes the key range.
+func (s *Store) parseListRequest(key string, opts storage.ListOptions) (listRequest, error) {
+	keyPrefix, err := s.prepareKey(key, opts.Recursive)
+	if err != nil {
+		return listRequest{}, err
+	}
 	withRev, continueKey, err := storage.ValidateListOptions(keyPrefix, s.versioner, opts)
 	if err != nil {
-		return err
+		return listRequest{}, err
 	}
-	from, before := keyPrefix, prefixEnd(keyPrefix)
+	req := listRequest{
+		opts: opts, keyPrefix: keyPrefix, from: keyPrefix, before: prefixEnd(keyPrefix),
+		withRev: withRev, continueKey: continueKey, paging: opts.Recursive && opts.Predicate.Limit > 0,
+	}
 	if !opts.Recursive {
-		before = nextKey(keyPrefix)
+		req.before = nextKey(keyPrefix)
 	}
 	if continueKey != "" {
 		// Tokens we issue point just after a key ("key\x00"); others start at their key.
-		from = continueKey
+		req.from = continueKey
 		if last, ok := trimContinueKey(continueKey); ok {
-			from = nextKey(last)
+			req.from = nextKey(last)
 		}
-		from = storedText(from) // a tampered token may carry any bytes
+		req.from = storedText(req.from) // a tampered token may carry any bytes
 	}
-	pred := opts.Predicate
-	paging := opts.Recursive && pred.Limit > 0
-	newItem := newItemFunc(listObj, v, s.newFunc)
+	return req, nil
+}
 
-	var rev int64
-	var lastKey string
-	var hasMore bool
-	var remaining *int64
-	err = db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		cur, err := s.rev.read(ctx, tx)
-		if err != nil {
-			return db.NoRows(err)
-		}
-		s.observeCompacted(cur.Compacted)
-		r := &snapshotReader{s: s, tx: tx, filter: translate(pred), at: cur.Current, atCurrent: true, headOnly: headOnly(ctx)}
-		if withRev == 0 {
-			if err := s.checkMinimumRV(opts.ResourceVersion, cur.Current); err != nil {
-				return err
-			}
-		} else {
-			if withRev > cur.Current {
-				return storage.NewTooLargeResourceVersionError(uint64(withRev), uint64(cur.Current), 0)
-			}
-			if withRev < cur.Compacted {
-				return expiredListError(len(pred.Continue) > 0, continueKey, keyPrefix)
-			}
-			r.at, r.atCurrent = withRev, withRev == cur.Current
-		}
-		rev = r.at
-
-		pageFrom := from
-		var listed int64 // stored bytes of the items so far
-		for {
-			// Without a limit, read in chunks, so the size bound stops the list early.
-			limit := int32(unpagedChunk)
-			if paging {
-				// One row beyond the page tells whether there is more. The page's remainder is
-				// capped before adding that row: a limit near MaxInt64 must not overflow.
-				limit = int32(min(pred.Limit-int64(v.Len()), math.MaxInt32-1) + 1)
-			}
-			rows, err := r.fetch(ctx, from, before, limit)
-			if err != nil {
-				return err
-			}
-			if len(rows) == 0 {
-				break
-			}
-			for _, x := range rows {
-				if paging && int64(v.Len()) >= pred.Limit {
-					hasMore = true
-					break
-				}
-				lastKey = x.key
-				obj := newItem()
-				if err := s.decode(x.data, obj, x.rev); err != nil {
-					return err
-				}
-				if !r.filter.complete {
-					if ok, err := pred.Matches(obj); err != nil || !ok {
-						continue
-					}
-				}
-				v.Set(reflect.Append(v, reflect.ValueOf(obj).Elem()))
-				if listed += int64(len(x.data)); !paging && s.maxUnpagedListBytes > 0 && listed > s.maxUnpagedListBytes {
-					return s.unpagedTooLarge()
-				}
-			}
-			if hasMore || int32(len(rows)) < limit {
-				break
-			}
-			if !paging {
-				from = nextKey(lastKey)
-				continue
-			}
-			if int64(v.Len()) >= pred.Limit {
-				// The extra row was consumed by Go-side filtering: there may be more.
-				hasMore = true
-				break
-			}
-			from = nextKey(lastKey)
-		}
-		if paging && !hasMore && int64(v.Len()) == pred.Limit && !pred.Empty() {
-			// A full page of a filtered list: like etcd, which cannot know whether later keys
-			// match, offer a continuation while any key follows. Clients rely on "no token"
-			// meaning "no more", never on "a token" meaning "more matches".
-			rows, err := r.unfiltered().fetch(ctx, nextKey(lastKey), before, 1)
-			if err != nil {
-				return err
-			}
-			hasMore = len(rows) > 0
-		}
-		if hasMore && pred.Empty() {
-			n, err := r.remaining(ctx, pageFrom, before)
-			if err != nil || n == nil {
-				return err
-			}
-			left := *n - pred.Limit
-			remaining = &left
-		}
-		return nil
-	})
+// chooseRevision reads the cluster's revisions in tx and returns a reader at the revision the
+// request asks for: the current one, or an exact past one the change log still reaches.
+func (s *Store) chooseRevision(ctx context.Context, tx pgx.Tx, req listRequest) (*snapshotReader, error) {
+	cur, err := s.rev.read(ctx, tx)
 	if err != nil {
-		return s.dbError(keyPrefix, "list", err)
+		return nil, err
 	}
-	continueValue := ""
-	if hasMore {
-		continueValue, err = storage.EncodeContinue(lastKey+"\x00", keyPrefix, rev)
+	s.observeCompacted(cur.Compacted)
+	r := &snapshotReader{s: s, tx: tx, filter: translate(req.opts.Predicate), at: cur.Current, atCurrent: true, headOnly: headOnly(ctx)}
+	if req.withRev == 0 {
+		return r, s.checkMinimumRV(req.opts.ResourceVersion, cur.Current)
+	}
+	if req.withRev > cur.Current {
+		return nil, storage.NewTooLargeResourceVersionError(uint64(req.withRev), uint64(cur.Current), 0)
+	}
+	if req.withRev < cur.Compacted {
+		return nil, expiredListError(len(req.opts.Predicate.Continue) > 0, req.continueKey, req.keyPrefix)
+	}
+	r.at, r.atCurrent = req.withRev, req.withRev == cur.Current
+	return r, nil
+}
+
+// readItems appends the matching objects to v: a page of up to the limit, or, without one, every
+// object in chunks (refused past the size bound).
+func (s *Store) readItems(ctx context.Context, r *snapshotReader, req listRequest, v reflect.Value,
+	newItem func() runtime.Object, page *listPage) error {
+	pred := req.opts.Predicate
+	from := req.from
+	var listed int64 // stored bytes of the items so far
+	for {
+		// Without a limit, read in chunks, so the size bound stops the list early.
+		limit := int32(unpagedChunk)
+		if req.paging {
+			// One row beyond the page tells whether there is more. The page's remainder is
+			// capped before adding that row: a limit near MaxInt64 must not overflow.
+			limit = int32(min(pred.Limit-int64(v.Len()), math.MaxInt32-1) + 1)
+		}
+		rows, err := r.fetch(ctx, from, req.before, limit)
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		for _, x := range rows {
+			if req.paging && int64(v.Len()) >= pred.Limit {
+				page.hasMore = true
+				return nil
+			}
+			page.lastKey = x.key
+			obj := newItem()
+			if err := s.decode(x.data, obj, x.rev); err != nil {
+				return err
+			}
+			if !r.filter.complete {
+				if ok, err := pred.Matches(obj); err != nil || !ok {
+					continue
+				}
+			}
+			v.Set(reflect.Append(v, reflect.ValueOf(obj).Elem()))
+			if listed += int64(len(x.data)); !req.paging && s.maxUnpagedListBytes > 0 && listed > s.maxUnpagedListBytes {
+				return s.unpagedTooLarge()
+			}
+		}
+		if int32(len(rows)) < limit {
+			return nil
+		}
+		if req.paging && int64(v.Len()) >= pred.Limit {
+			// The extra row was consumed by Go-side filtering: there may be more.
+			page.hasMore = true
+			return nil
+		}
+		from = nextKey(page.lastKey)
+	}
+}
+
+// continuation decides whether a paged list continues after the n items it read, and how many
+// objects remain.
+func (s *Store) continuation(ctx context.Context, r *snapshotReader, req listRequest, n int, page *listPage) error {
+	pred := req.opts.Predicate
+	if req.paging && !page.hasMore && int64(n) == pred.Limit && !pred.Empty() {
+		// A full page of a filtered list: like etcd, which cannot know whether later keys
+		// match, offer a continuation while any key follows. Clients rely on "no token"
+		// meaning "no more", never on "a token" meaning "more matches".
+		rows, err := r.unfiltered().fetch(ctx, nextKey(page.lastKey), req.before, 1)
 		if err != nil {
+			return err
+		}
+		page.hasMore = len(rows) > 0
+	}
+	if page.hasMore && pred.Empty() {
+		total, err := r.remaining(ctx, req.from, req.before)
+		if err != nil || total == nil {
+			return err
+		}
+		left := *total - pred.Limit
+		page.remaining = &left
+	}
+	return nil
+}
+
+// setListMeta sets the list's resourceVersion, continue token and remaining count.
+func (s *Store) setListMeta(listObj runtime.Object, v reflect.Value, req listRequest, page listPage) error {
+	continueValue := ""
+	if page.hasMore {
+		var err error
+		if continueValue, err = storage.EncodeContinue(page.lastKey+"\x00", req.keyPrefix, page.rev); err != nil {
 			return err
 		}
 	}
 	if v.IsNil() {
 		v.Set(reflect.MakeSlice(v.Type(), 0, 0))
 	}
-	return s.versioner.UpdateList(listObj, uint64(rev), continueValue, remaining)
+	return s.versioner.UpdateList(listObj, uint64(page.rev), continueValue, page.remaining)
 }
 
 // unpagedChunk is how many rows a list without a limit reads per query.
