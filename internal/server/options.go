@@ -11,13 +11,14 @@ package server
 import (
 	"errors"
 	"fmt"
-	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/pflag"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
+
+	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 )
 
 // Defaults of the serve flags.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
@@ -51,80 +52,21 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	if hooks.Out == nil {
 		hooks.Out = os.Stdout
 	}
-	if o.Standalone {
-		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-			return fmt.Errorf("create data dir: %w", err)
-		}
-	}
-
-	databaseURL := o.DatabaseURL
-	if databaseURL == "" {
-		local, url, err := startLocalPostgres(ctx, filepath.Join(o.DataDir, "postgres"))
-		if err != nil {
-			return err
-		}
-		defer func() {
-			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if err := local.Stop(stopCtx); err != nil {
-				klog.ErrorS(err, "Stopping local PostgreSQL")
-			}
-		}()
-		databaseURL = url
-	}
-
-	// Migrations take an advisory lock, so replicas starting together apply them once.
-	if err := db.Migrate(ctx, databaseURL); err != nil {
-		return fmt.Errorf("migrate database: %w", err)
-	}
-	pool, err := db.Open(ctx, databaseURL)
+	pool, closeDB, err := o.openDatabase(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer closeDB()
 
 	cfg, err := apiserver.NewConfig()
 	if err != nil {
 		return err
 	}
-	var (
-		creds *credentials
-		kube  *kubeClients
-	)
-	if o.Standalone {
-		if creds, err = o.applyStandalone(cfg, hooks); err != nil {
-			return err
-		}
-	} else {
-		if o.Kube.ManageAPIServices {
-			if kube, err = o.kubeClients(ctx); err != nil {
-				return err
-			}
-		}
-		// Without --tls-cert-file: the certificate all replicas share, from a Secret, whose CA
-		// the managed APIServices trust; or, without one, a self-signed certificate made at
-		// start (in memory unless --cert-dir is set), as metrics-server does, which the
-		// APIServices cannot verify.
-		ck := o.Recommended.SecureServing.ServerCert.CertKey
-		if kube != nil && o.Kube.ServingCertSecret != "" && ck.CertFile == "" && ck.KeyFile == "" {
-			if kube.caBundle, err = o.applyServingCert(ctx, kube.core); err != nil {
-				return err
-			}
-		}
-		if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
-			return fmt.Errorf("create self-signed certificate: %w", err)
-		}
-		if err := o.Recommended.ApplyTo(cfg.Generic); err != nil {
-			return fmt.Errorf("apply server options: %w", err)
-		}
+	creds, kube, err := o.applyServing(ctx, cfg, hooks)
+	if err != nil {
+		return err
 	}
-	cfg.Extra.Pool = pool
-	cfg.Extra.Cluster = o.ClusterName
-	cfg.Extra.MaxUnpagedListBytes = o.MaxUnpagedListBytes
-	cfg.Extra.Kinds = o.Kube.Kinds()
-	cfg.Extra.Analytics = o.Analytics.Config()
-	o.Watch.ApplyTo(&cfg.Extra)
-
+	o.applyExtra(cfg, pool)
 	completed, err := cfg.Complete()
 	if err != nil {
 		return err
@@ -133,7 +75,94 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	if err != nil {
 		return err
 	}
+	return o.serve(ctx, srv, creds, kube, hooks)
+}
 
+// openDatabase is step 1: the database (a local PostgreSQL in standalone mode without a URL),
+// migrated, and a pool on it. closeDB closes the pool and stops the local PostgreSQL.
+func (o *Options) openDatabase(ctx context.Context) (*pgxpool.Pool, func(), error) {
+	if o.Standalone {
+		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("create data dir: %w", err)
+		}
+	}
+	stopLocal := func() {}
+	databaseURL := o.DatabaseURL
+	if databaseURL == "" {
+		local, url, err := startLocalPostgres(ctx, filepath.Join(o.DataDir, "postgres"))
+		if err != nil {
+			return nil, nil, err
+		}
+		stopLocal = func() {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := local.Stop(stopCtx); err != nil {
+				klog.ErrorS(err, "Stopping local PostgreSQL")
+			}
+		}
+		databaseURL = url
+	}
+	// Migrations take an advisory lock, so replicas starting together apply them once.
+	if err := db.Migrate(ctx, databaseURL); err != nil {
+		stopLocal()
+		return nil, nil, fmt.Errorf("migrate database: %w", err)
+	}
+	pool, err := db.Open(ctx, databaseURL)
+	if err != nil {
+		stopLocal()
+		return nil, nil, err
+	}
+	return pool, func() { pool.Close(); stopLocal() }, nil
+}
+
+// applyServing is step 2: serving, authentication and authorization. Standalone mode gets its
+// certificate, token and kubeconfig (creds); aggregated mode its kube-apiserver clients (kube,
+// nil unless the APIServices are managed) and the serving certificate the replicas share.
+func (o *Options) applyServing(ctx context.Context, cfg *apiserver.Config, hooks Hooks) (*credentials, *kubeClients, error) {
+	if o.Standalone {
+		creds, err := o.applyStandalone(cfg, hooks)
+		return creds, nil, err
+	}
+	var kube *kubeClients
+	if o.Kube.ManageAPIServices {
+		var err error
+		if kube, err = o.kubeClients(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	// Without --tls-cert-file: the certificate all replicas share, from a Secret, whose CA
+	// the managed APIServices trust; or, without one, a self-signed certificate made at
+	// start (in memory unless --cert-dir is set), as metrics-server does, which the
+	// APIServices cannot verify.
+	ck := o.Recommended.SecureServing.ServerCert.CertKey
+	if kube != nil && o.Kube.ServingCertSecret != "" && ck.CertFile == "" && ck.KeyFile == "" {
+		var err error
+		if kube.caBundle, err = o.applyServingCert(ctx, kube.core); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := o.Recommended.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
+		return nil, nil, fmt.Errorf("create self-signed certificate: %w", err)
+	}
+	if err := o.Recommended.ApplyTo(cfg.Generic); err != nil {
+		return nil, nil, fmt.Errorf("apply server options: %w", err)
+	}
+	return nil, kube, nil
+}
+
+// applyExtra is step 3: what the reports server needs beyond the generic server.
+func (o *Options) applyExtra(cfg *apiserver.Config, pool *pgxpool.Pool) {
+	cfg.Extra.Pool = pool
+	cfg.Extra.Cluster = o.ClusterName
+	cfg.Extra.MaxUnpagedListBytes = o.MaxUnpagedListBytes
+	cfg.Extra.Kinds = o.Kube.Kinds()
+	cfg.Extra.Analytics = o.Analytics.Config()
+	o.Watch.ApplyTo(&cfg.Extra)
+}
+
+// serve is step 4: run the server until ctx ends, with the APIServices reconciled beside it in
+// aggregated mode, and, in standalone mode, announce the kubeconfig once it is ready.
+func (o *Options) serve(ctx context.Context, srv *apiserver.Server, creds *credentials, kube *kubeClients, hooks Hooks) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
@@ -141,7 +170,6 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	if kube != nil {
 		go o.runAPIServices(runCtx, kube.dynamic, srv, kube.caBundle)
 	}
-
 	if creds != nil {
 		clientConfig, err := o.announce(runCtx, creds, hooks, done)
 		if err != nil {
