@@ -38,11 +38,12 @@ const (
 	DefaultProjectInterval        = 100 * time.Millisecond
 )
 
-// Advisory lock keys (single bigint key space, per database). Any constants work as long as they
-// never change and differ from the other locks of the schema (migrations use 0x7265706f727473).
-const (
-	ProjectorLockKey int64 = 0x616e_616c_7072_6f6a // "analproj"
-	RefresherLockKey int64 = 0x616e_616c_7265_6672 // "analrefr"
+// Leadership of the two components (db.Elector), across all clusters of the database. Any
+// classes work as long as they never change and differ from the other leaderships (the
+// compactor's is "rpct").
+var (
+	ProjectorLock = db.Lock{Class: 0x616e_7072} // "anpr"
+	RefresherLock = db.Lock{Class: 0x616e_7266} // "anrf"
 )
 
 // ApplicationName names the analytics connections in pg_stat_activity.
@@ -102,6 +103,8 @@ type Service struct {
 	cfg      Config
 	q        *db.Queries
 	log      *slog.Logger
+	// projector and refresher elect the process that runs each component.
+	projector, refresher *db.Elector
 
 	// hook, when set (tests), runs while a component holds its lock and is about to write.
 	hook func(component string)
@@ -112,21 +115,28 @@ type Service struct {
 // holds connections the API needs.
 func New(pool *pgxpool.Pool, notifier *db.Notifier, cfg Config) *Service {
 	cfg.defaults()
-	return &Service{pool: pool, notifier: notifier, cfg: cfg, q: db.New(), log: cfg.Logger}
+	s := &Service{pool: pool, notifier: notifier, cfg: cfg, q: db.New(), log: cfg.Logger}
+	s.projector = db.NewElector(pool, ProjectorLock, s.connect)
+	s.refresher = db.NewElector(pool, RefresherLock, s.connect)
+	return s
 }
 
 // Run projects and refreshes, whenever this process is the leader of a component, until ctx ends.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { s.lead(ctx, Projector, ProjectorLockKey, s.runProjector) })
-	wg.Go(func() { s.lead(ctx, Refresher, RefresherLockKey, s.runRefresher) })
+	wg.Go(func() {
+		s.projector.Run(ctx, s.cfg.LeaderRetryInterval, s.log.With("analytics", Projector), s.runProjector)
+	})
+	wg.Go(func() {
+		s.refresher.Run(ctx, s.cfg.LeaderRetryInterval, s.log.With("analytics", Refresher), s.runRefresher)
+	})
 	wg.Wait()
 }
 
 // ProjectOnce brings the projection of every cluster up to its current revision, if no other
 // process is projecting (it reports false then).
 func (s *Service) ProjectOnce(ctx context.Context) (bool, error) {
-	return s.once(ctx, ProjectorLockKey, func(conn *pgx.Conn) error {
+	return s.projector.Once(ctx, false, func(conn *pgx.Conn) error {
 		return s.catchUp(ctx, conn)
 	})
 }
@@ -134,29 +144,9 @@ func (s *Service) ProjectOnce(ctx context.Context) (bool, error) {
 // RefreshOnce refreshes the summaries the projection has moved past, if no other process is
 // refreshing (it reports false then).
 func (s *Service) RefreshOnce(ctx context.Context) (bool, error) {
-	return s.once(ctx, RefresherLockKey, func(conn *pgx.Conn) error {
+	return s.refresher.Once(ctx, false, func(conn *pgx.Conn) error {
 		return s.refreshStale(ctx, conn)
 	})
-}
-
-// once runs fn on a new connection that holds the lock key, or reports false without running it.
-func (s *Service) once(ctx context.Context, key int64, fn func(*pgx.Conn) error) (bool, error) {
-	conn, err := s.connect(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	locked, err := s.q.AnalyticsTryLock(ctx, conn, key)
-	if err != nil {
-		return false, fmt.Errorf("try advisory lock: %w", err)
-	}
-	if !locked {
-		return false, nil
-	}
-	// Closing the connection releases the lock too; unlocking first lets the next leader in
-	// without waiting for the backend to exit.
-	defer func() { _, _ = s.q.AnalyticsUnlock(context.WithoutCancel(ctx), conn, key) }()
-	return true, fn(conn)
 }
 
 // connect opens a dedicated connection with the pool's settings.
@@ -183,68 +173,6 @@ func (s *Service) connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return conn, nil
-}
-
-// lead runs work whenever this process holds the component's lock. The connection that holds
-// the lock is the one work runs on; work returns on error (the connection is then closed, which
-// releases the lock) or when ctx ends.
-func (s *Service) lead(ctx context.Context, component string, key int64, work func(context.Context, *pgx.Conn) error) {
-	log := s.log.With("analytics", component)
-	var conn *pgx.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close(context.WithoutCancel(ctx))
-		}
-	}()
-	for ctx.Err() == nil {
-		if conn == nil || conn.IsClosed() {
-			c, err := s.connect(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Warn("cannot connect; retrying", "err", err, "retry_in", s.cfg.LeaderRetryInterval)
-				}
-				sleep(ctx, s.cfg.LeaderRetryInterval)
-				continue
-			}
-			conn = c
-		}
-		locked, err := s.q.AnalyticsTryLock(ctx, conn, key)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("cannot try the leader lock; reconnecting", "err", err)
-			}
-			conn.Close(context.WithoutCancel(ctx))
-			conn = nil
-			sleep(ctx, s.cfg.LeaderRetryInterval)
-			continue
-		}
-		if !locked {
-			sleep(ctx, s.cfg.LeaderRetryInterval)
-			continue
-		}
-		log.Info("leading")
-		err = work(ctx, conn)
-		s.release(ctx, conn, key)
-		conn = nil
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("stepped down after an error; retrying", "err", err, "retry_in", s.cfg.LeaderRetryInterval)
-		sleep(ctx, s.cfg.LeaderRetryInterval)
-	}
-}
-
-// release gives up the lock and closes conn. Closing alone releases the lock only when the
-// backend has exited, which happens after Close returns; unlocking first (when the connection
-// still works) hands the lock to the next leader at once, e.g. a one-shot run right after a
-// shutdown.
-func (s *Service) release(ctx context.Context, conn *pgx.Conn, key int64) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if !conn.IsClosed() {
-		_, _ = s.q.AnalyticsUnlock(ctx, conn, key)
-	}
-	conn.Close(ctx)
 }
 
 // subscribe returns the notification channel (nil without a notifier) and its cancel function.

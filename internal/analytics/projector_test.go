@@ -315,7 +315,7 @@ func TestOneLeaderAtATime(t *testing.T) {
 	var (
 		active  = map[string]*atomic.Int32{analytics.Projector: {}, analytics.Refresher: {}}
 		entered = map[string]*atomic.Int32{analytics.Projector: {}, analytics.Refresher: {}}
-		lockKey = map[string]int64{analytics.Projector: analytics.ProjectorLockKey, analytics.Refresher: analytics.RefresherLockKey}
+		locks   = map[string]db.Lock{analytics.Projector: analytics.ProjectorLock, analytics.Refresher: analytics.RefresherLock}
 		errMu   sync.Mutex
 		errs    []string
 	)
@@ -331,11 +331,11 @@ func TestOneLeaderAtATime(t *testing.T) {
 		}
 		defer active[component].Add(-1)
 		var holders int
-		key := lockKey[component]
+		lock := locks[component]
 		err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks
 			WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			  AND objsubid = 1 AND classid = $1 AND objid = $2`,
-			uint32(uint64(key)>>32), uint32(uint64(key))).Scan(&holders)
+			  AND objsubid = 2 AND classid::bigint = $1 AND objid::bigint = (hashtext($2)::bigint & 4294967295)`,
+			lock.Class, lock.Scope).Scan(&holders)
 		if err != nil {
 			fail("read pg_locks: %v", err)
 		} else if holders != 1 {

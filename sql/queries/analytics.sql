@@ -1,13 +1,6 @@
 -- Queries of the analytics projector and summary refresher (internal/analytics). The tables and
 -- views are in sql/schema/00002_reporting.sql; the published contract is docs/sql.md.
 
--- name: AnalyticsTryLock :one
--- Session-level advisory lock: held by the leader's connection until it unlocks or disconnects.
-SELECT pg_try_advisory_lock(@lock_key::bigint) AS locked;
-
--- name: AnalyticsUnlock :one
-SELECT pg_advisory_unlock(@lock_key::bigint) AS unlocked;
-
 -- name: AnalyticsClusters :many
 -- Every cluster with reports, and how far the projector is behind it.
 SELECT v.cluster, v.current, v.compacted, coalesce(k.revision, -1)::bigint AS checkpoint

@@ -220,15 +220,6 @@ ORDER BY c.resource_version;
 -- (lock_class, hashtext(cluster)), so clusters compact independently and the key cannot collide
 -- with the single-key locks of migrations.
 
--- name: TryLockCompaction :one
-SELECT pg_try_advisory_lock(@lock_class::integer, hashtext(@cluster::text));
-
--- name: LockCompaction :exec
-SELECT pg_advisory_lock(@lock_class::integer, hashtext(@cluster::text));
-
--- name: UnlockCompaction :one
-SELECT pg_advisory_unlock(@lock_class::integer, hashtext(@cluster::text));
-
 -- name: CompactionState :one
 -- What a compaction pass decides on: the revisions, the oldest change recorded within the
 -- retention window (0 when none; a forward scan of the primary key from the compacted revision,

@@ -11,7 +11,8 @@
 -- range are clamped to it.
 CREATE FUNCTION reports_summary_count(v text) RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT coalesce(greatest(least(v::numeric, 2147483647), -2147483648)::integer, 0) $$;
+    AS $$ SELECT CASE WHEN v IS NULL THEN 0
+        ELSE greatest(least(v::numeric, 2147483647), -2147483648)::integer END $$;
 DROP VIEW reporting.reports;
 ALTER TABLE reports
     DROP COLUMN summary_pass,

@@ -31,8 +31,8 @@ const (
 	DefaultCompactionInterval = time.Minute
 	// defaultCompactionBatch is the number of change rows one DELETE removes.
 	defaultCompactionBatch = 5000
-	// compactionLockClass is the first key of the compaction advisory lock ("rpct"); the second
-	// is hashtext(cluster).
+	// compactionLockClass is the class of the compaction leadership of a cluster ("rpct"; its
+	// scope is the cluster).
 	compactionLockClass = 0x72706374
 )
 
@@ -82,6 +82,7 @@ type Compactor struct {
 	pool    *pgxpool.Pool
 	q       *db.Queries
 	rev     clusterRevision
+	elector *db.Elector
 	cluster string
 	opts    CompactorOptions
 
@@ -98,7 +99,10 @@ func NewCompactor(pool *pgxpool.Pool, cluster string, opts CompactorOptions) *Co
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Compactor{pool: pool, q: db.New(), rev: newClusterRevision(cluster), cluster: cluster, opts: opts}
+	return &Compactor{
+		pool: pool, q: db.New(), rev: newClusterRevision(cluster), cluster: cluster, opts: opts,
+		elector: db.NewElector(pool, db.Lock{Class: compactionLockClass, Scope: cluster}, nil),
+	}
 }
 
 // Run compacts every Interval until ctx ends. It does nothing when Interval is zero or neither
@@ -140,7 +144,7 @@ func (c *Compactor) observe(rev int64) {
 // compacting. Like etcd's compaction it takes a revision, so "has anything happened since
 // revision R" stays answerable by comparing numbers (the storage suite relies on this).
 func (c *Compactor) Compact(ctx context.Context, rev int64) error {
-	_, err := c.lead(ctx, true, func(conn *pgxpool.Conn) error {
+	_, err := c.lead(ctx, true, func(conn *pgx.Conn) error {
 		if err := c.setCompacted(ctx, conn, rev); err != nil {
 			return err
 		}
@@ -154,7 +158,7 @@ func (c *Compactor) Compact(ctx context.Context, rev int64) error {
 
 // pass is one periodic compaction; led says whether this process held leadership for it.
 func (c *Compactor) pass(ctx context.Context) (led bool, err error) {
-	return c.lead(ctx, false, func(conn *pgxpool.Conn) error {
+	return c.lead(ctx, false, func(conn *pgx.Conn) error {
 		st, err := c.q.CompactionState(ctx, conn, sqlc.CompactionStateParams{Cluster: c.cluster, WindowSeconds: c.opts.Window.Seconds()})
 		if err != nil {
 			return fmt.Errorf("read compaction state: %w", db.NoRows(err))
@@ -182,58 +186,19 @@ func (c *Compactor) pass(ctx context.Context) (led bool, err error) {
 	})
 }
 
-// lead runs fn while holding the cluster's compaction lock on one connection: waiting for it
-// when wait is set, else skipping fn (led false) when another session holds it.
-func (c *Compactor) lead(ctx context.Context, wait bool, fn func(*pgxpool.Conn) error) (led bool, err error) {
-	conn, err := c.pool.Acquire(ctx)
-	if err != nil {
-		return false, fmt.Errorf("acquire connection: %w", err)
-	}
-	lock := sqlc.TryLockCompactionParams{LockClass: compactionLockClass, Cluster: c.cluster}
-	got := true
-	if wait {
-		err = c.q.LockCompaction(ctx, conn, sqlc.LockCompactionParams(lock))
-	} else {
-		got, err = c.q.TryLockCompaction(ctx, conn, lock)
-	}
-	if err != nil {
-		// The lock may have been granted as the call failed: never pool such a connection.
-		closeConn(ctx, conn)
-		return false, fmt.Errorf("take compaction lock: %w", err)
-	}
-	if !got {
-		conn.Release()
-		return false, nil
-	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		ok, uerr := c.q.UnlockCompaction(uctx, conn, sqlc.UnlockCompactionParams(lock))
-		if uerr != nil || !ok {
-			// A pooled connection must not keep the lock: close it, the server releases it.
-			closeConn(ctx, conn)
-			if err == nil && uerr != nil {
-				err = fmt.Errorf("release compaction lock: %w", uerr)
-			}
-			return
+// lead runs fn as the cluster's compaction leader, on the connection that holds leadership:
+// waiting for it when wait is set, else skipping fn (led false) while another process compacts.
+func (c *Compactor) lead(ctx context.Context, wait bool, fn func(*pgx.Conn) error) (led bool, err error) {
+	return c.elector.Once(ctx, wait, func(conn *pgx.Conn) error {
+		if c.leading != nil {
+			c.leading(ctx)
 		}
-		conn.Release()
-	}()
-	if c.leading != nil {
-		c.leading(ctx)
-	}
-	return true, fn(conn)
-}
-
-func closeConn(ctx context.Context, conn *pgxpool.Conn) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = conn.Conn().Close(cctx)
-	conn.Release() // the pool drops a closed connection
+		return fn(conn)
+	})
 }
 
 // setCompacted is step 1: the short transaction under the revision lock.
-func (c *Compactor) setCompacted(ctx context.Context, conn *pgxpool.Conn, rev int64) error {
+func (c *Compactor) setCompacted(ctx context.Context, conn *pgx.Conn, rev int64) error {
 	err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		if _, err := c.rev.take(ctx, tx); err != nil {
 			return err
@@ -250,7 +215,7 @@ func (c *Compactor) setCompacted(ctx context.Context, conn *pgxpool.Conn, rev in
 // Exclusively runs fn while holding the cluster's compaction lock, waiting for it: one replica at
 // a time runs fn, and no compaction runs meanwhile. The migration from CRDs runs this way.
 func (c *Compactor) Exclusively(ctx context.Context, fn func(context.Context) error) error {
-	_, err := c.lead(ctx, true, func(*pgxpool.Conn) error { return fn(ctx) })
+	_, err := c.lead(ctx, true, func(*pgx.Conn) error { return fn(ctx) })
 	return err
 }
 
@@ -283,7 +248,7 @@ func (c *Compactor) ExpireThrough(ctx context.Context, rv int64) error {
 
 // deleteUpTo is step 2: batched DELETEs of the change rows at or below rev, each committed on
 // its own, outside the revision lock.
-func (c *Compactor) deleteUpTo(ctx context.Context, conn *pgxpool.Conn, rev int64) error {
+func (c *Compactor) deleteUpTo(ctx context.Context, conn *pgx.Conn, rev int64) error {
 	var total int64
 	start := time.Now()
 	for {

@@ -32,6 +32,7 @@ func (q *Queries) AnalyticsClusterState(ctx context.Context, db DBTX, cluster st
 }
 
 const analyticsClusters = `-- name: AnalyticsClusters :many
+
 SELECT v.cluster, v.current, v.compacted, coalesce(k.revision, -1)::bigint AS checkpoint
 FROM revisions v
 LEFT JOIN analytics_checkpoints k ON k.cluster = v.cluster
@@ -45,6 +46,8 @@ type AnalyticsClustersRow struct {
 	Checkpoint int64
 }
 
+// Queries of the analytics projector and summary refresher (internal/analytics). The tables and
+// views are in sql/schema/00002_reporting.sql; the published contract is docs/sql.md.
 // Every cluster with reports, and how far the projector is behind it.
 func (q *Queries) AnalyticsClusters(ctx context.Context, db DBTX) ([]AnalyticsClustersRow, error) {
 	rows, err := db.Query(ctx, analyticsClusters)
@@ -307,30 +310,4 @@ func (q *Queries) AnalyticsSetCheckpoint(ctx context.Context, db DBTX, arg Analy
 		arg.Rebuilt,
 	)
 	return err
-}
-
-const analyticsTryLock = `-- name: AnalyticsTryLock :one
-
-SELECT pg_try_advisory_lock($1::bigint) AS locked
-`
-
-// Queries of the analytics projector and summary refresher (internal/analytics). The tables and
-// views are in sql/schema/00002_reporting.sql; the published contract is docs/sql.md.
-// Session-level advisory lock: held by the leader's connection until it unlocks or disconnects.
-func (q *Queries) AnalyticsTryLock(ctx context.Context, db DBTX, lockKey int64) (bool, error) {
-	row := db.QueryRow(ctx, analyticsTryLock, lockKey)
-	var locked bool
-	err := row.Scan(&locked)
-	return locked, err
-}
-
-const analyticsUnlock = `-- name: AnalyticsUnlock :one
-SELECT pg_advisory_unlock($1::bigint) AS unlocked
-`
-
-func (q *Queries) AnalyticsUnlock(ctx context.Context, db DBTX, lockKey int64) (bool, error) {
-	row := db.QueryRow(ctx, analyticsUnlock, lockKey)
-	var unlocked bool
-	err := row.Scan(&unlocked)
-	return unlocked, err
 }

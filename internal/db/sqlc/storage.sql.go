@@ -10,6 +10,7 @@ import (
 )
 
 const compactionState = `-- name: CompactionState :one
+
 SELECT v.current, v.compacted,
        coalesce((SELECT c.resource_version FROM changes c
                  WHERE c.cluster = v.cluster AND c.resource_version > v.compacted
@@ -31,6 +32,9 @@ type CompactionStateRow struct {
 	NewestChange int64
 }
 
+// Compaction (see Compactor). Leadership is a session-level advisory lock in the two-key space
+// (lock_class, hashtext(cluster)), so clusters compact independently and the key cannot collide
+// with the single-key locks of migrations.
 // What a compaction pass decides on: the revisions, the oldest change recorded within the
 // retention window (0 when none; a forward scan of the primary key from the compacted revision,
 // so it reads only the rows that are due), and the newest change.
@@ -413,20 +417,6 @@ func (q *Queries) ListObjectsAt(ctx context.Context, db DBTX, arg ListObjectsAtP
 	return items, nil
 }
 
-const lockCompaction = `-- name: LockCompaction :exec
-SELECT pg_advisory_lock($1::integer, hashtext($2::text))
-`
-
-type LockCompactionParams struct {
-	LockClass int32
-	Cluster   string
-}
-
-func (q *Queries) LockCompaction(ctx context.Context, db DBTX, arg LockCompactionParams) error {
-	_, err := db.Exec(ctx, lockCompaction, arg.LockClass, arg.Cluster)
-	return err
-}
-
 const lockRevision = `-- name: LockRevision :one
 SELECT current, pg_current_xact_id()::text::bigint AS xact FROM revisions WHERE cluster = $1 FOR UPDATE
 `
@@ -757,40 +747,4 @@ func (q *Queries) TransactionStatus(ctx context.Context, db DBTX, xact int64) (s
 	var status string
 	err := row.Scan(&status)
 	return status, err
-}
-
-const tryLockCompaction = `-- name: TryLockCompaction :one
-
-SELECT pg_try_advisory_lock($1::integer, hashtext($2::text))
-`
-
-type TryLockCompactionParams struct {
-	LockClass int32
-	Cluster   string
-}
-
-// Compaction (see Compactor). Leadership is a session-level advisory lock in the two-key space
-// (lock_class, hashtext(cluster)), so clusters compact independently and the key cannot collide
-// with the single-key locks of migrations.
-func (q *Queries) TryLockCompaction(ctx context.Context, db DBTX, arg TryLockCompactionParams) (bool, error) {
-	row := db.QueryRow(ctx, tryLockCompaction, arg.LockClass, arg.Cluster)
-	var pg_try_advisory_lock bool
-	err := row.Scan(&pg_try_advisory_lock)
-	return pg_try_advisory_lock, err
-}
-
-const unlockCompaction = `-- name: UnlockCompaction :one
-SELECT pg_advisory_unlock($1::integer, hashtext($2::text))
-`
-
-type UnlockCompactionParams struct {
-	LockClass int32
-	Cluster   string
-}
-
-func (q *Queries) UnlockCompaction(ctx context.Context, db DBTX, arg UnlockCompactionParams) (bool, error) {
-	row := db.QueryRow(ctx, unlockCompaction, arg.LockClass, arg.Cluster)
-	var pg_advisory_unlock bool
-	err := row.Scan(&pg_advisory_unlock)
-	return pg_advisory_unlock, err
 }
