@@ -181,6 +181,11 @@ func TestBadInput(t *testing.T) {
 	r = c.do(http.MethodPut, collection+"/base", "application/json", encode(&created))
 	expectStatus(t, "stale resourceVersion", r, http.StatusConflict, metav1.StatusReasonConflict, "")
 
+	// An update without resourceVersion: 422 naming it, as with the CRDs (no blind overwrite).
+	blind := sample(polr, ns, "base", map[string]string{"v": "blind"}, "Pod", "pass")
+	r = c.do(http.MethodPut, collection+"/base", "application/json", encode(blind))
+	expectStatus(t, "update without resourceVersion", r, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "metadata.resourceVersion")
+
 	// Missing objects: get, update, patch and delete.
 	missing := collection + "/does-not-exist"
 	for _, req := range []struct {

@@ -164,8 +164,10 @@ func (strategy) Canonicalize(runtime.Object) {}
 // AllowCreateOnUpdate is false: a PUT to a missing report is a 404, as for CRDs.
 func (strategy) AllowCreateOnUpdate(context.Context) bool { return false }
 
-// AllowUnconditionalUpdate is true, as for CRDs: a PUT without resourceVersion overwrites.
-func (strategy) AllowUnconditionalUpdate(context.Context) bool { return true }
+// AllowUnconditionalUpdate is false, as for CRDs: a PUT without metadata.resourceVersion is a
+// 422 ("must be specified for an update"), so a blind overwrite never silently loses a concurrent
+// writer's change. Patches and server-side apply need none.
+func (strategy) AllowUnconditionalUpdate(context.Context) bool { return false }
 
 // GetAttrs returns the labels and the selectable fields of a report. metadata.name (and
 // metadata.namespace for namespaced kinds) are always selectable, as for every Kubernetes kind;
