@@ -240,13 +240,13 @@ func (w *watcher) start() (int64, error) {
 	// The initial state is streamed a page at a time, every page read as of rev: an informer's
 	// first watch over a million reports must not hold them all in memory, nor keep one
 	// transaction open while a slow client reads.
-	from := w.from
-	for {
-		rows, err := s.pageAt(w.ctx, rev, w.filter, from, w.before, initialEventsPage)
-		if err != nil {
-			return 0, s.dbError(w.from, "watch", err)
+	pages, stop := w.initialPages(rev)
+	defer stop()
+	for p := range pages {
+		if p.err != nil {
+			return 0, s.dbError(w.from, "watch", p.err)
 		}
-		for _, x := range rows {
+		for _, x := range p.rows {
 			obj := s.newFunc()
 			if err := s.decode(x.data, obj, x.rev); err != nil {
 				return 0, err
@@ -260,10 +260,6 @@ func (w *watcher) start() (int64, error) {
 				return 0, errWatchStopped
 			}
 		}
-		if len(rows) < initialEventsPage {
-			break
-		}
-		from = nextKey(rows[len(rows)-1].key)
 	}
 	if w.initialEnd {
 		if !w.send(watch.Event{Type: watch.Bookmark, Object: w.bookmark(rev, true)}) {
@@ -272,6 +268,38 @@ func (w *watcher) start() (int64, error) {
 	}
 	utilflowcontrol.WatchInitialized(w.ctx)
 	return rev, nil
+}
+
+// page is one page of the initial state, or the error that ended the reading.
+type page struct {
+	rows []row
+	err  error
+}
+
+// initialPages reads the state as of rev in pages, one page ahead of the watcher: the next page
+// is read from PostgreSQL while the watcher decodes and sends the current one, so the two
+// overlap instead of alternating. At most three pages are held: the one being sent, one waiting
+// and one being read. stop ends the reading.
+func (w *watcher) initialPages(rev int64) (<-chan page, func()) {
+	ctx, stop := context.WithCancel(w.ctx)
+	pages := make(chan page, 1)
+	go func() {
+		defer close(pages)
+		from := w.from
+		for {
+			rows, err := w.s.pageAt(ctx, rev, w.filter, from, w.before, initialEventsPage)
+			select {
+			case pages <- page{rows: rows, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(rows) < initialEventsPage {
+				return
+			}
+			from = nextKey(rows[len(rows)-1].key)
+		}
+	}()
+	return pages, stop
 }
 
 // deliver sends the next changes after rev, from the follower's window or, when the watcher
