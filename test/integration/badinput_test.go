@@ -99,13 +99,7 @@ func TestBadInput(t *testing.T) {
 	polr := kindNamed(t, "PolicyReport")
 	const ns = "bad-input"
 	collection := "/apis/wgpolicyk8s.io/v1alpha2/namespaces/" + ns + "/policyreports"
-	encode := func(u *unstructured.Unstructured) []byte {
-		b, err := json.Marshal(u.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	encode := func(u *unstructured.Unstructured) []byte { return encodeObject(t, u) }
 
 	// Malformed JSON.
 	r := c.do(http.MethodPost, collection, "application/json", []byte(`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":{"name":"broken"`))
@@ -239,6 +233,16 @@ func TestBadInput(t *testing.T) {
 	if got := names(&list); strings.Join(got, ",") != "base,with-unknown-field" {
 		t.Errorf("objects after bad input: %v, want [base with-unknown-field]", got)
 	}
+}
+
+// encodeObject is u as a JSON request body.
+func encodeObject(t testing.TB, u *unstructured.Unstructured) []byte {
+	t.Helper()
+	b, err := json.Marshal(u.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // withRV returns obj with the name and current resourceVersion of the object at path.

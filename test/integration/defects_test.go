@@ -29,13 +29,7 @@ func TestDefectRegressions(t *testing.T) {
 	polr := kindNamed(t, "PolicyReport")
 	const ns = "defects"
 	collection := "/apis/wgpolicyk8s.io/v1alpha2/namespaces/" + ns + "/policyreports"
-	encode := func(u *unstructured.Unstructured) []byte {
-		b, err := json.Marshal(u.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	encode := func(u *unstructured.Unstructured) []byte { return encodeObject(t, u) }
 	create := func(u *unstructured.Unstructured) *unstructured.Unstructured {
 		t.Helper()
 		r := c.do(http.MethodPost, collection, "application/json", encode(u))
@@ -290,10 +284,7 @@ func TestUnpagedListBound(t *testing.T) {
 	const ns = "unpaged"
 	collection := "/apis/wgpolicyk8s.io/v1alpha2/namespaces/" + ns + "/policyreports"
 	for i := range 10 {
-		b, err := json.Marshal(sample(polr, ns, "r"+string(rune('0'+i)), nil, "Pod", "pass").Object)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := encodeObject(t, sample(polr, ns, "r"+string(rune('0'+i)), nil, "Pod", "pass"))
 		if r := c.do(http.MethodPost, collection, "application/json", b); r.code != http.StatusCreated {
 			t.Fatalf("create: %d %s", r.code, r.body)
 		}

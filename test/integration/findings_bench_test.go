@@ -8,8 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,29 +63,12 @@ func BenchmarkFindingsHTTP(b *testing.B) {
 	defer pool.Close()
 
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1))
-				if i > reportsN {
-					return
-				}
-				u := benchPolicyReport(i)
-				_, err := client.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports")).
-					Namespace(u.GetNamespace()).Create(ctx, u, metav1.CreateOptions{})
-				if err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if b.Failed() {
-		b.FailNow()
-	}
+	createConcurrently(b, 8, reportsN, func(i int) error {
+		u := benchPolicyReport(i)
+		_, err := client.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports")).
+			Namespace(u.GetNamespace()).Create(ctx, u, metav1.CreateOptions{})
+		return err
+	})
 	b.Logf("%d reports (%d results) created through the API in %v", reportsN, reportsN*10, time.Since(start))
 	start = time.Now()
 	waitFor(30*time.Minute, func() bool {

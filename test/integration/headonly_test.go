@@ -212,12 +212,12 @@ func checkMeta(t *testing.T, what, name string, got []byte, want map[string]map[
 
 // watchList runs a watch-list request (initial events, then the bookmark that ends them) and
 // returns the objects of the initial ADDED events.
-func watchList(t *testing.T, hc *http.Client, url, accept string) []json.RawMessage {
+func watchList(t testing.TB, hc *http.Client, url, accept string) []json.RawMessage {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=30", nil)
+		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=600", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func watchList(t *testing.T, hc *http.Client, url, accept string) []json.RawMess
 		t.Fatalf("watch-list: %d %s", resp.StatusCode, b)
 	}
 	var out []json.RawMessage
-	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	dec := json.NewDecoder(bufio.NewReaderSize(resp.Body, 1<<20))
 	for {
 		var ev struct {
 			Type   string          `json:"type"`

@@ -1,17 +1,12 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,30 +43,14 @@ func BenchmarkReadPaths(b *testing.B) {
 		b.Fatal(err)
 	}
 	res := client.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports"))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1))
-				if i > n {
-					return
-				}
-				u := benchPolicyReport(i)
-				// 20 results, as a Kyverno report of a pod under the PSS policies has.
-				results := u.Object["results"].([]any)
-				u.Object["results"] = append(results, results...)
-				if _, err := res.Namespace(u.GetNamespace()).Create(ctx, u, metav1.CreateOptions{}); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if b.Failed() {
-		b.FailNow()
-	}
+	createConcurrently(b, 16, n, func(i int) error {
+		u := benchPolicyReport(i)
+		// 20 results, as a Kyverno report of a pod under the PSS policies has.
+		results := u.Object["results"].([]any)
+		u.Object["results"] = append(results, results...)
+		_, err := res.Namespace(u.GetNamespace()).Create(ctx, u, metav1.CreateOptions{})
+		return err
+	})
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -93,7 +72,7 @@ func BenchmarkReadPaths(b *testing.B) {
 			for b.Loop() {
 				var got int
 				if tc.watch {
-					got = benchWatchList(b, hc, cfg.Host+path, tc.accept)
+					got = len(watchList(b, hc, cfg.Host+path, tc.accept))
 				} else {
 					got = benchPagedList(b, hc, cfg.Host+path, tc.accept)
 				}
@@ -145,36 +124,4 @@ func benchGet(b *testing.B, hc *http.Client, url, accept string) []byte {
 		b.Fatalf("GET %s: %d %v %.300s", url, resp.StatusCode, err, body)
 	}
 	return body
-}
-
-// benchWatchList reads a watch-list's initial events up to the bookmark that ends them.
-func benchWatchList(b *testing.B, hc *http.Client, url, accept string) int {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=600", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Accept", accept)
-	resp, err := hc.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(bufio.NewReaderSize(resp.Body, 1<<20))
-	n := 0
-	for {
-		var ev struct {
-			Type   string          `json:"type"`
-			Object json.RawMessage `json:"object"`
-		}
-		if err := dec.Decode(&ev); err != nil {
-			b.Fatal(fmt.Errorf("watch-list after %d events: %w", n, err))
-		}
-		if ev.Type == "BOOKMARK" && strings.Contains(string(ev.Object), "initial-events-end") {
-			return n
-		}
-		n++
-	}
 }

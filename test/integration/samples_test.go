@@ -3,6 +3,8 @@ package integration
 import (
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -108,4 +110,30 @@ func kindNamed(t *testing.T, name string) reports.Kind {
 	}
 	t.Fatalf("no served kind %q", name)
 	return reports.Kind{}
+}
+
+// createConcurrently calls create(i) for i in 1..n from workers goroutines and fails tb on the
+// first error (benchmarks load their data this way).
+func createConcurrently(tb testing.TB, workers, n int, create func(i int) error) {
+	tb.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1))
+				if i > n {
+					return
+				}
+				if err := create(i); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if tb.Failed() {
+		tb.FailNow()
+	}
 }
