@@ -81,10 +81,66 @@ func generated(cluster string) []map[string]any {
 		for i := range np.pods {
 			out = append(out, kyvernoReport(np.ns, i, 0), trivyReport(np.ns, i))
 		}
-		out = append(out, ephemeralReport(np.ns, 0), openReport(np.ns))
+		out = append(out, ephemeralReport(np.ns, 0), openReport(np.ns), backgroundScanReport(np.ns, 1, true))
 	}
-	out = append(out, nodeReport(), clusterEphemeralReport())
+	out = append(out, nodeReport(), clusterEphemeralReport(), clusterBackgroundScanReport(), backgroundScanReport("team-a", 2, false))
 	return out
+}
+
+// backgroundScanReport is an EphemeralReport of pod i as Kyverno's background scan writes it
+// (pkg/utils/report: NewBackgroundScanReport, SetResourceUid, SetResourceGVR…): spec.owner is the
+// zero value, the pod is named by an ownerReference that is not the controller (when withRef),
+// by the audit.kyverno.io/resource.* labels and by the name and namespace annotations.
+func backgroundScanReport(ns string, i int, withRef bool) map[string]any {
+	pod := podName(i)
+	uid := "pod-uid-" + ns + "-" + pod
+	md := map[string]any{
+		"name": uid, "namespace": ns,
+		"labels": map[string]any{
+			"app.kubernetes.io/managed-by": "kyverno", "audit.kyverno.io/source": "background-scan",
+			"audit.kyverno.io/resource.uid": uid, "audit.kyverno.io/resource.group": "",
+			"audit.kyverno.io/resource.version": "v1", "audit.kyverno.io/resource.kind": "Pod",
+		},
+		"annotations": map[string]any{"audit.kyverno.io/resource.name": pod, "audit.kyverno.io/resource.namespace": ns},
+	}
+	if withRef {
+		md["ownerReferences"] = []any{map[string]any{"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}}
+	}
+	return map[string]any{
+		"apiVersion": "reports.kyverno.io/v1", "kind": "EphemeralReport",
+		"metadata": md,
+		"spec": map[string]any{
+			"owner":   map[string]any{"apiVersion": "", "kind": "", "name": "", "uid": ""},
+			"summary": map[string]any{"fail": int64(1)},
+			"results": []any{map[string]any{
+				"policy": "disallow-privileged", "rule": "privileged-containers", "result": "fail", "severity": "critical",
+				"source": "kyverno", "scored": true, "message": "privileged mode is not allowed",
+			}},
+		},
+	}
+}
+
+// clusterBackgroundScanReport is a ClusterEphemeralReport of a namespace from Kyverno's
+// background scan: no namespace annotation, an ownerReference to the Namespace.
+func clusterBackgroundScanReport() map[string]any {
+	return map[string]any{
+		"apiVersion": "reports.kyverno.io/v1", "kind": "ClusterEphemeralReport",
+		"metadata": map[string]any{
+			"name": "ns-uid-team-b",
+			"labels": map[string]any{
+				"audit.kyverno.io/resource.uid": "ns-uid-team-b", "audit.kyverno.io/resource.group": "",
+				"audit.kyverno.io/resource.version": "v1", "audit.kyverno.io/resource.kind": "Namespace",
+			},
+			"annotations":     map[string]any{"audit.kyverno.io/resource.name": "team-b"},
+			"ownerReferences": []any{map[string]any{"apiVersion": "v1", "kind": "Namespace", "name": "team-b", "uid": "ns-uid-team-b"}},
+		},
+		"spec": map[string]any{
+			"owner": map[string]any{"apiVersion": "", "kind": "", "name": "", "uid": ""},
+			"results": []any{map[string]any{
+				"policy": "require-ns-labels", "rule": "check-team", "result": "fail", "severity": "high", "source": "kyverno",
+			}},
+		},
+	}
 }
 
 // kyvernoReport is the policy report of pod i; round shifts the outcomes (updates use it).

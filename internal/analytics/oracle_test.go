@@ -93,7 +93,8 @@ func flattenGo(rep storedReport) []row {
 	if !ok {
 		results, _ = asMap(obj["spec"])["results"].([]any)
 	}
-	// The report-level subject: scope, else spec.owner, else the controller ownerReference.
+	// The report-level subject: scope, else a spec.owner with a name, else an ownerReference (the
+	// controller one first), else Kyverno's audit.kyverno.io/resource.* labels and annotations.
 	var subject map[string]any
 	withNS := func(m map[string]any) map[string]any {
 		c := map[string]any{}
@@ -103,16 +104,38 @@ func flattenGo(rep storedReport) []row {
 		c["namespace"] = md["namespace"]
 		return c
 	}
+	owner, _ := asMap(obj["spec"])["owner"].(map[string]any)
+	labels, annotations := asMap(md["labels"]), asMap(md["annotations"])
 	if sc, ok := obj["scope"].(map[string]any); ok {
 		subject = sc
-	} else if owner, ok := asMap(obj["spec"])["owner"].(map[string]any); ok {
+	} else if name, _ := owner["name"].(string); name != "" {
 		subject = withNS(owner)
-	} else if refs, ok := md["ownerReferences"].([]any); ok {
+	} else if refs, ok := md["ownerReferences"].([]any); ok && len(refs) > 0 {
 		for _, r := range refs {
-			if m, ok := r.(map[string]any); ok && m["controller"] == true {
+			if m, ok := r.(map[string]any); ok && (subject == nil || m["controller"] == true) {
 				subject = withNS(m)
-				break
+				if m["controller"] == true {
+					break
+				}
 			}
+		}
+	} else if labels["audit.kyverno.io/resource.uid"] != nil || annotations["audit.kyverno.io/resource.name"] != nil {
+		subject = map[string]any{}
+		apiVersion, _ := labels["audit.kyverno.io/resource.version"].(string)
+		if g, _ := labels["audit.kyverno.io/resource.group"].(string); g != "" {
+			apiVersion = g + "/" + apiVersion
+		}
+		for k, v := range map[string]any{
+			"apiVersion": apiVersion, "kind": labels["audit.kyverno.io/resource.kind"],
+			"name": annotations["audit.kyverno.io/resource.name"], "uid": labels["audit.kyverno.io/resource.uid"],
+			"namespace": annotations["audit.kyverno.io/resource.namespace"],
+		} {
+			if v != nil {
+				subject[k] = v
+			}
+		}
+		if subject["namespace"] == nil && reportNS != "" {
+			subject["namespace"] = reportNS
 		}
 	}
 	var rows []row

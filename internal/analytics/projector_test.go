@@ -94,8 +94,19 @@ func TestResultsMatchReports(t *testing.T) {
 			WHERE cluster = 'staging' AND policy = 'cis-5.2.1'`, "kube-bench|web-1|2")
 		// Ephemeral reports: results under spec, subject from spec.owner in the report's namespace.
 		check(`SELECT report_kind, resource_kind, resource_name, namespace, "timestamp" FROM reporting.results
-			WHERE cluster = 'staging' AND report_kind = 'EphemeralReport'`,
+			WHERE cluster = 'staging' AND report_kind = 'EphemeralReport' AND policy = 'require-labels'`,
 			"EphemeralReport|Pod|web-0|team-a|2023-11-14T22:16:40.000005Z")
+		// Kyverno's background-scan reports leave spec.owner empty: the subject comes from the
+		// ownerReference (not the controller), else from the audit.kyverno.io labels and
+		// annotations; for a cluster-wide report of a namespace, from the reference to it.
+		check(`SELECT report_kind, resource_api_version, resource_kind, coalesce(resource_namespace, '-'), resource_name,
+			resource_uid, namespace, ephemeral FROM reporting.results
+			WHERE cluster = 'staging' AND report_api_group = 'reports.kyverno.io' AND policy IN ('disallow-privileged', 'require-ns-labels')
+			ORDER BY 1, 5`,
+			"ClusterEphemeralReport|v1|Namespace|-|team-a|ns-uid-team-a||true\n"+
+				"ClusterEphemeralReport|v1|Namespace|-|team-b|ns-uid-team-b||true\n"+
+				"EphemeralReport|v1|Pod|team-a|web-1|pod-uid-team-a-web-1|team-a|true\n"+
+				"EphemeralReport|v1|Pod|team-a|web-2|pod-uid-team-a-web-2|team-a|true")
 		// Severity from the properties, lower-cased, when the result has none.
 		check(`SELECT severity, finding FROM reporting.results WHERE cluster = 'staging' AND rule = 'kubelet-read-only-port'`,
 			"medium|true")
@@ -165,10 +176,10 @@ func TestSummariesMatchRecount(t *testing.T) {
 		count(*) FILTER (WHERE finding AND severity = 'low') AS low,
 		count(*) FILTER (WHERE finding AND severity = 'info') AS info`
 	recounts := map[string]string{
-		"cluster_summary":   `SELECT cluster, ` + counts + ` FROM reporting.results GROUP BY 1`,
-		"namespace_summary": `SELECT cluster, namespace, ` + counts + ` FROM reporting.results GROUP BY 1, 2`,
-		"policy_summary":    `SELECT cluster, coalesce(source, ''), coalesce(policy, ''), ` + counts + ` FROM reporting.results GROUP BY 1, 2, 3`,
-		"resource_summary":  `SELECT cluster, namespace, coalesce(resource_kind, ''), coalesce(resource_name, ''), ` + counts + ` FROM reporting.results GROUP BY 1, 2, 3, 4`,
+		"cluster_summary":   `SELECT cluster, ` + counts + ` FROM reporting.results WHERE NOT ephemeral GROUP BY 1`,
+		"namespace_summary": `SELECT cluster, namespace, ` + counts + ` FROM reporting.results WHERE NOT ephemeral GROUP BY 1, 2`,
+		"policy_summary":    `SELECT cluster, coalesce(source, ''), coalesce(policy, ''), ` + counts + ` FROM reporting.results WHERE NOT ephemeral GROUP BY 1, 2, 3`,
+		"resource_summary":  `SELECT cluster, namespace, coalesce(resource_kind, ''), coalesce(resource_name, ''), ` + counts + ` FROM reporting.results WHERE NOT ephemeral GROUP BY 1, 2, 3, 4`,
 	}
 	asReader(e.ctx, t, e.pool, func(tx pgx.Tx) {
 		for view, recount := range recounts {

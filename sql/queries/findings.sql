@@ -32,6 +32,8 @@ WHERE r.cluster = @cluster
        OR (r.report_api_group = sqlc.narg(name_group)::text AND r.report_kind = sqlc.narg(name_kind)::text
            AND r.report_name = sqlc.narg(name_report)::text AND r.result_index = sqlc.narg(name_index)::integer))
   AND (sqlc.narg(finding)::boolean IS NULL OR r.finding = sqlc.narg(finding)::boolean)
+  -- Final reports only unless report.ephemeral=true asks for Kyverno's ephemeral ones.
+  AND (r.report_api_group = 'reports.kyverno.io') = coalesce(sqlc.narg(ephemeral)::boolean, false)
   AND (sqlc.narg(severity)::text IS NULL OR r.severity = sqlc.narg(severity)::text
        OR (sqlc.narg(severity)::text = '' AND r.severity IS NULL))
   AND (sqlc.narg(not_severity)::text[] IS NULL OR coalesce(r.severity, '') <> ALL (sqlc.narg(not_severity)::text[]))

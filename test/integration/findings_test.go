@@ -125,12 +125,19 @@ func TestFindings(t *testing.T) {
 			{"metadata.namespace=team-a,finding=false", "report_namespace = 'team-a' AND NOT finding"},
 			{"metadata.namespace!=team-a,severity=critical", "report_namespace <> 'team-a' AND severity = 'critical'"},
 			{"report.name=generated-2", "report_name = 'generated-2'"},
-			{"metadata.name=ephr.generated-1.2", "report_kind = 'EphemeralReport' AND report_name = 'generated-1' AND result_index = 2"},
+			{"metadata.name=ephr.generated-1.2,report.ephemeral=true", "report_kind = 'EphemeralReport' AND report_name = 'generated-1' AND result_index = 2"},
+			{"metadata.name=ephr.generated-1.2", "false"}, // final reports only by default
+			{"report.ephemeral=true", "ephemeral"},
+			{"report.ephemeral!=true,severity=high", "NOT ephemeral AND severity = 'high'"},
 			{"severity=critical,severity=high", "false"},
 		}
 		for _, c := range cases {
 			got := kubectlFindings(t, admin, "get", "findings", "-A", "--field-selector", c.selector, "--chunk-size", "7")
-			want := sqlFindings(t, pool, "report_namespace <> '' AND "+c.where)
+			where := c.where
+			if !strings.Contains(c.selector, "report.ephemeral") {
+				where += " AND NOT ephemeral" // the default: final reports only
+			}
+			want := sqlFindings(t, pool, "report_namespace <> '' AND "+where)
 			if len(want) == 0 && c.where != "false" {
 				t.Errorf("selector %q: the SQL finds no rows; the case tests nothing", c.selector)
 			}
@@ -139,10 +146,10 @@ func TestFindings(t *testing.T) {
 		// A namespace, and cluster-scoped reports.
 		compareRows(t, "kubectl get findings -n team-b --field-selector severity=critical",
 			kubectlFindings(t, admin, "get", "findings", "-n", "team-b", "--field-selector", "severity=critical", "--chunk-size", "3"),
-			sqlFindings(t, pool, "report_namespace = 'team-b' AND severity = 'critical'"))
+			sqlFindings(t, pool, "report_namespace = 'team-b' AND severity = 'critical' AND NOT ephemeral"))
 		compareRows(t, "kubectl get clusterfindings --field-selector result=fail",
 			kubectlFindings(t, admin, "get", "clusterfindings", "--field-selector", "result=fail", "--chunk-size", "2"),
-			sqlFindings(t, pool, "report_namespace = '' AND result = 'fail'"))
+			sqlFindings(t, pool, "report_namespace = '' AND result = 'fail' AND NOT ephemeral"))
 	})
 
 	t.Run("pages", func(t *testing.T) {
@@ -171,7 +178,7 @@ func TestFindings(t *testing.T) {
 				break
 			}
 		}
-		want := sqlFindings(t, pool, "report_namespace <> '' AND finding")
+		want := sqlFindings(t, pool, "report_namespace <> '' AND finding AND NOT ephemeral")
 		if pages < 3 || len(seen) != len(want) {
 			t.Errorf("%d pages of %d findings, want at least 3 pages of %d", pages, len(seen), len(want))
 		}
@@ -233,7 +240,7 @@ func TestFindings(t *testing.T) {
 	t.Run("namespace access", func(t *testing.T) {
 		compareRows(t, "viewer: kubectl get findings -n team-a",
 			kubectlFindings(t, viewer, "get", "findings", "-n", viewerNamespace, "--chunk-size", "5"),
-			sqlFindings(t, pool, "report_namespace = 'team-a'"))
+			sqlFindings(t, pool, "report_namespace = 'team-a' AND NOT ephemeral"))
 		for _, args := range [][]string{
 			{"get", "findings", "-A"},
 			{"get", "findings", "-n", "team-b"},

@@ -77,7 +77,9 @@ func rejectLabels(sel labels.Selector, supported []string) error {
 type findingFilter struct {
 	text    map[string]*textFilter // by field selector key
 	finding *bool
-	name    *findingName
+	// ephemeral selects the results of ephemeral reports (report.ephemeral); nil: final reports.
+	ephemeral *bool
+	name      *findingName
 	// none is set when the selector matches nothing.
 	none bool
 }
@@ -120,7 +122,9 @@ func parseFindingSelector(sel fields.Selector, kinds reportKinds) (findingFilter
 		case field == "metadata.name":
 			ok, err = f.addName(r, kinds)
 		case field == "finding":
-			ok, err = f.addFinding(r)
+			ok, err = addBool(&f.finding, r)
+		case field == "report.ephemeral":
+			ok, err = addBool(&f.ephemeral, r)
 		default:
 			if _, known := textFields[field]; !known {
 				// The field label conversion functions let only known fields through.
@@ -155,22 +159,23 @@ func (f *findingFilter) addName(r fields.Requirement, kinds reportKinds) (bool, 
 	return true, nil
 }
 
-func (f *findingFilter) addFinding(r fields.Requirement) (bool, error) {
+// addBool adds a requirement on a boolean field to *dst.
+func addBool(dst **bool, r fields.Requirement) (bool, error) {
 	v, err := strconv.ParseBool(r.Value)
 	if err != nil {
-		return false, apierrors.NewBadRequest(fmt.Sprintf("field selector finding=%q: the value must be true or false", r.Value))
+		return false, apierrors.NewBadRequest(fmt.Sprintf("field selector %s=%q: the value must be true or false", r.Field, r.Value))
 	}
 	switch r.Operator {
 	case selection.Equals, selection.DoubleEquals:
 	case selection.NotEquals:
 		v = !v
 	default:
-		return false, apierrors.NewBadRequest(fmt.Sprintf("field selector finding: operator %q not supported (use =, == or !=)", r.Operator))
+		return false, apierrors.NewBadRequest(fmt.Sprintf("field selector %s: operator %q not supported (use =, == or !=)", r.Field, r.Operator))
 	}
-	if f.finding != nil && *f.finding != v {
+	if *dst != nil && **dst != v {
 		return false, nil
 	}
-	f.finding = &v
+	*dst = &v
 	return true, nil
 }
 
@@ -194,6 +199,9 @@ func (f *findingFilter) apply(p *sqlc.ListFindingsParams) {
 	}
 	if f.finding != nil {
 		p.Finding = pgtype.Bool{Bool: *f.finding, Valid: true}
+	}
+	if f.ephemeral != nil {
+		p.Ephemeral = pgtype.Bool{Bool: *f.ephemeral, Valid: true}
 	}
 	if n := f.name; n != nil {
 		p.NameGroup = pgtype.Text{String: n.kind.GroupVersion.Group, Valid: true}

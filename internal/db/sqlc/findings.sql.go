@@ -201,38 +201,40 @@ WHERE r.cluster = $1
        OR (r.report_api_group = $9::text AND r.report_kind = $8::text
            AND r.report_name = $10::text AND r.result_index = $11::integer))
   AND ($12::boolean IS NULL OR r.finding = $12::boolean)
-  AND ($13::text IS NULL OR r.severity = $13::text
-       OR ($13::text = '' AND r.severity IS NULL))
-  AND ($14::text[] IS NULL OR coalesce(r.severity, '') <> ALL ($14::text[]))
-  AND ($15::text IS NULL OR r.result = $15::text
-       OR ($15::text = '' AND r.result IS NULL))
-  AND ($16::text[] IS NULL OR coalesce(r.result, '') <> ALL ($16::text[]))
-  AND ($17::text IS NULL OR r.policy = $17::text
-       OR ($17::text = '' AND r.policy IS NULL))
-  AND ($18::text[] IS NULL OR coalesce(r.policy, '') <> ALL ($18::text[]))
-  AND ($19::text IS NULL OR r.rule = $19::text
-       OR ($19::text = '' AND r.rule IS NULL))
-  AND ($20::text[] IS NULL OR coalesce(r.rule, '') <> ALL ($20::text[]))
-  AND ($21::text IS NULL OR r.source = $21::text
-       OR ($21::text = '' AND r.source IS NULL))
-  AND ($22::text[] IS NULL OR coalesce(r.source, '') <> ALL ($22::text[]))
-  AND ($23::text IS NULL OR r.category = $23::text
-       OR ($23::text = '' AND r.category IS NULL))
-  AND ($24::text[] IS NULL OR coalesce(r.category, '') <> ALL ($24::text[]))
-  AND ($25::text IS NULL OR r.resource_kind = $25::text
-       OR ($25::text = '' AND r.resource_kind IS NULL))
-  AND ($26::text[] IS NULL OR coalesce(r.resource_kind, '') <> ALL ($26::text[]))
-  AND ($27::text IS NULL OR r.resource_namespace = $27::text
-       OR ($27::text = '' AND r.resource_namespace IS NULL))
-  AND ($28::text[] IS NULL OR coalesce(r.resource_namespace, '') <> ALL ($28::text[]))
-  AND ($29::text IS NULL OR r.resource_name = $29::text
-       OR ($29::text = '' AND r.resource_name IS NULL))
-  AND ($30::text[] IS NULL OR coalesce(r.resource_name, '') <> ALL ($30::text[]))
-  AND ($31::text IS NULL OR r.report_name = $31::text
-       OR ($31::text = '' AND r.report_name IS NULL))
-  AND ($32::text[] IS NULL OR coalesce(r.report_name, '') <> ALL ($32::text[]))
+  -- Final reports only unless report.ephemeral=true asks for Kyverno's ephemeral ones.
+  AND (r.report_api_group = 'reports.kyverno.io') = coalesce($13::boolean, false)
+  AND ($14::text IS NULL OR r.severity = $14::text
+       OR ($14::text = '' AND r.severity IS NULL))
+  AND ($15::text[] IS NULL OR coalesce(r.severity, '') <> ALL ($15::text[]))
+  AND ($16::text IS NULL OR r.result = $16::text
+       OR ($16::text = '' AND r.result IS NULL))
+  AND ($17::text[] IS NULL OR coalesce(r.result, '') <> ALL ($17::text[]))
+  AND ($18::text IS NULL OR r.policy = $18::text
+       OR ($18::text = '' AND r.policy IS NULL))
+  AND ($19::text[] IS NULL OR coalesce(r.policy, '') <> ALL ($19::text[]))
+  AND ($20::text IS NULL OR r.rule = $20::text
+       OR ($20::text = '' AND r.rule IS NULL))
+  AND ($21::text[] IS NULL OR coalesce(r.rule, '') <> ALL ($21::text[]))
+  AND ($22::text IS NULL OR r.source = $22::text
+       OR ($22::text = '' AND r.source IS NULL))
+  AND ($23::text[] IS NULL OR coalesce(r.source, '') <> ALL ($23::text[]))
+  AND ($24::text IS NULL OR r.category = $24::text
+       OR ($24::text = '' AND r.category IS NULL))
+  AND ($25::text[] IS NULL OR coalesce(r.category, '') <> ALL ($25::text[]))
+  AND ($26::text IS NULL OR r.resource_kind = $26::text
+       OR ($26::text = '' AND r.resource_kind IS NULL))
+  AND ($27::text[] IS NULL OR coalesce(r.resource_kind, '') <> ALL ($27::text[]))
+  AND ($28::text IS NULL OR r.resource_namespace = $28::text
+       OR ($28::text = '' AND r.resource_namespace IS NULL))
+  AND ($29::text[] IS NULL OR coalesce(r.resource_namespace, '') <> ALL ($29::text[]))
+  AND ($30::text IS NULL OR r.resource_name = $30::text
+       OR ($30::text = '' AND r.resource_name IS NULL))
+  AND ($31::text[] IS NULL OR coalesce(r.resource_name, '') <> ALL ($31::text[]))
+  AND ($32::text IS NULL OR r.report_name = $32::text
+       OR ($32::text = '' AND r.report_name IS NULL))
+  AND ($33::text[] IS NULL OR coalesce(r.report_name, '') <> ALL ($33::text[]))
 ORDER BY r.report_namespace, r.key, r.result_index
-LIMIT $33
+LIMIT $34
 `
 
 type ListFindingsParams struct {
@@ -248,6 +250,7 @@ type ListFindingsParams struct {
 	NameReport          pgtype.Text
 	NameIndex           pgtype.Int4
 	Finding             pgtype.Bool
+	Ephemeral           pgtype.Bool
 	Severity            pgtype.Text
 	NotSeverity         []string
 	Result              pgtype.Text
@@ -317,6 +320,7 @@ func (q *Queries) ListFindings(ctx context.Context, db DBTX, arg ListFindingsPar
 		arg.NameReport,
 		arg.NameIndex,
 		arg.Finding,
+		arg.Ephemeral,
 		arg.Severity,
 		arg.NotSeverity,
 		arg.Result,

@@ -340,6 +340,7 @@ type ReportingResult struct {
 	Resources          []byte
 	Properties         []byte
 	Score              pgtype.Float8
+	Ephemeral          bool
 }
 
 type Revision struct {

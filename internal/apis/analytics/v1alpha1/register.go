@@ -33,7 +33,7 @@ var FindingFieldSelectors = []string{
 	"metadata.name", "metadata.namespace",
 	"severity", "result", "finding", "policy", "rule", "source", "category",
 	"subject.kind", "subject.namespace", "subject.name",
-	"report.name",
+	"report.name", "report.ephemeral",
 }
 
 // SummaryFieldSelectors are the field selector keys of FindingSummary.
