@@ -5,7 +5,7 @@ GO ?= go
 SQLC := $(GO) tool -modfile=tools/go.mod sqlc
 GOOSE := $(GO) tool -modfile=tools/go.mod goose
 
-.PHONY: all build generate generate-sqlc generate-apis verify test e2e migration
+.PHONY: all build generate generate-sqlc generate-apis verify test e2e bench-compare migration
 
 all: build
 
@@ -32,6 +32,12 @@ test: verify
 # e2e runs reports-server behind a real kube-apiserver (test/e2e; also the last step of `make test`).
 e2e:
 	GO=$(GO) ./hack/e2e.sh
+
+# bench-compare reads the same reports from kube-apiserver + etcd (a CRD) and from reports-server
+# (aggregated and direct) in one cluster and one run, and prints a Markdown table of medians and
+# ratios (test/e2e BenchmarkCompareReads; COMPARE_REPORTS, COMPARE_ROUNDS). Same set-up as e2e.
+bench-compare:
+	cd test/e2e && $(GO) test -run '^$$' -bench BenchmarkCompareReads -benchtime 1x -timeout 60m -v .
 
 # migration creates the next numbered goose migration: make migration NAME=add_something
 migration:

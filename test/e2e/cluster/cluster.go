@@ -72,6 +72,8 @@ type Options struct {
 // Cluster is a running control plane with reports-server behind it.
 type Cluster struct {
 	Dir string
+	// DatabaseURL is reports-server's database.
+	DatabaseURL string
 	// NodeIP is the address reports-server listens on and the EndpointSlice names.
 	NodeIP net.IP
 	// CA signs the client certificates kube-apiserver accepts.
@@ -101,7 +103,7 @@ type Cluster struct {
 // Start brings the cluster up, in dependency order, each step waiting until the previous
 // component is ready. On error everything already started is stopped.
 func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
-	c := &Cluster{Dir: o.Dir, KubectlBin: o.Binaries.Kubectl, logf: o.Logf, replicas: o.Replicas}
+	c := &Cluster{Dir: o.Dir, DatabaseURL: o.DatabaseURL, KubectlBin: o.Binaries.Kubectl, logf: o.Logf, replicas: o.Replicas}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -142,6 +144,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	return c, nil
 }
+
+// EtcdURL is etcd's client URL (loopback, inside the cluster's namespace).
+func (c *Cluster) EtcdURL() string { return c.etcdURL }
 
 // Stop stops every process (the reports-server replicas first, etcd last). It does not remove
 // Dir, which holds the logs.

@@ -1,0 +1,320 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// BenchmarkCompareReads compares reads of the same reports, in one cluster and one run, between
+// the status quo and reports-server:
+//
+//   - CRD: kube-apiserver serving PolicyReport from a CRD in etcd (its watch cache answers);
+//   - Aggregated: reports-server behind kube-apiserver's aggregation;
+//   - Direct: one reports-server replica, straight.
+//
+// Each path holds COMPARE_REPORTS (default 3,000) reports of 20 results (~10 KB). For each read —
+// a paged list (limit=500) of whole objects, the same metadata-only, a watch-list
+// (sendInitialEvents) of whole objects and metadata-only, and a label-selected list matching 1% —
+// the paths take turns, COMPARE_ROUNDS times (default 5), and the benchmark prints a Markdown
+// table of median items/s and the ratios to the CRD path, then bytes per stored report: etcd's
+// in-use size growth against PostgreSQL's total relation sizes (tables, TOAST, indexes, change
+// log, analytics) after VACUUM. `make bench-compare` runs it.
+func BenchmarkCompareReads(b *testing.B) {
+	n := envInt(b, "COMPARE_REPORTS", 3000)
+	rounds := envInt(b, "COMPARE_ROUNDS", 5)
+	c := startBenchCluster(b)
+	ctx := context.Background()
+	dyn, err := dynamic.NewForConfig(c.AdminConfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	core, err := kubernetes.NewForConfig(c.AdminConfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	crd := createBenchCRD(ctx, b, dyn)
+	directCfg := c.ReplicaConfig(c.ReportsServers[0], nil)
+	direct, err := dynamic.NewForConfig(directCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	etcdBefore := etcdInUse(b, c.EtcdURL())
+	pgBefore := postgresBytes(ctx, b, c.DatabaseURL)
+	load := func(client dynamic.ResourceInterface, apiVersion string) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range benchWriters {
+			wg.Go(func() {
+				for {
+					i := next.Add(1)
+					if i > int64(n) {
+						return
+					}
+					r := benchReport(apiVersion, fmt.Sprintf("r%d", i))
+					if i%100 == 0 {
+						r.SetLabels(map[string]string{"app.kubernetes.io/managed-by": "kyverno", "bench/rare": "yes"})
+					}
+					if _, err := client.Create(ctx, r, metav1.CreateOptions{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if b.Failed() {
+			b.FailNow()
+		}
+	}
+	start := time.Now()
+	load(dyn.Resource(crd).Namespace("bench"), crd.GroupVersion().String())
+	b.Logf("%d reports created through the CRD in %v", n, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	load(direct.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String())
+	b.Logf("%d reports created in reports-server in %v", n, time.Since(start).Round(time.Millisecond))
+
+	apiHTTP := httpClient(b, c.AdminConfig)
+	directHTTP := httpClient(b, directCfg)
+	type path struct {
+		name   string
+		client *http.Client
+		url    string
+	}
+	paths := []path{
+		{"CRD", apiHTTP, c.AdminConfig.Host + "/apis/" + crd.Group + "/" + crd.Version + "/namespaces/bench/policyreports"},
+		{"Aggregated", apiHTTP, c.AdminConfig.Host + "/apis/wgpolicyk8s.io/v1alpha2/namespaces/bench/policyreports"},
+		{"Direct", directHTTP, directCfg.Host + "/apis/wgpolicyk8s.io/v1alpha2/namespaces/bench/policyreports"},
+	}
+	const (
+		full = "application/json"
+		meta = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+		// Watch events carry single objects.
+		metaItem = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+	)
+	reads := []struct {
+		name string
+		want int
+		read func(hc *http.Client, url string) int
+	}{
+		{"paged list, full", n, func(hc *http.Client, url string) int { return pagedList(b, hc, url, "", full) }},
+		{"paged list, metadata", n, func(hc *http.Client, url string) int { return pagedList(b, hc, url, "", meta) }},
+		{"watch-list, full", n, func(hc *http.Client, url string) int { return watchListCount(b, hc, url, full) }},
+		{"watch-list, metadata", n, func(hc *http.Client, url string) int { return watchListCount(b, hc, url, metaItem) }},
+		{"1% label list (30 of 3,000: items/s)", n / 100, func(hc *http.Client, url string) int {
+			return pagedList(b, hc, url, "&labelSelector=bench%2Frare%3Dyes", full)
+		}},
+	}
+	table := []string{"| read | CRD items/s | aggregated | direct | aggregated/CRD | direct/CRD |", "|---|---|---|---|---|---|"}
+	b.ResetTimer()
+	for _, r := range reads {
+		rates := map[string][]float64{}
+		for range rounds {
+			for _, p := range paths {
+				start := time.Now()
+				got := r.read(p.client, p.url)
+				if got != r.want {
+					b.Fatalf("%s on %s read %d reports, want %d", r.name, p.name, got, r.want)
+				}
+				rates[p.name] = append(rates[p.name], float64(got)/time.Since(start).Seconds())
+			}
+		}
+		crdRate, agg, dir := median(rates["CRD"]), median(rates["Aggregated"]), median(rates["Direct"])
+		table = append(table, fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f |", r.name, crdRate, agg, dir, agg/crdRate, dir/crdRate))
+	}
+	b.StopTimer()
+
+	// Sizes: etcd's growth in use (its history of the creates included until kube-apiserver
+	// compacts, as in a cluster), PostgreSQL's after the projection caught up and VACUUM.
+	etcdAfter := etcdInUse(b, c.EtcdURL())
+	waitProjected(ctx, b, c.DatabaseURL, n*20)
+	pgAfter := postgresBytes(ctx, b, c.DatabaseURL)
+	etcdPer, pgPer := float64(etcdAfter-etcdBefore)/float64(n), float64(pgAfter-pgBefore)/float64(n)
+	table = append(table, fmt.Sprintf("| bytes per stored report (etcd in use / PostgreSQL total) | %.0f | %.0f | | %.2f | |", etcdPer, pgPer, pgPer/etcdPer))
+	b.Logf("%d reports, %d rounds, medians:\n%s", n, rounds, strings.Join(table, "\n"))
+}
+
+var policyReportsGVR = schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1alpha2", Resource: "policyreports"}
+
+func envInt(b *testing.B, name string, def int) int {
+	if s := os.Getenv(name); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		return v
+	}
+	return def
+}
+
+func httpClient(b *testing.B, cfg *rest.Config) *http.Client {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return hc
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// pagedList pages through url (limit=500) and returns how many items it read.
+func pagedList(b *testing.B, hc *http.Client, url, query, accept string) int {
+	total, cont := 0, ""
+	for {
+		req, err := http.NewRequest(http.MethodGet, url+"?limit=500"+query+"&continue="+cont, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Accept", accept)
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %d %v %.300s", url, resp.StatusCode, err, body)
+		}
+		var page struct {
+			Metadata struct {
+				Continue string `json:"continue"`
+			} `json:"metadata"`
+			Items []json.RawMessage `json:"items"`
+		}
+		if err := json.Unmarshal(body, &page); err != nil {
+			b.Fatal(err)
+		}
+		total += len(page.Items)
+		if cont = page.Metadata.Continue; cont == "" {
+			return total
+		}
+	}
+}
+
+// watchListCount reads a watch-list's initial events up to the bookmark that ends them.
+func watchListCount(b *testing.B, hc *http.Client, url, accept string) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=600", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := hc.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		b.Fatalf("watch-list %s: %d %.300s", url, resp.StatusCode, body)
+	}
+	dec := json.NewDecoder(bufio.NewReaderSize(resp.Body, 1<<20))
+	n := 0
+	for {
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			b.Fatalf("watch-list %s after %d events: %v", url, n, err)
+		}
+		if ev.Type == "BOOKMARK" && strings.Contains(string(ev.Object), "initial-events-end") {
+			return n
+		}
+		n++
+	}
+}
+
+// etcdInUse is etcd's etcd_mvcc_db_total_size_in_use_in_bytes.
+func etcdInUse(b *testing.B, etcdURL string) int64 {
+	resp, err := http.Get(etcdURL + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "etcd_mvcc_db_total_size_in_use_in_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return int64(f)
+		}
+	}
+	b.Fatal("etcd reports no etcd_mvcc_db_total_size_in_use_in_bytes")
+	return 0
+}
+
+// postgresBytes is the total size of the database's tables and materialized views (heap, TOAST,
+// indexes) after VACUUM.
+func postgresBytes(ctx context.Context, b *testing.B, url string) int64 {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "VACUUM"); err != nil {
+		b.Fatal(err)
+	}
+	var total int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`).Scan(&total); err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
+
+// waitProjected waits until the analytics projection holds results rows.
+func waitProjected(ctx context.Context, b *testing.B, url string, results int) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var got int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM analytics_results").Scan(&got); err != nil {
+			b.Fatal(err)
+		}
+		if got >= results {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("analytics projection holds %d results after 5 minutes, want %d", got, results)
+		}
+		time.Sleep(time.Second)
+	}
+}
