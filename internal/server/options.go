@@ -23,8 +23,11 @@ import (
 
 // Defaults of the serve flags.
 const (
-	DefaultSecurePort  = 6443
-	DefaultClusterName = "default"
+	// DefaultMaxRequestBodyBytes is the generic API server's own default, twice etcd's limit on
+	// one object.
+	DefaultMaxRequestBodyBytes = 3 << 20
+	DefaultSecurePort          = 6443
+	DefaultClusterName         = "default"
 	// DefaultDataDir is relative to the working directory, so `go run ./cmd/reports-server serve
 	// --standalone` in a checkout keeps everything in ./.data (ignored by git).
 	DefaultDataDir = ".data"
@@ -43,6 +46,8 @@ type Options struct {
 	WriteKubeconfig string
 	// MaxUnpagedListBytes bounds lists without a limit (pgstorage.Config).
 	MaxUnpagedListBytes int64
+	// MaxRequestBodyBytes bounds request bodies (413 beyond).
+	MaxRequestBodyBytes int64
 
 	// Analytics are the flags of the SQL analytics (analytics_options.go).
 	Analytics *AnalyticsOptions
@@ -71,6 +76,7 @@ func NewOptions() *Options {
 		DataDir:     DefaultDataDir,
 
 		MaxUnpagedListBytes: pgstorage.DefaultMaxUnpagedListBytes,
+		MaxRequestBodyBytes: DefaultMaxRequestBodyBytes,
 		Analytics:           NewAnalyticsOptions(),
 		Watch:               NewWatchOptions(),
 		Kube:                NewKubeOptions(),
@@ -95,6 +101,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&o.MaxUnpagedListBytes, "max-unpaged-list-bytes", o.MaxUnpagedListBytes,
 		"The most stored JSON a list without a limit may return; a larger one gets 400 telling the client to page "+
 			"(kubectl, client-go informers and pagers always page). Bounds the server's memory per request. -1: no bound.")
+	fs.Int64Var(&o.MaxRequestBodyBytes, "max-request-body-bytes", o.MaxRequestBodyBytes,
+		"The largest request body accepted (a report is one object: etcd's own limit is 1.5 MiB); larger ones get 413 "+
+			"without being read whole.")
 	o.Analytics.AddFlags(fs)
 	o.Watch.AddFlags(fs)
 	o.Kube.AddFlags(fs)
@@ -144,6 +153,9 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Kube.Validate()...)
 	if o.ClusterName == "" {
 		errs = append(errs, errors.New("--cluster-name must not be empty"))
+	}
+	if o.MaxRequestBodyBytes <= 0 {
+		errs = append(errs, errors.New("--max-request-body-bytes must be positive"))
 	}
 	if o.MaxUnpagedListBytes == 0 || o.MaxUnpagedListBytes < -1 {
 		errs = append(errs, errors.New("--max-unpaged-list-bytes must be positive, or -1 for no bound"))

@@ -334,3 +334,38 @@ func equalJSON(t *testing.T, a, b any) bool {
 	ya, _ := json.Marshal(y)
 	return string(xa) == string(ya)
 }
+
+// TestRequestBodyLimit: a body over --max-request-body-bytes gets 413 with a Status, one under it
+// is stored, and at the default a report of 10^5 results (about 10 MB) is refused the same way.
+func TestRequestBodyLimit(t *testing.T) {
+	t.Parallel()
+	srv := startServerWith(t, dbtest.URL(t), func(o *server.Options, _ *server.Hooks) { o.MaxRequestBodyBytes = 64 << 10 })
+	c := newRawClient(t, srv.Config)
+	polr := kindNamed(t, "PolicyReport")
+	const ns = "body-limit"
+	collection := "/apis/wgpolicyk8s.io/v1alpha2/namespaces/" + ns + "/policyreports"
+	withResults := func(name string, n int) []byte {
+		u := sample(polr, ns, name, nil, "Pod", "pass")
+		one := u.Object["results"].([]any)[0]
+		results := make([]any, n)
+		for i := range results {
+			results[i] = one
+		}
+		u.Object["results"] = results
+		return encodeObject(t, u)
+	}
+	small, large := withResults("small", 10), withResults("large", 1000)
+	if len(small) >= 64<<10 || len(large) <= 64<<10 {
+		t.Fatalf("bodies of %d and %d bytes do not straddle the limit", len(small), len(large))
+	}
+	if r := c.do(http.MethodPost, collection, "application/json", small); r.code != http.StatusCreated {
+		t.Errorf("body under the limit: %d %s", r.code, r.body)
+	}
+	r := c.do(http.MethodPost, collection, "application/json", large)
+	expectStatus(t, "body over the limit", r, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge, "")
+
+	dflt := startServer(t)
+	c = newRawClient(t, dflt.Config)
+	r = c.do(http.MethodPost, collection, "application/json", withResults("huge", 100_000))
+	expectStatus(t, "10^5 results at the default limit", r, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge, "")
+}
