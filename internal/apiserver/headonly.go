@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"net/http"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -29,6 +30,11 @@ func withHeadOnly(handler http.Handler, serializer runtime.NegotiatedSerializer)
 }
 
 func headOnlyResponse(req *http.Request, serializer runtime.NegotiatedSerializer) bool {
+	// Only an Accept with an "as=" parameter asks for a conversion: skip the negotiation for the
+	// others (almost every request).
+	if !strings.Contains(req.Header.Get("Accept"), "as=") {
+		return false
+	}
 	mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{})
 	if err != nil || mediaType.Convert == nil || mediaType.Convert.Group != metav1.GroupName {
 		return false

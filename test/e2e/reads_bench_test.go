@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -24,6 +23,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/reports-server/reports-server/internal/httpread"
 )
 
 // BenchmarkCompareReads compares creates and reads of the same reports, in one cluster and one run, between
@@ -128,12 +129,16 @@ func BenchmarkCompareReads(b *testing.B) {
 		want int
 		read func(hc *http.Client, url string) int
 	}{
-		{"paged list, full", n, func(hc *http.Client, url string) int { return pagedList(b, hc, url, "", full) }},
-		{"paged list, metadata", n, func(hc *http.Client, url string) int { return pagedList(b, hc, url, "", meta) }},
-		{"watch-list, full", n, func(hc *http.Client, url string) int { return watchListCount(b, hc, url, full) }},
-		{"watch-list, metadata", n, func(hc *http.Client, url string) int { return watchListCount(b, hc, url, metaItem) }},
+		{"paged list, full", n, func(hc *http.Client, url string) int {
+			return count(b)(httpread.PagedList(ctx, hc, url, "", full, 500))
+		}},
+		{"paged list, metadata", n, func(hc *http.Client, url string) int {
+			return count(b)(httpread.PagedList(ctx, hc, url, "", meta, 500))
+		}},
+		{"watch-list, full", n, func(hc *http.Client, url string) int { return count(b)(httpread.WatchList(ctx, hc, url, full)) }},
+		{"watch-list, metadata", n, func(hc *http.Client, url string) int { return count(b)(httpread.WatchList(ctx, hc, url, metaItem)) }},
 		{"1% label list (30 of 3,000: items/s)", n / 100, func(hc *http.Client, url string) int {
-			return pagedList(b, hc, url, "&labelSelector=bench%2Frare%3Dyes", full)
+			return count(b)(httpread.PagedList(ctx, hc, url, "labelSelector=bench%2Frare%3Dyes", full, 500))
 		}},
 	}
 	table := []string{"| operation | CRD items/s | aggregated | direct | aggregated/CRD | direct/CRD |", "|---|---|---|---|---|---|",
@@ -194,73 +199,13 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// pagedList pages through url (limit=500) and returns how many items it read.
-func pagedList(b *testing.B, hc *http.Client, url, query, accept string) int {
-	total, cont := 0, ""
-	for {
-		req, err := http.NewRequest(http.MethodGet, url+"?limit=500"+query+"&continue="+cont, nil)
+// count returns how many items a read returned, failing b on an error.
+func count(b *testing.B) func([]json.RawMessage, error) int {
+	return func(items []json.RawMessage, err error) int {
 		if err != nil {
 			b.Fatal(err)
 		}
-		req.Header.Set("Accept", accept)
-		resp, err := hc.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("GET %s: %d %v %.300s", url, resp.StatusCode, err, body)
-		}
-		var page struct {
-			Metadata struct {
-				Continue string `json:"continue"`
-			} `json:"metadata"`
-			Items []json.RawMessage `json:"items"`
-		}
-		if err := json.Unmarshal(body, &page); err != nil {
-			b.Fatal(err)
-		}
-		total += len(page.Items)
-		if cont = page.Metadata.Continue; cont == "" {
-			return total
-		}
-	}
-}
-
-// watchListCount reads a watch-list's initial events up to the bookmark that ends them.
-func watchListCount(b *testing.B, hc *http.Client, url, accept string) int {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=600", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Accept", accept)
-	resp, err := hc.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		b.Fatalf("watch-list %s: %d %.300s", url, resp.StatusCode, body)
-	}
-	dec := json.NewDecoder(bufio.NewReaderSize(resp.Body, 1<<20))
-	n := 0
-	for {
-		var ev struct {
-			Type   string          `json:"type"`
-			Object json.RawMessage `json:"object"`
-		}
-		if err := dec.Decode(&ev); err != nil {
-			b.Fatalf("watch-list %s after %d events: %v", url, n, err)
-		}
-		if ev.Type == "BOOKMARK" && strings.Contains(string(ev.Object), "initial-events-end") {
-			return n
-		}
-		n++
+		return len(items)
 	}
 }
 

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/httpread"
 )
 
 // TestHeadOnlyResponses: metadata-only and Table lists and watch-list initial events read the
@@ -173,7 +173,10 @@ func TestHeadOnlyResponses(t *testing.T) {
 			}
 
 			// Watch-list initial events, metadata-only.
-			events := watchList(t, hc, srv.Config.Host+path, "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+			events, err := httpread.WatchList(ctx, hc, srv.Config.Host+path, "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+			if err != nil {
+				t.Fatal(err)
+			}
 			if len(events) != 3 {
 				t.Errorf("watch-list sent %d initial objects, want 3", len(events))
 			}
@@ -207,49 +210,5 @@ func checkMeta(t *testing.T, what, name string, got []byte, want map[string]map[
 		gj, _ := json.Marshal(g)
 		wj, _ := json.Marshal(w)
 		t.Errorf("%s %s: metadata\n%s\nwant\n%s", what, name, gj, wj)
-	}
-}
-
-// watchList runs a watch-list request (initial events, then the bookmark that ends them) and
-// returns the objects of the initial ADDED events.
-func watchList(t testing.TB, hc *http.Client, url, accept string) []json.RawMessage {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		url+"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=600", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", accept)
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("watch-list: %d %s", resp.StatusCode, b)
-	}
-	var out []json.RawMessage
-	dec := json.NewDecoder(bufio.NewReaderSize(resp.Body, 1<<20))
-	for {
-		var ev struct {
-			Type   string          `json:"type"`
-			Object json.RawMessage `json:"object"`
-		}
-		if err := dec.Decode(&ev); err != nil {
-			t.Fatalf("watch-list ended before the initial-events bookmark: %v", err)
-		}
-		switch ev.Type {
-		case "ADDED":
-			out = append(out, ev.Object)
-		case "BOOKMARK":
-			if strings.Contains(string(ev.Object), "k8s.io/initial-events-end") {
-				return out
-			}
-		default:
-			t.Fatalf("unexpected %s event during initial events", ev.Type)
-		}
 	}
 }

@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -16,6 +14,7 @@ import (
 
 	wgpolicyv1alpha2 "github.com/reports-server/reports-server/internal/apis/wgpolicyk8s/v1alpha2"
 	"github.com/reports-server/reports-server/internal/db/dbtest"
+	"github.com/reports-server/reports-server/internal/httpread"
 )
 
 // BenchmarkReadPaths measures the read paths informers and kubectl use, over HTTP against a
@@ -70,12 +69,17 @@ func BenchmarkReadPaths(b *testing.B) {
 			start := time.Now()
 			items := 0
 			for b.Loop() {
-				var got int
+				var read []json.RawMessage
+				var err error
 				if tc.watch {
-					got = len(watchList(b, hc, cfg.Host+path, tc.accept))
+					read, err = httpread.WatchList(ctx, hc, cfg.Host+path, tc.accept)
 				} else {
-					got = benchPagedList(b, hc, cfg.Host+path, tc.accept)
+					read, err = httpread.PagedList(ctx, hc, cfg.Host+path, "", tc.accept, 500)
 				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				got := len(read)
 				if got != n {
 					b.Fatalf("read %d reports, want %d", got, n)
 				}
@@ -84,44 +88,4 @@ func BenchmarkReadPaths(b *testing.B) {
 			b.ReportMetric(float64(items)/time.Since(start).Seconds(), "items/s")
 		})
 	}
-}
-
-// benchPagedList pages through url with limit=500 and returns how many items it read.
-func benchPagedList(b *testing.B, hc *http.Client, url, accept string) int {
-	total, cont := 0, ""
-	for {
-		body := benchGet(b, hc, url+"?limit=500&continue="+cont, accept)
-		var page struct {
-			Metadata struct {
-				Continue string `json:"continue"`
-			} `json:"metadata"`
-			Items []json.RawMessage `json:"items"`
-			Rows  []json.RawMessage `json:"rows"`
-		}
-		if err := json.Unmarshal(body, &page); err != nil {
-			b.Fatal(err)
-		}
-		total += len(page.Items) + len(page.Rows)
-		if cont = page.Metadata.Continue; cont == "" {
-			return total
-		}
-	}
-}
-
-func benchGet(b *testing.B, hc *http.Client, url, accept string) []byte {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Accept", accept)
-	resp, err := hc.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		b.Fatalf("GET %s: %d %v %.300s", url, resp.StatusCode, err, body)
-	}
-	return body
 }
