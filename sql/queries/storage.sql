@@ -50,7 +50,9 @@ FROM revisions v LEFT JOIN reports r ON r.cluster = v.cluster AND r.key = @key
 WHERE v.cluster = @cluster;
 
 -- The three writes below each change one object and append its change-log entry in one
--- statement; zero rows means the precondition failed (key exists, or the revision moved) and
+-- statement. The entry keeps the version the write replaced (prev_object), not the one it wrote:
+-- that one is the key's current row, and once replaced, the next entry's prev_object
+-- (sql/schema/00008_lean_changes.sql), so every version is stored once; zero rows means the precondition failed (key exists, or the revision moved) and
 -- nothing was written, so the batch simply does not spend a revision on it.
 
 -- name: CreateObject :execrows
@@ -60,8 +62,8 @@ WITH w AS (
     ON CONFLICT (cluster, key) DO NOTHING
     RETURNING key
 )
-INSERT INTO changes (cluster, resource_version, key, event, object)
-SELECT @cluster, @resource_version, w.key, 'ADDED', @object FROM w;
+INSERT INTO changes (cluster, resource_version, key, event)
+SELECT @cluster, @resource_version, w.key, 'ADDED' FROM w;
 
 -- name: ReplaceObject :execrows
 -- Compare-and-swap on the revision the caller read. The self-join reads the replaced version
@@ -73,8 +75,8 @@ WITH w AS (
       AND o.cluster = r.cluster AND o.key = r.key
     RETURNING r.key, o.object AS prev_object
 )
-INSERT INTO changes (cluster, resource_version, key, event, object, prev_object, prev_resource_version)
-SELECT @cluster, @resource_version, w.key, 'MODIFIED', @object, w.prev_object, @expected_resource_version FROM w;
+INSERT INTO changes (cluster, resource_version, key, event, prev_object, prev_resource_version)
+SELECT @cluster, @resource_version, w.key, 'MODIFIED', w.prev_object, @expected_resource_version FROM w;
 
 -- name: RemoveObject :execrows
 WITH w AS (
@@ -182,7 +184,10 @@ FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before
 -- per-process follower feeds every watcher from this one read). One statement is one snapshot:
 -- the rows are exactly the committed changes in (after_revision, current] (revisions are
 -- commit-ordered), and if a compaction deleted some of them, compacted > after_revision says so.
--- With no change in range, one row with resource_version 0 carries the revisions.
+-- With no change in range, one row with resource_version 0 carries the revisions. A change's object
+-- (the state it wrote; NULL for a deletion) is read where it is kept: the key's next change's
+-- prev_object, else the current row (sql/schema/00008_lean_changes.sql). Both are in this snapshot:
+-- a later change commits with the revision that covers it.
 -- The labels of both objects come separately (cheap on the binary JSONB): the follower wakes a
 -- watcher whose selector requires a label value only for changes that carry it, without decoding.
 SELECT v.current, v.compacted,
@@ -191,10 +196,19 @@ SELECT v.current, v.compacted,
        (c.object -> 'metadata' -> 'labels')::jsonb AS labels, (c.prev_object -> 'metadata' -> 'labels')::jsonb AS prev_labels
 FROM revisions v
 LEFT JOIN LATERAL (
-    SELECT ch.resource_version, ch.key, ch.object, ch.prev_object FROM changes ch
-    WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
-    ORDER BY ch.resource_version
-    LIMIT @row_limit
+    SELECT b.resource_version, b.key, b.prev_object,
+           CASE WHEN b.event <> 'DELETED' THEN coalesce(
+               (SELECT n.prev_object FROM changes n
+                WHERE n.cluster = b.cluster AND n.key = b.key AND n.resource_version > b.resource_version
+                ORDER BY n.resource_version LIMIT 1),
+               (SELECT r.object FROM reports r
+                WHERE r.cluster = b.cluster AND r.key = b.key AND r.resource_version = b.resource_version)) END::jsonb AS object
+    FROM (
+        SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
+        WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
+        ORDER BY ch.resource_version
+        LIMIT @row_limit
+    ) b
 ) c ON true
 WHERE v.cluster = @cluster
 ORDER BY c.resource_version;
@@ -207,11 +221,20 @@ SELECT v.current, v.compacted,
        coalesce(c.key, '')::text AS key, c.object, c.prev_object
 FROM revisions v
 LEFT JOIN LATERAL (
-    SELECT ch.resource_version, ch.key, ch.object, ch.prev_object FROM changes ch
-    WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
-      AND ch.key >= @key_from AND ch.key < @key_before
-    ORDER BY ch.resource_version
-    LIMIT @row_limit
+    SELECT b.resource_version, b.key, b.prev_object,
+           CASE WHEN b.event <> 'DELETED' THEN coalesce(
+               (SELECT n.prev_object FROM changes n
+                WHERE n.cluster = b.cluster AND n.key = b.key AND n.resource_version > b.resource_version
+                ORDER BY n.resource_version LIMIT 1),
+               (SELECT r.object FROM reports r
+                WHERE r.cluster = b.cluster AND r.key = b.key AND r.resource_version = b.resource_version)) END::jsonb AS object
+    FROM (
+        SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
+        WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
+          AND ch.key >= @key_from AND ch.key < @key_before
+        ORDER BY ch.resource_version
+        LIMIT @row_limit
+    ) b
 ) c ON true
 WHERE v.cluster = @cluster
 ORDER BY c.resource_version;

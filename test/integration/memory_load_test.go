@@ -190,8 +190,8 @@ func memLoad(b *testing.B, bin, url string, n int) {
 		if _, err := tx.Exec(ctx, `DELETE FROM changes WHERE cluster = $1 AND resource_version <= $2`, memCluster, compacted); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO changes (cluster, resource_version, key, event, object)
-			SELECT cluster, resource_version, key, 'ADDED', object FROM reports
+		if _, err := tx.Exec(ctx, `INSERT INTO changes (cluster, resource_version, key, event)
+			SELECT cluster, resource_version, key, 'ADDED' FROM reports
 			WHERE cluster = $1 AND resource_version > $2`, memCluster, compacted); err != nil {
 			return err
 		}

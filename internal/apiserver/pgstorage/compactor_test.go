@@ -257,8 +257,8 @@ func TestCompactionDoesNotBlockWriters(t *testing.T) {
 		if err := tx.QueryRow(e.ctx, "SELECT current FROM revisions WHERE cluster = $1 FOR UPDATE", testCluster).Scan(&base); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(e.ctx, `INSERT INTO changes (cluster, resource_version, key, event, object)
-			SELECT $1, $2 + g, '/history/ns/h' || g, 'ADDED', '{"kind":"History"}' FROM generate_series(1, $3::int) g`, testCluster, base, rows); err != nil {
+		if _, err := tx.Exec(e.ctx, `INSERT INTO changes (cluster, resource_version, key, event)
+			SELECT $1, $2 + g, '/history/ns/h' || g, 'ADDED' FROM generate_series(1, $3::int) g`, testCluster, base, rows); err != nil {
 			return err
 		}
 		_, err := tx.Exec(e.ctx, "UPDATE revisions SET current = $2 WHERE cluster = $1", testCluster, base+rows)

@@ -163,8 +163,17 @@ func expectQuiet(t testing.TB, w watch.Interface, d time.Duration) {
 // selector pred must see after revision after: the specification the fan-out is checked against.
 func replay(t testing.TB, pool *pgxpool.Pool, after int64, from, before string, pred storage.SelectionPredicate) []got {
 	t.Helper()
-	rows, err := pool.Query(context.Background(), `SELECT resource_version, key, object, prev_object FROM changes
-		WHERE cluster = $1 AND resource_version > $2 AND key >= $3 AND key < $4 ORDER BY resource_version`,
+	// A change keeps the version it replaced; the one it wrote is the key's next change's
+	// prev_object, else the current row (sql/schema/00008_lean_changes.sql).
+	rows, err := pool.Query(context.Background(), `SELECT c.resource_version, c.key,
+			CASE WHEN c.event <> 'DELETED' THEN coalesce(
+				(SELECT n.prev_object FROM changes n WHERE n.cluster = c.cluster AND n.key = c.key
+				   AND n.resource_version > c.resource_version ORDER BY n.resource_version LIMIT 1),
+				(SELECT r.object FROM reports r WHERE r.cluster = c.cluster AND r.key = c.key
+				   AND r.resource_version = c.resource_version)) END,
+			c.prev_object
+		FROM changes c
+		WHERE c.cluster = $1 AND c.resource_version > $2 AND c.key >= $3 AND c.key < $4 ORDER BY c.resource_version`,
 		testCluster, after, from, before)
 	if err != nil {
 		t.Fatal(err)

@@ -167,8 +167,8 @@ FROM (SELECT i, format('ns-%s', lpad((i % $4)::text, 3, '0')) AS ns,
              2 + (i::bigint * 7919) % $3 AS rv
       FROM generate_series(0, $3 - 1) i) s`, []any{testCluster, raw, e.n, listNamespaces}},
 		{"change log", `
-INSERT INTO changes (cluster, resource_version, key, event, object)
-SELECT cluster, resource_version, key, 'ADDED', object FROM reports
+INSERT INTO changes (cluster, resource_version, key, event)
+SELECT cluster, resource_version, key, 'ADDED' FROM reports
 WHERE cluster = $1 AND resource_version > $2`, []any{testCluster, max(1, e.n+1-listChangeLog)}},
 		{"revisions", `UPDATE revisions SET current = $2, compacted = $3 WHERE cluster = $1`,
 			[]any{testCluster, e.n + 1, max(0, e.n+1-listChangeLog)}},

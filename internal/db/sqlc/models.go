@@ -156,7 +156,6 @@ type Change struct {
 	ResourceVersion     int64
 	Key                 string
 	Event               string
-	Object              []byte
 	PrevObject          []byte
 	PrevResourceVersion int64
 	RecordedAt          pgtype.Timestamptz

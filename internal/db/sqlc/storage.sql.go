@@ -128,30 +128,32 @@ const createObject = `-- name: CreateObject :execrows
 
 WITH w AS (
     INSERT INTO reports (cluster, key, resource_version, object)
-    VALUES ($1, $4, $2, $3)
+    VALUES ($1, $3, $2, $4)
     ON CONFLICT (cluster, key) DO NOTHING
     RETURNING key
 )
-INSERT INTO changes (cluster, resource_version, key, event, object)
-SELECT $1, $2, w.key, 'ADDED', $3 FROM w
+INSERT INTO changes (cluster, resource_version, key, event)
+SELECT $1, $2, w.key, 'ADDED' FROM w
 `
 
 type CreateObjectParams struct {
 	Cluster         string
 	ResourceVersion int64
-	Object          []byte
 	Key             string
+	Object          []byte
 }
 
 // The three writes below each change one object and append its change-log entry in one
-// statement; zero rows means the precondition failed (key exists, or the revision moved) and
+// statement. The entry keeps the version the write replaced (prev_object), not the one it wrote:
+// that one is the key's current row, and once replaced, the next entry's prev_object
+// (sql/schema/00008_lean_changes.sql), so every version is stored once; zero rows means the precondition failed (key exists, or the revision moved) and
 // nothing was written, so the batch simply does not spend a revision on it.
 func (q *Queries) CreateObject(ctx context.Context, db DBTX, arg CreateObjectParams) (int64, error) {
 	result, err := db.Exec(ctx, createObject,
 		arg.Cluster,
 		arg.ResourceVersion,
-		arg.Object,
 		arg.Key,
+		arg.Object,
 	)
 	if err != nil {
 		return 0, err
@@ -489,10 +491,19 @@ SELECT v.current, v.compacted,
        (c.object -> 'metadata' -> 'labels')::jsonb AS labels, (c.prev_object -> 'metadata' -> 'labels')::jsonb AS prev_labels
 FROM revisions v
 LEFT JOIN LATERAL (
-    SELECT ch.resource_version, ch.key, ch.object, ch.prev_object FROM changes ch
-    WHERE ch.cluster = v.cluster AND ch.resource_version > $1 AND ch.resource_version <= v.current
-    ORDER BY ch.resource_version
-    LIMIT $2
+    SELECT b.resource_version, b.key, b.prev_object,
+           CASE WHEN b.event <> 'DELETED' THEN coalesce(
+               (SELECT n.prev_object FROM changes n
+                WHERE n.cluster = b.cluster AND n.key = b.key AND n.resource_version > b.resource_version
+                ORDER BY n.resource_version LIMIT 1),
+               (SELECT r.object FROM reports r
+                WHERE r.cluster = b.cluster AND r.key = b.key AND r.resource_version = b.resource_version)) END::jsonb AS object
+    FROM (
+        SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
+        WHERE ch.cluster = v.cluster AND ch.resource_version > $1 AND ch.resource_version <= v.current
+        ORDER BY ch.resource_version
+        LIMIT $2
+    ) b
 ) c ON true
 WHERE v.cluster = $3
 ORDER BY c.resource_version
@@ -519,7 +530,10 @@ type ReadChangesRow struct {
 // per-process follower feeds every watcher from this one read). One statement is one snapshot:
 // the rows are exactly the committed changes in (after_revision, current] (revisions are
 // commit-ordered), and if a compaction deleted some of them, compacted > after_revision says so.
-// With no change in range, one row with resource_version 0 carries the revisions.
+// With no change in range, one row with resource_version 0 carries the revisions. A change's object
+// (the state it wrote; NULL for a deletion) is read where it is kept: the key's next change's
+// prev_object, else the current row (sql/schema/00008_lean_changes.sql). Both are in this snapshot:
+// a later change commits with the revision that covers it.
 // The labels of both objects come separately (cheap on the binary JSONB): the follower wakes a
 // watcher whose selector requires a label value only for changes that carry it, without decoding.
 func (q *Queries) ReadChanges(ctx context.Context, db DBTX, arg ReadChangesParams) ([]ReadChangesRow, error) {
@@ -557,11 +571,20 @@ SELECT v.current, v.compacted,
        coalesce(c.key, '')::text AS key, c.object, c.prev_object
 FROM revisions v
 LEFT JOIN LATERAL (
-    SELECT ch.resource_version, ch.key, ch.object, ch.prev_object FROM changes ch
-    WHERE ch.cluster = v.cluster AND ch.resource_version > $1 AND ch.resource_version <= v.current
-      AND ch.key >= $2 AND ch.key < $3
-    ORDER BY ch.resource_version
-    LIMIT $4
+    SELECT b.resource_version, b.key, b.prev_object,
+           CASE WHEN b.event <> 'DELETED' THEN coalesce(
+               (SELECT n.prev_object FROM changes n
+                WHERE n.cluster = b.cluster AND n.key = b.key AND n.resource_version > b.resource_version
+                ORDER BY n.resource_version LIMIT 1),
+               (SELECT r.object FROM reports r
+                WHERE r.cluster = b.cluster AND r.key = b.key AND r.resource_version = b.resource_version)) END::jsonb AS object
+    FROM (
+        SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
+        WHERE ch.cluster = v.cluster AND ch.resource_version > $1 AND ch.resource_version <= v.current
+          AND ch.key >= $2 AND ch.key < $3
+        ORDER BY ch.resource_version
+        LIMIT $4
+    ) b
 ) c ON true
 WHERE v.cluster = $5
 ORDER BY c.resource_version
@@ -651,21 +674,21 @@ func (q *Queries) RemoveObject(ctx context.Context, db DBTX, arg RemoveObjectPar
 
 const replaceObject = `-- name: ReplaceObject :execrows
 WITH w AS (
-    UPDATE reports r SET object = $3, resource_version = $2
+    UPDATE reports r SET object = $4, resource_version = $2
     FROM reports o
-    WHERE r.cluster = $1 AND r.key = $5 AND r.resource_version = $4
+    WHERE r.cluster = $1 AND r.key = $5 AND r.resource_version = $3
       AND o.cluster = r.cluster AND o.key = r.key
     RETURNING r.key, o.object AS prev_object
 )
-INSERT INTO changes (cluster, resource_version, key, event, object, prev_object, prev_resource_version)
-SELECT $1, $2, w.key, 'MODIFIED', $3, w.prev_object, $4 FROM w
+INSERT INTO changes (cluster, resource_version, key, event, prev_object, prev_resource_version)
+SELECT $1, $2, w.key, 'MODIFIED', w.prev_object, $3 FROM w
 `
 
 type ReplaceObjectParams struct {
 	Cluster                 string
 	ResourceVersion         int64
-	Object                  []byte
 	ExpectedResourceVersion int64
+	Object                  []byte
 	Key                     string
 }
 
@@ -675,8 +698,8 @@ func (q *Queries) ReplaceObject(ctx context.Context, db DBTX, arg ReplaceObjectP
 	result, err := db.Exec(ctx, replaceObject,
 		arg.Cluster,
 		arg.ResourceVersion,
-		arg.Object,
 		arg.ExpectedResourceVersion,
+		arg.Object,
 		arg.Key,
 	)
 	if err != nil {
