@@ -200,11 +200,11 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Follower:  follower,
 		Log:       slog.Default().With("component", "compactor"),
 	})
-	// Metadata-only and Table requests read reports without their results (headonly.go).
+	// GET requests read what their response holds: metadata only, or the stored JSON (readshape.go).
 	chain := c.Generic.BuildHandlerChainFunc
 	codecs := c.Codecs
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
-		return chain(withHeadOnly(h, codecs), cfg)
+		return chain(withReadShape(h, codecs), cfg)
 	}
 	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
 		Pool:      c.Extra.Pool,

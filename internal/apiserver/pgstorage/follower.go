@@ -84,6 +84,12 @@ type decodedChange struct {
 	// resource (as the API server's watch cache does) when the store knows its attribute function.
 	curAttrs, prevAttrs *attrs
 	err                 error
+
+	// The objects' stored JSON, for watchers of plain JSON (WithStoredJSON); made once, by the
+	// first such watcher (storedJSON).
+	storedOnce            sync.Once
+	curStored, prevStored []byte
+	storedErr             error
 }
 
 type attrs struct {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/storage"
 
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
 )
@@ -170,7 +171,7 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 			return err
 		}
 		page = listPage{rev: r.at}
-		if err := s.readItems(ctx, r, req, v, newItem, &page); err != nil {
+		if err := s.readItems(ctx, r, req, v, s.itemMaker(ctx, r, listObj, newItem), &page); err != nil {
 			return err
 		}
 		return s.continuation(ctx, r, req, v.Len(), &page)
@@ -254,10 +255,52 @@ func (s *Store) chooseRevision(ctx context.Context, tx pgx.Tx, req listRequest) 
 	return r, nil
 }
 
+// itemMaker makes a list's items from its rows.
+type itemMaker struct {
+	s       *Store
+	newItem func() runtime.Object
+	// stored, when set, keeps each item's stored JSON, and the items are hollow: the list is
+	// read for a plain JSON response (WithStoredJSON) and SQL did all the selecting, so nothing
+	// reads the items' fields.
+	stored *storedjson.Items
+}
+
+func (s *Store) itemMaker(ctx context.Context, r *snapshotReader, listObj runtime.Object, newItem func() runtime.Object) itemMaker {
+	m := itemMaker{s: s, newItem: newItem}
+	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && !r.headOnly && r.filter.complete {
+		m.stored = c.StoredItems()
+		m.stored.Keep(s.decodeStored)
+	}
+	return m
+}
+
+// item returns the item of row x, or nil when the predicate (where SQL could not apply all of
+// it) does not match.
+func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (runtime.Object, error) {
+	if m.stored != nil {
+		data, err := m.s.storedBytes(x.data, x.rev)
+		if err != nil {
+			return nil, err
+		}
+		m.stored.Append(data)
+		return m.s.hollowItem(m.newItem), nil
+	}
+	obj := m.newItem()
+	if err := m.s.decode(x.data, obj, x.rev); err != nil {
+		return nil, err
+	}
+	if !complete {
+		if ok, err := pred.Matches(obj); err != nil || !ok {
+			return nil, nil
+		}
+	}
+	return obj, nil
+}
+
 // readItems appends the matching objects to v: a page of up to the limit, or, without one, every
 // object in chunks (refused past the size bound).
 func (s *Store) readItems(ctx context.Context, r *snapshotReader, req listRequest, v reflect.Value,
-	newItem func() runtime.Object, page *listPage) error {
+	items itemMaker, page *listPage) error {
 	pred := req.opts.Predicate
 	from := req.from
 	var listed int64 // stored bytes of the items so far
@@ -279,14 +322,12 @@ func (s *Store) readItems(ctx context.Context, r *snapshotReader, req listReques
 				return nil
 			}
 			page.lastKey = x.key
-			obj := newItem()
-			if err := s.decode(x.data, obj, x.rev); err != nil {
+			obj, err := items.item(x, pred, r.filter.complete)
+			if err != nil {
 				return err
 			}
-			if !r.filter.complete {
-				if ok, err := pred.Matches(obj); err != nil || !ok {
-					continue
-				}
+			if obj == nil {
+				continue
 			}
 			v.Set(reflect.Append(v, reflect.ValueOf(obj).Elem()))
 			if listed += int64(len(x.data)); !req.paging && s.maxUnpagedListBytes > 0 && listed > s.maxUnpagedListBytes {

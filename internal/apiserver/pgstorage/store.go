@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/conversion"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/storage"
 
 	"github.com/reports-server/reports-server/internal/db"
@@ -88,6 +89,8 @@ type Store struct {
 	maxUnpagedListBytes int64
 
 	sizeEstimation atomic.Bool
+	// kind is the kind and version objects are stored as (see stored.go).
+	kind schema.GroupVersionKind
 }
 
 var _ storage.Interface = (*Store)(nil)
@@ -140,6 +143,11 @@ func New(cfg Config) (*Store, error) {
 	if s.maxUnpagedListBytes == 0 {
 		s.maxUnpagedListBytes = DefaultMaxUnpagedListBytes
 	}
+	kind, err := servedKind(cfg.Codec, cfg.NewFunc)
+	if err != nil {
+		return nil, fmt.Errorf("pgstorage: the codec's kind for %s: %w", cfg.ResourcePrefix, err)
+	}
+	s.kind = kind
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.q.EnsureCluster(ctx, s.pool, s.cluster); err != nil {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apiserver/pkg/storage"
 	utilflowcontrol "k8s.io/apiserver/pkg/util/flowcontrol"
 
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
 )
@@ -83,6 +84,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts storage.ListOptions)
 		startRV:    int64(rev),
 		initial:    (opts.SendInitialEvents == nil && rev == 0) || (opts.SendInitialEvents != nil && *opts.SendInitialEvents),
 		initialEnd: opts.SendInitialEvents != nil && *opts.SendInitialEvents && opts.Predicate.AllowWatchBookmarks,
+		storedJSON: storedJSON(ctx),
 		result:     make(chan watch.Event, watchBuffer),
 		done:       make(chan struct{}),
 	}
@@ -115,6 +117,8 @@ type watcher struct {
 	startRV    int64
 	initial    bool
 	initialEnd bool
+	// storedJSON: the watch's events are encoded as plain JSON (WithStoredJSON).
+	storedJSON bool
 	// fromCurrent: startRV is the revision current when Watch was called.
 	fromCurrent bool
 	result      chan watch.Event
@@ -247,14 +251,12 @@ func (w *watcher) start() (int64, error) {
 			return 0, s.dbError(w.from, "watch", p.err)
 		}
 		for _, x := range p.rows {
-			obj := s.newFunc()
-			if err := s.decode(x.data, obj, x.rev); err != nil {
+			obj, err := w.initialObject(x)
+			if err != nil {
 				return 0, err
 			}
-			if !w.filter.complete {
-				if !w.matches(obj, nil) {
-					continue
-				}
+			if obj == nil {
+				continue
 			}
 			if !w.send(watch.Event{Type: watch.Added, Object: obj}) {
 				return 0, errWatchStopped
@@ -268,6 +270,28 @@ func (w *watcher) start() (int64, error) {
 	}
 	utilflowcontrol.WatchInitialized(w.ctx)
 	return rev, nil
+}
+
+// initialObject is the object of an initial event for row x, or nil when the predicate (where
+// SQL could not apply all of it) does not match. For a plain JSON watch whose selection SQL did
+// all of, it is the stored JSON in a hollow storedjson.Object: sent once, never decoded.
+func (w *watcher) initialObject(x row) (runtime.Object, error) {
+	s := w.s
+	if w.storedJSON && w.filter.complete {
+		data, err := s.storedBytes(x.data, x.rev)
+		if err != nil {
+			return nil, err
+		}
+		return storedjson.NewHollow(s.hollowItem(s.newFunc), data, s.kind.GroupVersion(), s.decodeStored), nil
+	}
+	obj := s.newFunc()
+	if err := s.decode(x.data, obj, x.rev); err != nil {
+		return nil, err
+	}
+	if !w.filter.complete && !w.matches(obj, nil) {
+		return nil, nil
+	}
+	return obj, nil
 }
 
 // page is one page of the initial state, or the error that ended the reading.
@@ -382,11 +406,38 @@ func (w *watcher) event(c *change) (watch.Event, bool, error) {
 	default:
 		return watch.Event{}, false, nil
 	}
+	if w.storedJSON {
+		// The consumer gets the shared object with its stored JSON: it encodes as those bytes,
+		// and anything that needs the typed object gets a copy (storedjson.Object).
+		cur, prev, err := w.s.storedChange(c, d)
+		if err != nil {
+			return watch.Event{}, false, err
+		}
+		data := cur
+		if ev.Type == watch.Deleted {
+			data = prev
+		}
+		ev.Object = storedjson.NewShared(ev.Object, data, w.s.kind.GroupVersion())
+		return ev, true, nil
+	}
 	if shared {
 		// Other watchers hold the same object; the consumer gets its own.
 		ev.Object = ev.Object.DeepCopyObject()
 	}
 	return ev, true, nil
+}
+
+// storedChange returns the stored JSON of a change's objects (see decodedChange), made once.
+func (s *Store) storedChange(c *change, d *decodedChange) (cur, prev []byte, err error) {
+	d.storedOnce.Do(func() {
+		if c.object != nil {
+			d.curStored, d.storedErr = s.storedBytes(c.object, c.rev)
+		}
+		if c.prevObject != nil && d.storedErr == nil {
+			d.prevStored, d.storedErr = s.storedBytes(c.prevObject, c.rev)
+		}
+	})
+	return d.curStored, d.prevStored, d.storedErr
 }
 
 // decodeChange decodes a change's objects into d. Both carry the change's revision: a deleted

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 )
 
 // REST serves one report kind. All verbs come from the generic registry store; REST adds the
@@ -76,6 +78,25 @@ func NewREST(kind reports.Kind, optsGetter generic.RESTOptionsGetter) (*REST, er
 func (r *REST) Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc,
 	updateValidation rest.ValidateObjectUpdateFunc, forceAllowCreate bool, options *metav1.UpdateOptions) (runtime.Object, bool, error) {
 	return r.Store.Update(ctx, name, clientErrors{objInfo}, createValidation, updateValidation, forceAllowCreate, options)
+}
+
+// List is the generic store's, with a list that storage read for a plain JSON response (its
+// items' stored JSON kept, see package storedjson) handed to the handlers as a storedjson.List,
+// which encodes as that JSON.
+func (r *REST) List(ctx context.Context, options *metainternalversion.ListOptions) (runtime.Object, error) {
+	obj, err := r.Store.List(ctx, options)
+	if err != nil {
+		return nil, err
+	}
+	list, ok := obj.(storedjson.Carrier)
+	if !ok {
+		return obj, nil
+	}
+	out, err := storedjson.NewList(list, r.kind.GroupVersion.WithKind(r.kind.ListKind))
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	return out, nil
 }
 
 // clientErrors makes the plain errors of computing the updated object 400s.

@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 )
 
 // Result is the outcome of a policy rule:
@@ -282,7 +284,14 @@ type ReportList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Report `json:"items"`
+
+	// Stored is the items' stored JSON when storage read the list for a plain JSON response
+	// (see storedjson); never encoded.
+	Stored storedjson.Items `json:"-"`
 }
+
+// StoredItems implements storedjson.Carrier.
+func (l *ReportList) StoredItems() *storedjson.Items { return &l.Stored }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
@@ -331,4 +340,11 @@ type ClusterReportList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ClusterReport `json:"items"`
+
+	// Stored is the items' stored JSON when storage read the list for a plain JSON response
+	// (see storedjson); never encoded.
+	Stored storedjson.Items `json:"-"`
 }
+
+// StoredItems implements storedjson.Carrier.
+func (l *ClusterReportList) StoredItems() *storedjson.Items { return &l.Stored }

@@ -78,6 +78,7 @@ func (in *ClusterReportList) DeepCopyInto(out *ClusterReportList) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	in.Stored.DeepCopyInto(&out.Stored)
 	return
 }
 
@@ -288,6 +289,7 @@ func (in *ReportList) DeepCopyInto(out *ReportList) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	in.Stored.DeepCopyInto(&out.Stored)
 	return
 }
 

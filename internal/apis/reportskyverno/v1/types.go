@@ -5,6 +5,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	openreportsv1alpha1 "github.com/reports-server/reports-server/internal/apis/openreports/v1alpha1"
+
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 )
 
 // OwnerReference refers to the owner of an ephemeral report.
@@ -76,7 +78,14 @@ type EphemeralReportList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []EphemeralReport `json:"items"`
+
+	// Stored is the items' stored JSON when storage read the list for a plain JSON response
+	// (see storedjson); never encoded.
+	Stored storedjson.Items `json:"-"`
 }
+
+// StoredItems implements storedjson.Carrier.
+func (l *EphemeralReportList) StoredItems() *storedjson.Items { return &l.Stored }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
@@ -100,4 +109,11 @@ type ClusterEphemeralReportList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ClusterEphemeralReport `json:"items"`
+
+	// Stored is the items' stored JSON when storage read the list for a plain JSON response
+	// (see storedjson); never encoded.
+	Stored storedjson.Items `json:"-"`
 }
+
+// StoredItems implements storedjson.Carrier.
+func (l *ClusterEphemeralReportList) StoredItems() *storedjson.Items { return &l.Stored }

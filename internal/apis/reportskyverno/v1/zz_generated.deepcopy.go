@@ -58,6 +58,7 @@ func (in *ClusterEphemeralReportList) DeepCopyInto(out *ClusterEphemeralReportLi
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	in.Stored.DeepCopyInto(&out.Stored)
 	return
 }
 
@@ -122,6 +123,7 @@ func (in *EphemeralReportList) DeepCopyInto(out *EphemeralReportList) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	in.Stored.DeepCopyInto(&out.Stored)
 	return
 }
 

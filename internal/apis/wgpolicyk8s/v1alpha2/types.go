@@ -3,6 +3,8 @@ package v1alpha2
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 )
 
 // PolicyResult is the outcome of a policy rule:
@@ -234,7 +236,14 @@ type PolicyReportList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PolicyReport `json:"items"`
+
+	// Stored is the items' stored JSON when storage read the list for a plain JSON response
+	// (see storedjson); never encoded.
+	Stored storedjson.Items `json:"-"`
 }
+
+// StoredItems implements storedjson.Carrier.
+func (l *PolicyReportList) StoredItems() *storedjson.Items { return &l.Stored }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
@@ -271,4 +280,11 @@ type ClusterPolicyReportList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ClusterPolicyReport `json:"items"`
+
+	// Stored is the items' stored JSON when storage read the list for a plain JSON response
+	// (see storedjson); never encoded.
+	Stored storedjson.Items `json:"-"`
 }
+
+// StoredItems implements storedjson.Carrier.
+func (l *ClusterPolicyReportList) StoredItems() *storedjson.Items { return &l.Stored }

@@ -73,6 +73,7 @@ func (in *ClusterPolicyReportList) DeepCopyInto(out *ClusterPolicyReportList) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	in.Stored.DeepCopyInto(&out.Stored)
 	return
 }
 
@@ -231,6 +232,7 @@ func (in *PolicyReportList) DeepCopyInto(out *PolicyReportList) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	in.Stored.DeepCopyInto(&out.Stored)
 	return
 }
 

@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"net/http"
-	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -12,41 +11,65 @@ import (
 	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 )
 
-// withHeadOnly marks GET requests whose response will hold only metadata (PartialObjectMetadata,
-// which Kyverno's and Policy Reporter's informers ask for) or a Table without embedded objects
-// (kubectl get), so that storage reads the reports without their results (pgstorage.WithHeadOnly).
+// withReadShape marks GET requests (lists, gets, watches) with what their response will hold, so
+// that storage reads no more than that:
+//   - only metadata (PartialObjectMetadata, which Kyverno's and Policy Reporter's informers ask
+//     for) or a Table without embedded objects (kubectl get): storage reads the reports without
+//     their results (pgstorage.WithHeadOnly);
+//   - plain JSON or YAML of the served version, no conversion: storage hands back the stored
+//     JSON instead of decoding it (pgstorage.WithStoredJSON, package storedjson).
 //
 // The decision must match what the handler will send, or a client would get reports stripped of
 // their results: it is the handlers' own negotiation (NegotiateOutputMediaType) on the same
-// request, serializer and endpoint restrictions. Only a negotiated conversion to one of those
-// meta.k8s.io kinds marks the request.
-func withHeadOnly(handler http.Handler, serializer runtime.NegotiatedSerializer) http.Handler {
+// request, serializer and endpoint restrictions. (A stored-JSON response that ends up encoded
+// otherwise is still right, only slower: storedjson decodes the objects for such an encoder.)
+func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Method == http.MethodGet && headOnlyResponse(req, serializer) {
-			req = req.WithContext(pgstorage.WithHeadOnly(req.Context()))
+		if req.Method == http.MethodGet {
+			switch readShape(req, serializer) {
+			case shapeHead:
+				req = req.WithContext(pgstorage.WithHeadOnly(req.Context()))
+			case shapeStoredJSON:
+				req = req.WithContext(pgstorage.WithStoredJSON(req.Context()))
+			}
 		}
 		handler.ServeHTTP(w, req)
 	})
 }
 
-func headOnlyResponse(req *http.Request, serializer runtime.NegotiatedSerializer) bool {
-	// Only an Accept with an "as=" parameter asks for a conversion: skip the negotiation for the
-	// others (almost every request).
-	if !strings.Contains(req.Header.Get("Accept"), "as=") {
-		return false
-	}
+type shape int
+
+const (
+	shapeTyped      shape = iota // anything else: typed objects
+	shapeHead                    // metadata only or a Table
+	shapeStoredJSON              // JSON or YAML of the served version
+)
+
+func readShape(req *http.Request, serializer runtime.NegotiatedSerializer) shape {
 	mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{})
-	if err != nil || mediaType.Convert == nil || mediaType.Convert.Group != metav1.GroupName {
-		return false
+	if err != nil {
+		return shapeTyped
+	}
+	if mediaType.Convert == nil {
+		switch mediaType.Accepted.MediaType {
+		case runtime.ContentTypeJSON, runtime.ContentTypeYAML:
+			return shapeStoredJSON
+		}
+		return shapeTyped
+	}
+	if mediaType.Convert.Group != metav1.GroupName {
+		return shapeTyped
 	}
 	switch mediaType.Convert.Kind {
 	case "PartialObjectMetadata", "PartialObjectMetadataList":
-		return true
+		return shapeHead
 	case "Table":
 		// includeObject=Object embeds each whole object in its row.
-		return req.URL.Query().Get("includeObject") != string(metav1.IncludeObject)
+		if req.URL.Query().Get("includeObject") != string(metav1.IncludeObject) {
+			return shapeHead
+		}
 	}
-	return false
+	return shapeTyped
 }
 
 // reportEndpoint are the endpoint restrictions of the report resources, as the generic

@@ -1,0 +1,158 @@
+package storedjson
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Items is the stored JSON of a list's items, one per item in order, kept by a list that storage
+// read for a plain JSON response: its items are then hollow (empty structs), and only the stored
+// JSON is the object. A copy of the list does not keep it: copies exist to be changed, and a
+// changed item must encode from its fields.
+type Items struct {
+	data   [][]byte
+	decode Decoder
+}
+
+// DeepCopyInto leaves out empty (see Items).
+func (in *Items) DeepCopyInto(out *Items) { *out = Items{} }
+
+// Keep starts keeping the items' stored JSON; decode turns one into its typed item.
+func (s *Items) Keep(decode Decoder) { *s = Items{decode: decode} }
+
+// Append adds the next item's stored JSON.
+func (s *Items) Append(data []byte) { s.data = append(s.data, data) }
+
+// Len is the number of items with stored JSON.
+func (s *Items) Len() int { return len(s.data) }
+
+// Carrier is a list type that can keep its items' stored JSON.
+type Carrier interface {
+	runtime.Object
+	StoredItems() *Items
+}
+
+// List is a list read for a plain JSON response: a runtime.CacheableObject whose plain JSON
+// encoding is its items' stored JSON, streamed item by item. Any other encoding, and GetObject,
+// first decode the items into the typed list.
+type List struct {
+	list Carrier
+	gvk  schema.GroupVersionKind
+
+	mu      sync.Mutex
+	decoded bool
+	ids     identifierCache
+}
+
+var _ runtime.CacheableObject = (*List)(nil)
+
+// NewList returns the object a handler should encode for list, of kind gvk (the list kind): list
+// itself when it keeps no stored JSON, else a List around it. It fails when the stored JSON does
+// not match the items one for one (storage keeps both or neither).
+func NewList(list Carrier, gvk schema.GroupVersionKind) (runtime.Object, error) {
+	stored := list.StoredItems()
+	if stored.decode == nil {
+		return list, nil
+	}
+	if items := meta.LenList(list); items != stored.Len() {
+		return nil, fmt.Errorf("list of %d items keeps the stored JSON of %d", items, stored.Len())
+	}
+	return &List{list: list, gvk: gvk, ids: identifierCache{gv: gvk.GroupVersion()}}, nil
+}
+
+// CacheEncode implements runtime.CacheableObject.
+func (l *List) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
+	l.mu.Lock()
+	plain := l.ids.encoding(id) == plainJSON && !l.decoded
+	l.mu.Unlock()
+	if !plain {
+		list, err := l.typed()
+		if err != nil {
+			return err
+		}
+		return encode(list, w)
+	}
+	return l.stream(w)
+}
+
+// stream writes the list as the JSON serializer would, with the stored JSON as its items.
+func (l *List) stream(w io.Writer) error {
+	acc, err := meta.ListAccessor(l.list)
+	if err != nil {
+		return err
+	}
+	listMeta, err := json.Marshal(metav1.ListMeta{
+		ResourceVersion:    acc.GetResourceVersion(),
+		Continue:           acc.GetContinue(),
+		RemainingItemCount: acc.GetRemainingItemCount(),
+	})
+	if err != nil {
+		return err
+	}
+	head := fmt.Appendf(nil, `{"kind":%q,"apiVersion":%q,"metadata":%s,"items":[`, l.gvk.Kind, l.gvk.GroupVersion().String(), listMeta)
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	for i, data := range l.list.StoredItems().data {
+		if i > 0 {
+			if _, err := w.Write(comma); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+	}
+	_, err = w.Write(listEnd)
+	return err
+}
+
+var (
+	comma   = []byte(",")
+	listEnd = []byte("]}\n")
+)
+
+// typed decodes the items into the list (once) and returns it.
+func (l *List) typed() (runtime.Object, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.decoded {
+		return l.list, nil
+	}
+	items, err := meta.ExtractList(l.list)
+	if err != nil {
+		return nil, err
+	}
+	stored := l.list.StoredItems()
+	for i, item := range items {
+		if err := stored.decode(stored.data[i], item); err != nil {
+			return nil, fmt.Errorf("decode stored item %d: %w", i, err)
+		}
+	}
+	// ExtractList returns pointers into the list's Items: the list holds the decoded items.
+	*stored = Items{}
+	l.decoded = true
+	return l.list, nil
+}
+
+// GetObject implements runtime.CacheableObject: the typed list.
+func (l *List) GetObject() runtime.Object {
+	list, err := l.typed()
+	if err != nil {
+		panic(err)
+	}
+	return list
+}
+
+// GetObjectKind implements runtime.Object.
+func (l *List) GetObjectKind() schema.ObjectKind { return l.list.GetObjectKind() }
+
+// DeepCopyObject implements runtime.Object.
+func (l *List) DeepCopyObject() runtime.Object { return l.GetObject().DeepCopyObject() }

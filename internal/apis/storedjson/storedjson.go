@@ -1,0 +1,210 @@
+// Package storedjson serves reports as the JSON they are stored as, without decoding them into
+// Go structs and encoding them again.
+//
+// A full list of reports spent most of the server's CPU decoding each stored object into its
+// typed struct (finding its kind, then every field) and encoding the struct back into the same
+// JSON. When a response is plain JSON of the served version, the stored JSON with its
+// resourceVersion put back is that encoding already. So storage reads, for requests marked as
+// such (pgstorage.WithStoredJSON), keep each object's JSON beside it, and the objects they hand
+// to the API server's handlers are runtime.CacheableObjects (Object for single objects, List
+// for lists): the handlers' encoders ask them to encode themselves (CacheEncode) and say which
+// encoding they want. For plain JSON of the served version they write the stored bytes; for
+// anything else (pretty or YAML output, a conversion) they decode the stored JSON into the full
+// typed object and let the encoder do its usual work, so every response is what the typed path
+// gives, once decoded (key order and spacing aside).
+package storedjson
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// WithResourceVersion returns the stored JSON of an object with metadata.resourceVersion set to
+// rv: storage keeps objects without it (it is the row's revision). data must be a JSON object
+// with a "metadata" object and no resourceVersion in it, as storage writes them.
+func WithResourceVersion(data []byte, rv int64) ([]byte, error) {
+	at, empty, err := metadataStart(data)
+	if err != nil {
+		return nil, err
+	}
+	field := `"resourceVersion":"` + strconv.FormatInt(rv, 10) + `"`
+	if !empty {
+		field += ","
+	}
+	out := make([]byte, 0, len(data)+len(field))
+	out = append(out, data[:at]...)
+	out = append(out, field...)
+	return append(out, data[at:]...), nil
+}
+
+// metadataStart finds the top-level "metadata" object in data and returns the offset just past
+// its opening brace, and whether the object is empty. It scans the top level only: a "metadata"
+// key nested anywhere else (in a result's properties, say) is skipped with its value.
+func metadataStart(data []byte) (int, bool, error) {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return 0, false, errors.New("stored object is not a JSON object")
+	}
+	i++
+	for {
+		i = skipSpace(data, i)
+		if i >= len(data) || data[i] != '"' {
+			return 0, false, errors.New("stored object has no metadata")
+		}
+		end, err := skipString(data, i)
+		if err != nil {
+			return 0, false, err
+		}
+		key := data[i+1 : end-1]
+		i = skipSpace(data, end)
+		if i >= len(data) || data[i] != ':' {
+			return 0, false, errors.New("malformed stored object")
+		}
+		i = skipSpace(data, i+1)
+		if string(key) == "metadata" {
+			if i >= len(data) || data[i] != '{' {
+				return 0, false, errors.New("stored metadata is not an object")
+			}
+			next := skipSpace(data, i+1)
+			return i + 1, next < len(data) && data[next] == '}', nil
+		}
+		if i, err = skipValue(data, i); err != nil {
+			return 0, false, err
+		}
+		i = skipSpace(data, i)
+		if i >= len(data) || data[i] != ',' {
+			return 0, false, errors.New("stored object has no metadata")
+		}
+		i++
+	}
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the offset past the string that starts at data[i] ('"').
+func skipString(data []byte, i int) (int, error) {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, nil
+		}
+	}
+	return 0, errors.New("unterminated string in stored object")
+}
+
+// skipValue returns the offset past the JSON value that starts at data[i].
+func skipValue(data []byte, i int) (int, error) {
+	if i >= len(data) {
+		return 0, errors.New("truncated stored object")
+	}
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				end, err := skipString(data, j)
+				if err != nil {
+					return 0, err
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, nil
+				}
+			}
+		}
+		return 0, errors.New("truncated stored object")
+	default: // number, true, false, null
+		j := i
+		for j < len(data) && data[j] != ',' && data[j] != '}' && data[j] != ']' && data[j] != ' ' && data[j] != '\n' {
+			j++
+		}
+		return j, nil
+	}
+}
+
+// encoding is what an encoder identifier asks of a CacheableObject.
+type encoding int
+
+const (
+	typedEncoding encoding = iota // anything else: the typed object's encoding
+	plainJSON                     // plain JSON of the served version: the stored JSON as it is
+	watchFrame                    // a watch event around the object: the object itself is encoded by the event's embedded encoder, which asks again
+)
+
+// encodingOf tells what id asks for. id is the identifier of plain JSON of version gv when it is
+// a versioning codec around the JSON serializer, neither pretty nor YAML: the encoder whose output
+// the stored JSON already is. Identifiers are JSON documents (k8s.io/apimachinery/pkg/runtime/
+// serializer/versioning and .../json, k8s.io/apiserver/pkg/endpoints/handlers' watch encoder);
+// anything unrecognised gets the typed encoding, which only costs time.
+func encodingOf(id runtime.Identifier, gv schema.GroupVersion) encoding {
+	var codec struct{ Name, EncodeGV, Encoder string }
+	if json.Unmarshal([]byte(id), &codec) != nil {
+		return typedEncoding
+	}
+	switch {
+	case codec.Name == "watch":
+		return watchFrame
+	case codec.Name != "versioning" || codec.EncodeGV != gv.String():
+		return typedEncoding
+	}
+	var enc map[string]string
+	if json.Unmarshal([]byte(codec.Encoder), &enc) != nil {
+		return typedEncoding
+	}
+	if enc["name"] == "json" && enc["yaml"] == "false" && enc["pretty"] == "false" {
+		return plainJSON
+	}
+	return typedEncoding
+}
+
+// identifierCache remembers encodingOf per identifier: an encoder's identifier is fixed, and a
+// list asks once per response, a watch event twice per watcher. Not safe for concurrent use.
+type identifierCache struct {
+	gv  schema.GroupVersion
+	ids map[runtime.Identifier]encoding
+}
+
+func (c *identifierCache) encoding(id runtime.Identifier) encoding {
+	e, ok := c.ids[id]
+	if !ok {
+		e = encodingOf(id, c.gv)
+		if c.ids == nil {
+			c.ids = map[runtime.Identifier]encoding{}
+		}
+		c.ids[id] = e
+	}
+	return e
+}
+
+// Decoder decodes an object's stored JSON (as WithResourceVersion returns it) into a typed
+// object.
+type Decoder func(data []byte, into runtime.Object) error
+
+// writeAll writes the parts to w in order.
+func writeAll(w io.Writer, parts ...[]byte) error {
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}

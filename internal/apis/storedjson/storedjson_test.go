@@ -1,0 +1,75 @@
+package storedjson
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// TestWithResourceVersion: the resourceVersion lands in the top-level metadata only, whatever
+// else carries a "metadata" key, and the result is the same object once decoded.
+func TestWithResourceVersion(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"kind": "PolicyReport", "metadata": {"name": "a"}}`, `{"kind":"PolicyReport","metadata":{"resourceVersion":"7","name":"a"}}`},
+		{`{"metadata": {}}`, `{"metadata":{"resourceVersion":"7"}}`},
+		{`{"results": [{"properties": {"metadata": "x"}}], "metadata": {"name": "a"}}`,
+			`{"results":[{"properties":{"metadata":"x"}}],"metadata":{"resourceVersion":"7","name":"a"}}`},
+		{`{"a\"metadata": {"metadata": {}}, "n": -1.5e3, "t": true, "z": null, "metadata" : { "name": "a"}}`,
+			`{"a\"metadata":{"metadata":{}},"n":-1.5e3,"t":true,"z":null,"metadata":{"resourceVersion":"7","name":"a"}}`},
+		{`{"s": "}]{[\\", "metadata": {"name": "b"}}`, `{"s":"}]{[\\","metadata":{"resourceVersion":"7","name":"b"}}`},
+	} {
+		got, err := WithResourceVersion([]byte(tc.in), 7)
+		if err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Errorf("%s: invalid result %s: %v", tc.in, got, err)
+			continue
+		}
+		if err := json.Unmarshal([]byte(tc.want), &w); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%s: got %s, want %s", tc.in, got, tc.want)
+		}
+	}
+	for _, bad := range []string{``, `[]`, `{"name": "a"}`, `{"metadata": "a"}`, `{"metadata": {"a": 1}`[:10]} {
+		if got, err := WithResourceVersion([]byte(bad), 7); err == nil {
+			t.Errorf("%q: got %s, want an error", bad, got)
+		}
+	}
+}
+
+// TestEncodingOf: only the API server's plain JSON encoder of the served version gets the stored
+// JSON as it is.
+func TestEncodingOf(t *testing.T) {
+	gv := schema.GroupVersion{Group: "wgpolicyk8s.io", Version: "v1alpha2"}
+	codec := func(encodeGV string, enc map[string]string) runtime.Identifier {
+		inner, _ := json.Marshal(enc)
+		id, _ := json.Marshal(map[string]string{"name": "versioning", "encodeGV": encodeGV, "encoder": string(inner)})
+		return runtime.Identifier(id)
+	}
+	plain := map[string]string{"name": "json", "pretty": "false", "strict": "false", "yaml": "false"}
+	for _, tc := range []struct {
+		id   runtime.Identifier
+		want encoding
+	}{
+		{codec("wgpolicyk8s.io/v1alpha2", plain), plainJSON},
+		{codec("wgpolicyk8s.io/v1", plain), typedEncoding},
+		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "json", "pretty": "true", "yaml": "false"}), typedEncoding},
+		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "json", "pretty": "false", "yaml": "true"}), typedEncoding},
+		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "protobuf"}), typedEncoding},
+		{runtime.Identifier(`{"name":"watch","embeddedEncoder":"x","encoder":"y","eventType":"ADDED"}`), watchFrame},
+		{runtime.Identifier(`{"name":"watch-embedded","encoder":"x","target":"meta.k8s.io/v1, Kind=Table"}`), typedEncoding},
+		{runtime.Identifier(`not json`), typedEncoding},
+	} {
+		if got := encodingOf(tc.id, gv); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.id, got, tc.want)
+		}
+	}
+}

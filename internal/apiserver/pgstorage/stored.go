@@ -1,0 +1,80 @@
+package pgstorage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
+)
+
+// storedJSONKey marks a request whose response is plain JSON or YAML of the served version.
+type storedJSONKey struct{}
+
+// WithStoredJSON marks ctx's request as one whose response the API server's handlers encode as
+// JSON or YAML of the served version, with no conversion: its lists then return hollow items
+// with their stored JSON (storedjson.Items) and its watches storedjson.Objects, which encode as
+// the stored JSON without decoding it (see package storedjson). The API server's handler chain
+// sets it after negotiating the response's media type exactly as the handlers do. Unmarked
+// requests (and every caller inside the server) get typed objects.
+func WithStoredJSON(ctx context.Context) context.Context {
+	return context.WithValue(ctx, storedJSONKey{}, true)
+}
+
+// storedJSON reports whether WithStoredJSON marked ctx.
+func storedJSON(ctx context.Context) bool {
+	v, _ := ctx.Value(storedJSONKey{}).(bool)
+	return v
+}
+
+// servedKind is the kind and group version the codec stores objects as: the version of their
+// stored JSON, which storedjson compares with the one a response is encoded in.
+func servedKind(codec runtime.Codec, newFunc func() runtime.Object) (schema.GroupVersionKind, error) {
+	data, err := runtime.Encode(codec, newFunc())
+	if err != nil {
+		return schema.GroupVersionKind{}, fmt.Errorf("encode an empty object: %w", err)
+	}
+	var tm struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if err := json.Unmarshal(data, &tm); err != nil {
+		return schema.GroupVersionKind{}, err
+	}
+	gv, err := schema.ParseGroupVersion(tm.APIVersion)
+	return gv.WithKind(tm.Kind), err
+}
+
+// storedBytes is a row's object as a client receives it: unescaped (text.go) and with its
+// resourceVersion. Should the stored JSON not have the shape storage writes, it is the typed
+// object's encoding instead (decoded and encoded again), so the bytes are always right.
+func (s *Store) storedBytes(data []byte, rev int64) ([]byte, error) {
+	out, err := storedjson.WithResourceVersion(unescapeJSON(data), rev)
+	if err == nil {
+		return out, nil
+	}
+	obj := s.newFunc()
+	if err := s.decode(data, obj, rev); err != nil {
+		return nil, err
+	}
+	return runtime.Encode(s.codec, obj)
+}
+
+// decodeStored decodes what storedBytes returned into a typed object (storedjson.Decoder).
+func (s *Store) decodeStored(data []byte, into runtime.Object) error {
+	if _, _, err := s.codec.Decode(data, nil, into); err != nil {
+		return fmt.Errorf("decode stored object: %w", err)
+	}
+	return nil
+}
+
+// hollowItem returns an empty object of the list's item type for a list that keeps its items'
+// stored JSON (a storedjson.List), with the item's kind set as a decoded one would have it.
+func (s *Store) hollowItem(newItem func() runtime.Object) runtime.Object {
+	obj := newItem()
+	obj.GetObjectKind().SetGroupVersionKind(s.kind)
+	return obj
+}
