@@ -73,16 +73,25 @@ func TestStoredJSONResponses(t *testing.T) {
 
 	// Every kind: generated samples applied server-side (managedFields), one with a NUL and a
 	// "metadata" key inside its results, and the real producers' reports.
-	created := map[string]map[string]bool{} // kind -> namespace/name
+	created := map[string]map[string]bool{}            // kind -> namespace/name
+	answers := map[string]*unstructured.Unstructured{} // kind namespace/name -> the write's answer
 	add := func(kind reports.Kind, u *unstructured.Unstructured) {
-		data, err := json.Marshal(u.Object)
+		res := resourceFor(client, kind, u.GetNamespace())
+		var answer *unstructured.Unstructured
+		var err error
+		if strings.HasSuffix(u.GetName(), "-0") {
+			answer, err = res.Create(ctx, u, metav1.CreateOptions{})
+		} else {
+			data, merr := json.Marshal(u.Object)
+			if merr != nil {
+				t.Fatal(merr)
+			}
+			answer, err = res.Patch(ctx, u.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: "stored-json-test"})
+		}
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("write %s %s/%s: %v", kind.Kind, u.GetNamespace(), u.GetName(), err)
 		}
-		if _, err := resourceFor(client, kind, u.GetNamespace()).Patch(ctx, u.GetName(), "application/apply-patch+yaml", data,
-			metav1.PatchOptions{FieldManager: "stored-json-test"}); err != nil {
-			t.Fatalf("apply %s %s/%s: %v", kind.Kind, u.GetNamespace(), u.GetName(), err)
-		}
+		answers[kind.Kind+" "+u.GetNamespace()+"/"+u.GetName()] = answer
 		if created[kind.Kind] == nil {
 			created[kind.Kind] = map[string]bool{}
 		}
@@ -155,6 +164,12 @@ func TestStoredJSONResponses(t *testing.T) {
 			want := map[string]map[string]any{}
 			for key := range objects {
 				want[key] = decode(t, "get "+key, do(t, objectPath(key), "application/json"))
+				// The answer to the write (create or apply) is the object as stored.
+				if answer := normalize(t, answers[kind.Kind+" "+key].Object); !reflect.DeepEqual(answer, want[key]) {
+					got, _ := json.Marshal(answer)
+					exp, _ := json.Marshal(want[key])
+					t.Errorf("the write's answer for %s differs from its GET:\n got %s\nwant %s", key, got, exp)
+				}
 			}
 			keyOf := func(obj map[string]any) string {
 				m := obj["metadata"].(map[string]any)

@@ -186,7 +186,24 @@ func (s *Store) Create(ctx context.Context, key string, obj, out runtime.Object,
 		return s.dbError(key, "create", err)
 	}
 	if out != nil {
+		return s.adopt(obj, data, out, rev)
+	}
+	return nil
+}
+
+// adopt makes out the object just written: obj (what was encoded as data) at revision rev. The
+// etcd store decodes data into out; obj already is that object, and nobody uses it once it is
+// written, so out takes its fields instead (a shallow copy: the response needs no decoding).
+func (s *Store) adopt(obj runtime.Object, data []byte, out runtime.Object, rev int64) error {
+	src, dst := reflect.ValueOf(obj), reflect.ValueOf(out)
+	if src.Type() != dst.Type() || src.Kind() != reflect.Pointer {
 		return s.decode(data, out, rev)
+	}
+	if src.Pointer() != dst.Pointer() {
+		dst.Elem().Set(src.Elem())
+	}
+	if err := s.versioner.UpdateObject(out, uint64(rev)); err != nil {
+		return fmt.Errorf("set resource version: %w", err)
 	}
 	return nil
 }
@@ -460,7 +477,7 @@ func (s *Store) GuaranteedUpdate(ctx context.Context, key string, destination ru
 		if err != nil {
 			return s.dbError(key, "update", err)
 		}
-		return s.decode(data, destination, rev)
+		return s.adopt(ret, data, destination, rev)
 	}
 }
 
