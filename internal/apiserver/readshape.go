@@ -14,8 +14,9 @@ import (
 // withReadShape marks GET requests (lists, gets, watches) with what their response will hold, so
 // that storage reads no more than that:
 //   - only metadata (PartialObjectMetadata, which Kyverno's and Policy Reporter's informers ask
-//     for) or a Table without embedded objects (kubectl get): storage reads the reports without
-//     their results (pgstorage.WithHeadOnly);
+//     for): storage reads the reports' metadata alone (pgstorage.WithMetadataOnly);
+//   - a Table without embedded objects (kubectl get): storage reads the reports without their
+//     results (pgstorage.WithHeadOnly);
 //   - plain JSON or YAML of the served version, no conversion: storage hands back the stored
 //     JSON instead of decoding it (pgstorage.WithStoredJSON, package storedjson).
 //
@@ -27,6 +28,8 @@ func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet {
 			switch readShape(req, serializer) {
+			case shapeMetadata:
+				req = req.WithContext(pgstorage.WithMetadataOnly(req.Context()))
 			case shapeHead:
 				req = req.WithContext(pgstorage.WithHeadOnly(req.Context()))
 			case shapeStoredJSON:
@@ -41,7 +44,8 @@ type shape int
 
 const (
 	shapeTyped      shape = iota // anything else: typed objects
-	shapeHead                    // metadata only or a Table
+	shapeMetadata                // metadata only
+	shapeHead                    // a Table
 	shapeStoredJSON              // JSON or YAML of the served version
 )
 
@@ -62,7 +66,7 @@ func readShape(req *http.Request, serializer runtime.NegotiatedSerializer) shape
 	}
 	switch mediaType.Convert.Kind {
 	case "PartialObjectMetadata", "PartialObjectMetadataList":
-		return shapeHead
+		return shapeMetadata
 	case "Table":
 		// includeObject=Object embeds each whole object in its row.
 		if req.URL.Query().Get("includeObject") != string(metav1.IncludeObject) {

@@ -96,8 +96,12 @@ SELECT @cluster, @resource_version, w.key, 'DELETED', w.object, @expected_resour
 -- key that stops after row_limit rows; with them the plan depends on the selector's selectivity
 -- (walk and filter, or GIN and sort the matches), so the caller has it planned for its parameters
 -- every time (docs/design.md, "Lists").
--- head_only reads reports_head(object) instead of the object (metadata-only and Table responses).
-SELECT key, (CASE WHEN @head_only::boolean THEN reports_head(object) ELSE object END)::jsonb AS object, resource_version FROM reports
+-- shape reads less than the object (pgstorage.readShape): 1 reports_head(object), the object
+-- without its results (Table responses); 2 its apiVersion, kind and metadata alone
+-- (metadata-only responses: no copy of the rest is built, and only metadata becomes text).
+SELECT key, (CASE @shape::integer WHEN 1 THEN reports_head(object)
+             WHEN 2 THEN jsonb_build_object('apiVersion', object->'apiVersion', 'kind', object->'kind', 'metadata', object->'metadata')
+             ELSE object END)::jsonb AS object, resource_version FROM reports
 WHERE cluster = @cluster
   AND key >= @key_from AND key < @key_before
   AND (sqlc.narg(label_contains)::jsonb IS NULL OR labels @> sqlc.narg(label_contains)::jsonb)
@@ -117,7 +121,9 @@ LIMIT @row_limit;
 -- decompressed to be filtered) and the change log contributes at most row_limit rows; the merge
 -- of the two sorts at most 2 * row_limit rows. The change-log side reads the log's entries in
 -- the key range (bounded by the compactor's cap on the log, not by the number of objects).
-SELECT v.key, (CASE WHEN @head_only::boolean THEN reports_head(v.object) ELSE v.object END)::jsonb AS object,
+SELECT v.key, (CASE @shape::integer WHEN 1 THEN reports_head(v.object)
+               WHEN 2 THEN jsonb_build_object('apiVersion', v.object->'apiVersion', 'kind', v.object->'kind', 'metadata', v.object->'metadata')
+               ELSE v.object END)::jsonb AS object,
        v.resource_version::bigint AS resource_version FROM (
     (SELECT r.key, r.object, r.resource_version FROM reports r
      WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before

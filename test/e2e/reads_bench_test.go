@@ -22,7 +22,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/reports-server/reports-server/internal/httpread"
 )
@@ -40,7 +43,9 @@ import (
 // a paged list (limit=500) of whole objects, the same metadata-only, a watch-list
 // (sendInitialEvents) of whole objects and metadata-only, and a label-selected list matching 1% —
 // the paths take turns, COMPARE_ROUNDS times (default 5), and the benchmark prints a Markdown
-// table of median items/s and the ratios to the CRD path, then bytes per stored report: etcd's
+// table of median items/s and the ratios to the CRD path. Then, the same way, get+update
+// (COMPARE_UPDATES reports, default 600, each a GET and an update) and a client-go metadata
+// informer's sync; the peak RSS of kube-apiserver and of the larger replica; bytes per stored report: etcd's
 // in-use size growth against PostgreSQL's total relation sizes (tables, TOAST, indexes, change
 // log, analytics) after VACUUM. `make bench-compare` runs it.
 func BenchmarkCompareReads(b *testing.B) {
@@ -160,7 +165,59 @@ func BenchmarkCompareReads(b *testing.B) {
 		crdRate, agg, dir := median(rates["CRD"]), median(rates["Aggregated"]), median(rates["Direct"])
 		table = append(table, fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f |", r.name, crdRate, agg, dir, agg/crdRate, dir/crdRate))
 	}
+
+	// get+update: benchWriters clients rewrite a label of COMPARE_UPDATES reports, each a GET then
+	// an update (retried on a conflict), the paths taking turns.
+	updates := min(envInt(b, "COMPARE_UPDATES", 600), n)
+	writers := []struct {
+		name string
+		res  dynamic.ResourceInterface
+	}{
+		{"CRD", dyn.Resource(crd).Namespace("bench")},
+		{"Aggregated", dyn.Resource(policyReportsGVR).Namespace("bench")},
+		{"Direct", direct.Resource(policyReportsGVR).Namespace("bench")},
+	}
+	updateRates := map[string][]float64{}
+	for round := range rounds {
+		for _, w := range writers {
+			updateRates[w.name] = append(updateRates[w.name], getUpdate(ctx, b, w.res, updates, fmt.Sprintf("%s-%d", w.name, round)))
+		}
+	}
+	crdRate, agg, dir := median(updateRates["CRD"]), median(updateRates["Aggregated"]), median(updateRates["Direct"])
+	table = append(table, fmt.Sprintf("| get + update (%d writers) | %.0f | %.0f | %.0f | %.2f | %.2f |", benchWriters, crdRate, agg, dir, agg/crdRate, dir/crdRate))
+
+	// A metadata informer's sync (client-go's defaults: a watch-list where the server offers
+	// it, else list and watch), in items/s.
+	syncRates := map[string][]float64{}
+	for range rounds {
+		for _, p := range []struct {
+			name string
+			cfg  *rest.Config
+			gvr  schema.GroupVersionResource
+		}{{"CRD", c.AdminConfig, crd}, {"Aggregated", c.AdminConfig, policyReportsGVR}, {"Direct", directCfg, policyReportsGVR}} {
+			syncRates[p.name] = append(syncRates[p.name], float64(n)/metadataInformerSync(ctx, b, p.cfg, p.gvr, n).Seconds())
+		}
+	}
+	crdRate, agg, dir = median(syncRates["CRD"]), median(syncRates["Aggregated"]), median(syncRates["Direct"])
+	table = append(table, fmt.Sprintf("| metadata informer sync, items/s | %.0f | %.0f | %.0f | %.2f | %.2f |", crdRate, agg, dir, agg/crdRate, dir/crdRate))
 	b.StopTimer()
+
+	// Peak memory over the whole run: kube-apiserver (which also proxies the aggregated path)
+	// and the larger of the two replicas.
+	apiRSS, err := c.APIServer.PeakRSS()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var replicaRSS int64
+	for _, r := range c.ReportsServers {
+		rss, err := r.PeakRSS()
+		if err != nil {
+			b.Fatal(err)
+		}
+		replicaRSS = max(replicaRSS, rss)
+	}
+	table = append(table, fmt.Sprintf("| peak RSS, MB: kube-apiserver / largest reports-server replica | %d | %d | | %.2f | |",
+		apiRSS>>20, replicaRSS>>20, float64(replicaRSS)/float64(apiRSS)))
 
 	// Sizes: etcd's growth in use (its history of the creates included until kube-apiserver
 	// compacts, as in a cluster), PostgreSQL's after the projection caught up and VACUUM.
@@ -173,6 +230,68 @@ func BenchmarkCompareReads(b *testing.B) {
 }
 
 var policyReportsGVR = schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1alpha2", Resource: "policyreports"}
+
+// getUpdate rewrites a label of reports r1..r<count> in res with benchWriters clients, each a GET
+// then an update retried on a conflict, and returns updates/s.
+func getUpdate(ctx context.Context, b *testing.B, res dynamic.ResourceInterface, count int, value string) float64 {
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range benchWriters {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(count) {
+					return
+				}
+				for {
+					u, err := res.Get(ctx, fmt.Sprintf("r%d", i), metav1.GetOptions{})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					labels := u.GetLabels()
+					labels["bench/round"] = value
+					u.SetLabels(labels)
+					if _, err := res.Update(ctx, u, metav1.UpdateOptions{}); apierrors.IsConflict(err) {
+						continue
+					} else if err != nil {
+						b.Error(err)
+						return
+					}
+					break
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	return float64(count) / time.Since(start).Seconds()
+}
+
+// metadataInformerSync runs a metadata informer on gvr in namespace bench until it has synced
+// and holds want objects, and returns how long that took.
+func metadataInformerSync(ctx context.Context, b *testing.B, cfg *rest.Config, gvr schema.GroupVersionResource, want int) time.Duration {
+	client, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	inf := metadatainformer.NewFilteredMetadataInformer(client, gvr, "bench", 0, cache.Indexers{}, nil).Informer()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	go inf.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		b.Fatalf("metadata informer on %s did not sync", gvr)
+	}
+	took := time.Since(start)
+	if got := len(inf.GetStore().ListKeys()); got != want {
+		b.Fatalf("metadata informer on %s holds %d objects, want %d", gvr, got, want)
+	}
+	return took
+}
 
 func envInt(b *testing.B, name string, def int) int {
 	if s := os.Getenv(name); s != "" {

@@ -2,22 +2,42 @@ package pgstorage
 
 import "context"
 
-// headOnlyKey marks a request whose response carries only each object's metadata
-// (PartialObjectMetadata) or a Table (metadata plus the printer columns, which read scope and
-// summary, never results).
-type headOnlyKey struct{}
+// readShape is how much of each report a read returns (the SQL reads' shape parameter).
+type readShape int32
 
-// WithHeadOnly marks ctx's request as one whose response needs no report results: its lists and
+const (
+	readObject   readShape = iota // the whole object
+	readHead                      // reports_head: the object without its results
+	readMetadata                  // apiVersion, kind and metadata alone
+)
+
+// shapeKey marks a request whose response carries only part of each object.
+type shapeKey struct{}
+
+// WithHeadOnly marks ctx's request as one whose response needs no report results (a Table:
+// metadata plus the printer columns, which read scope and summary, never results): its lists and
 // watch-list initial events then read reports_head (the object without results) instead of the
 // whole object. The API server's handler chain sets it after negotiating the response's media
-// type exactly as the handlers do, so the objects it returns are always converted to metadata
-// or a Table, and never reach a client as they are read.
+// type exactly as the handlers do, so the objects it returns are always converted, and never
+// reach a client as they are read.
 func WithHeadOnly(ctx context.Context) context.Context {
-	return context.WithValue(ctx, headOnlyKey{}, true)
+	return context.WithValue(ctx, shapeKey{}, readHead)
 }
 
-// headOnly reports whether WithHeadOnly marked ctx.
-func headOnly(ctx context.Context) bool {
-	v, _ := ctx.Value(headOnlyKey{}).(bool)
-	return v
+// WithMetadataOnly marks ctx's request as one whose response carries each object's metadata
+// alone (PartialObjectMetadata, what Kyverno's and Policy Reporter's informers ask for): its
+// lists and watch-list initial events read only the objects' metadata, when SQL does all the
+// selecting (a field selector evaluated in Go needs the head). Set like WithHeadOnly.
+func WithMetadataOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, shapeKey{}, readMetadata)
+}
+
+// shapeFor is the shape of the reads of ctx's request: a metadata-only read needs the head
+// instead when Go must finish the selecting (complete is false).
+func shapeFor(ctx context.Context, complete bool) readShape {
+	shape, _ := ctx.Value(shapeKey{}).(readShape)
+	if shape == readMetadata && !complete {
+		return readHead
+	}
+	return shape
 }

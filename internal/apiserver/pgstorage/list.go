@@ -38,8 +38,8 @@ type snapshotReader struct {
 	// lets reads use the current table alone (index-only paging, no change-log union).
 	at        int64
 	atCurrent bool
-	// headOnly reads objects without their results (see WithHeadOnly).
-	headOnly bool
+	// shape is how much of each object to read (see WithHeadOnly, WithMetadataOnly).
+	shape readShape
 }
 
 func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit int32) ([]row, error) {
@@ -60,14 +60,14 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 		rows, err = r.s.q.ListObjects(ctx, q, sqlc.ListObjectsParams{
 			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
 			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
-			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, HeadOnly: r.headOnly,
+			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(r.shape),
 		})
 	} else {
 		var past []sqlc.ListObjectsAtRow
 		past, err = r.s.q.ListObjectsAt(ctx, q, sqlc.ListObjectsAtParams{
 			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at,
 			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
-			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, HeadOnly: r.headOnly,
+			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(r.shape),
 		})
 		rows = make([]sqlc.ListObjectsRow, len(past))
 		for i, x := range past {
@@ -144,7 +144,7 @@ func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, be
 		if at < cur.Compacted {
 			return apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", at, cur.Compacted))
 		}
-		r := &snapshotReader{s: s, tx: tx, filter: filter, at: at, atCurrent: at == cur.Current, headOnly: headOnly(ctx)}
+		r := &snapshotReader{s: s, tx: tx, filter: filter, at: at, atCurrent: at == cur.Current, shape: shapeFor(ctx, filter.complete)}
 		rows, err = r.fetch(ctx, from, before, limit)
 		return err
 	})
@@ -241,7 +241,8 @@ func (s *Store) chooseRevision(ctx context.Context, tx pgx.Tx, req listRequest) 
 		return nil, err
 	}
 	s.observeCompacted(cur.Compacted)
-	r := &snapshotReader{s: s, tx: tx, filter: translate(req.opts.Predicate), at: cur.Current, atCurrent: true, headOnly: headOnly(ctx)}
+	filter := translate(req.opts.Predicate)
+	r := &snapshotReader{s: s, tx: tx, filter: filter, at: cur.Current, atCurrent: true, shape: shapeFor(ctx, filter.complete)}
 	if req.withRev == 0 {
 		return r, s.checkMinimumRV(req.opts.ResourceVersion, cur.Current)
 	}
@@ -267,9 +268,9 @@ type itemMaker struct {
 
 func (s *Store) itemMaker(ctx context.Context, r *snapshotReader, listObj runtime.Object, newItem func() runtime.Object) itemMaker {
 	m := itemMaker{s: s, newItem: newItem}
-	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && !r.headOnly && r.filter.complete {
+	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && r.shape == readObject && r.filter.complete {
 		m.stored = c.StoredItems()
-		m.stored.Keep(s.decodeStored)
+		m.stored.Keep(s.decodeJSON)
 	}
 	return m
 }

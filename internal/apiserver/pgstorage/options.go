@@ -75,6 +75,8 @@ func (g *RESTOptionsGetter) decorate(
 		BookmarkInterval:    g.BookmarkInterval,
 		SlowWatcherTimeout:  g.SlowWatcherTimeout,
 		MaxUnpagedListBytes: g.MaxUnpagedListBytes,
+		// The reports' codec stores each kind as JSON of its own served version.
+		PlainJSON: true,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/reports-server/reports-server/internal/apis/storedjson"
 )
@@ -63,8 +64,17 @@ func (s *Store) storedBytes(data []byte, rev int64) ([]byte, error) {
 	return runtime.Encode(s.codec, obj)
 }
 
-// decodeStored decodes what storedBytes returned into a typed object (storedjson.Decoder).
-func (s *Store) decodeStored(data []byte, into runtime.Object) error {
+// decodeJSON decodes an object's JSON (unescaped) into a typed object; it is also the
+// storedjson.Decoder of what storedBytes returns. With Config.PlainJSON it is one unmarshal, as
+// the codec's JSON serializer does it (case-sensitive, integers kept), without the codec's first
+// pass to find the kind: the stored JSON is always of the store's own kind.
+func (s *Store) decodeJSON(data []byte, into runtime.Object) error {
+	if s.plainJSON {
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(data, into); err != nil {
+			return fmt.Errorf("decode stored object: %w", err)
+		}
+		return nil
+	}
 	if _, _, err := s.codec.Decode(data, nil, into); err != nil {
 		return fmt.Errorf("decode stored object: %w", err)
 	}

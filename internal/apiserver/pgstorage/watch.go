@@ -282,7 +282,7 @@ func (w *watcher) initialObject(x row) (runtime.Object, error) {
 		if err != nil {
 			return nil, err
 		}
-		return storedjson.NewHollow(s.hollowItem(s.newFunc), data, s.kind.GroupVersion(), s.decodeStored), nil
+		return storedjson.NewHollow(s.hollowItem(s.newFunc), data, s.kind.GroupVersion(), s.decodeJSON), nil
 	}
 	obj := s.newFunc()
 	if err := s.decode(x.data, obj, x.rev); err != nil {

@@ -255,7 +255,9 @@ func (q *Queries) GetObject(ctx context.Context, db DBTX, arg GetObjectParams) (
 }
 
 const listObjects = `-- name: ListObjects :many
-SELECT key, (CASE WHEN $1::boolean THEN reports_head(object) ELSE object END)::jsonb AS object, resource_version FROM reports
+SELECT key, (CASE $1::integer WHEN 1 THEN reports_head(object)
+             WHEN 2 THEN jsonb_build_object('apiVersion', object->'apiVersion', 'kind', object->'kind', 'metadata', object->'metadata')
+             ELSE object END)::jsonb AS object, resource_version FROM reports
 WHERE cluster = $2
   AND key >= $3 AND key < $4
   AND ($5::jsonb IS NULL OR labels @> $5::jsonb)
@@ -268,7 +270,7 @@ LIMIT $10
 `
 
 type ListObjectsParams struct {
-	HeadOnly      bool
+	Shape         int32
 	Cluster       string
 	KeyFrom       string
 	KeyBefore     string
@@ -294,10 +296,12 @@ type ListObjectsRow struct {
 // key that stops after row_limit rows; with them the plan depends on the selector's selectivity
 // (walk and filter, or GIN and sort the matches), so the caller has it planned for its parameters
 // every time (docs/design.md, "Lists").
-// head_only reads reports_head(object) instead of the object (metadata-only and Table responses).
+// shape reads less than the object (pgstorage.readShape): 1 reports_head(object), the object
+// without its results (Table responses); 2 its apiVersion, kind and metadata alone
+// (metadata-only responses: no copy of the rest is built, and only metadata becomes text).
 func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParams) ([]ListObjectsRow, error) {
 	rows, err := db.Query(ctx, listObjects,
-		arg.HeadOnly,
+		arg.Shape,
 		arg.Cluster,
 		arg.KeyFrom,
 		arg.KeyBefore,
@@ -327,7 +331,9 @@ func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParam
 }
 
 const listObjectsAt = `-- name: ListObjectsAt :many
-SELECT v.key, (CASE WHEN $1::boolean THEN reports_head(v.object) ELSE v.object END)::jsonb AS object,
+SELECT v.key, (CASE $1::integer WHEN 1 THEN reports_head(v.object)
+               WHEN 2 THEN jsonb_build_object('apiVersion', v.object->'apiVersion', 'kind', v.object->'kind', 'metadata', v.object->'metadata')
+               ELSE v.object END)::jsonb AS object,
        v.resource_version::bigint AS resource_version FROM (
     (SELECT r.key, r.object, r.resource_version FROM reports r
      WHERE r.cluster = $2 AND r.key >= $3 AND r.key < $4
@@ -360,7 +366,7 @@ LIMIT $11
 `
 
 type ListObjectsAtParams struct {
-	HeadOnly      bool
+	Shape         int32
 	Cluster       string
 	KeyFrom       string
 	KeyBefore     string
@@ -389,7 +395,7 @@ type ListObjectsAtRow struct {
 // the key range (bounded by the compactor's cap on the log, not by the number of objects).
 func (q *Queries) ListObjectsAt(ctx context.Context, db DBTX, arg ListObjectsAtParams) ([]ListObjectsAtRow, error) {
 	rows, err := db.Query(ctx, listObjectsAt,
-		arg.HeadOnly,
+		arg.Shape,
 		arg.Cluster,
 		arg.KeyFrom,
 		arg.KeyBefore,
