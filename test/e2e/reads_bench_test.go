@@ -106,10 +106,27 @@ func BenchmarkCompareReads(b *testing.B) {
 	}
 	// Creates: the CRD path takes all n; reports-server half through the aggregation and half
 	// straight to a replica (the reads below need all n in each store).
+	// serverCPU is the CPU time the replicas have used so far: what a create costs the server,
+	// compared before and after the creates.
+	serverCPU := func() time.Duration {
+		var total time.Duration
+		for _, r := range c.ReportsServers {
+			t, err := r.CPUTime()
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += t
+		}
+		return total
+	}
 	crdCreates := load(dyn.Resource(crd).Namespace("bench"), crd.GroupVersion().String(), 1, n)
+	cpu0 := serverCPU()
 	aggCreates := load(dyn.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), 1, n/2)
+	cpu1 := serverCPU()
 	directCreates := load(direct.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), n/2+1, n)
+	cpu2 := serverCPU()
 	b.Logf("creates/s: CRD %.0f, aggregated %.0f, direct %.0f", crdCreates, aggCreates, directCreates)
+	perCreate := func(d time.Duration, count int) float64 { return d.Seconds() * 1000 / float64(count) }
 
 	apiHTTP := httpClient(b, c.AdminConfig)
 	directHTTP := httpClient(b, directCfg)
@@ -148,7 +165,8 @@ func BenchmarkCompareReads(b *testing.B) {
 	}
 	table := []string{"| operation | CRD items/s | aggregated | direct | aggregated/CRD | direct/CRD |", "|---|---|---|---|---|---|",
 		fmt.Sprintf("| create (%d writers, once) | %.0f | %.0f | %.0f | %.2f | %.2f |", benchWriters, crdCreates, aggCreates, directCreates,
-			aggCreates/crdCreates, directCreates/crdCreates)}
+			aggCreates/crdCreates, directCreates/crdCreates),
+		fmt.Sprintf("| server CPU per create, ms (both replicas, projection included) | | %.2f | %.2f | | |", perCreate(cpu1-cpu0, n/2), perCreate(cpu2-cpu1, n-n/2))}
 	b.ResetTimer()
 	for _, r := range reads {
 		rates := map[string][]float64{}

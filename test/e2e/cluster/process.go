@@ -289,3 +289,33 @@ func (p *Process) PeakRSS() (int64, error) {
 	}
 	return 0, fmt.Errorf("%s: no VmHWM in /proc/%d/status", p.Name, cmd.Process.Pid)
 }
+
+// CPUTime is the CPU time (user and system) the running process has used so far.
+func (p *Process) CPUTime() (time.Duration, error) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return 0, fmt.Errorf("%s is not running", p.Name)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (which may hold spaces, so split after its ")"):
+	// state is field 3, utime and stime fields 14 and 15, in clock ticks (100 per second on Linux).
+	_, rest, ok := strings.Cut(string(data), ") ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 13 {
+		return 0, fmt.Errorf("%s: malformed /proc/%d/stat", p.Name, cmd.Process.Pid)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
