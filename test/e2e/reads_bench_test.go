@@ -184,6 +184,16 @@ func BenchmarkCompareReads(b *testing.B) {
 		table = append(table, fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f |", r.name, crdRate, agg, dir, agg/crdRate, dir/crdRate))
 	}
 
+	b.StopTimer()
+	// Sizes: etcd's growth in use (its history of the creates included until kube-apiserver
+	// compacts, as in a cluster), PostgreSQL's after the projection caught up and VACUUM.
+	etcdAfter := etcdInUse(b, c.EtcdURL())
+	waitProjected(ctx, b, c.DatabaseURL, n*20)
+	pgAfter := postgresBytes(ctx, b, c.DatabaseURL)
+	etcdPer, pgPer := float64(etcdAfter-etcdBefore)/float64(n), float64(pgAfter-pgBefore)/float64(n)
+	sizeRow := fmt.Sprintf("| bytes per stored report (etcd in use / PostgreSQL total) | %.0f | %.0f | | %.2f | |", etcdPer, pgPer, pgPer/etcdPer)
+	b.StartTimer()
+
 	// get+update: benchWriters clients rewrite a label of COMPARE_UPDATES reports, each a GET then
 	// an update (retried on a conflict), the paths taking turns.
 	updates := min(envInt(b, "COMPARE_UPDATES", 600), n)
@@ -234,16 +244,10 @@ func BenchmarkCompareReads(b *testing.B) {
 		}
 		replicaRSS = max(replicaRSS, rss)
 	}
+	table = append(table, sizeRow)
 	table = append(table, fmt.Sprintf("| peak RSS, MB: kube-apiserver / largest reports-server replica | %d | %d | | %.2f | |",
 		apiRSS>>20, replicaRSS>>20, float64(replicaRSS)/float64(apiRSS)))
 
-	// Sizes: etcd's growth in use (its history of the creates included until kube-apiserver
-	// compacts, as in a cluster), PostgreSQL's after the projection caught up and VACUUM.
-	etcdAfter := etcdInUse(b, c.EtcdURL())
-	waitProjected(ctx, b, c.DatabaseURL, n*20)
-	pgAfter := postgresBytes(ctx, b, c.DatabaseURL)
-	etcdPer, pgPer := float64(etcdAfter-etcdBefore)/float64(n), float64(pgAfter-pgBefore)/float64(n)
-	table = append(table, fmt.Sprintf("| bytes per stored report (etcd in use / PostgreSQL total) | %.0f | %.0f | | %.2f | |", etcdPer, pgPer, pgPer/etcdPer))
 	b.Logf("%d reports, %d rounds, medians:\n%s", n, rounds, strings.Join(table, "\n"))
 }
 
