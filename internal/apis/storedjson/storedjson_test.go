@@ -1,8 +1,10 @@
 package storedjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -72,4 +74,81 @@ func TestEncodingOf(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.id, got, tc.want)
 		}
 	}
+}
+
+// FuzzWithResourceVersion: for any JSON object, WithResourceVersion either refuses it or returns
+// valid JSON that decodes to the same object with metadata.resourceVersion added; it never
+// panics, and never touches anything but the top-level metadata.
+func FuzzWithResourceVersion(f *testing.F) {
+	for _, seed := range []string{
+		`{"kind": "PolicyReport", "metadata": {"name": "a"}}`,
+		`{"metadata": {}}`,
+		`{"results": [{"properties": {"metadata": "x"}}], "metadata": {"name": "a"}}`,
+		`{"a\"metadata": {"metadata": {}}, "n": -1.5e3, "t": true, "z": null, "metadata" : { "name": "a"}}`,
+		`{"s": "}]{[\\", "metadata": {"name": "b\u0000"}}`,
+		`{"metadata": []}`,
+		`[]`,
+		``,
+	} {
+		f.Add([]byte(seed), int64(7))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, rv int64) {
+		var in map[string]any
+		inErr := json.Unmarshal(data, &in)
+		out, err := WithResourceVersion(data, rv)
+		if err != nil {
+			return
+		}
+		if inErr != nil {
+			// Invalid JSON may pass the top-level scan; what comes out must then be invalid too
+			// (storage only ever hands it JSON that jsonb accepted).
+			var v any
+			if json.Unmarshal(out, &v) == nil {
+				t.Fatalf("invalid input %q became valid JSON %q", data, out)
+			}
+			return
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%q gave invalid JSON %q: %v", data, out, err)
+		}
+		meta, ok := in["metadata"].(map[string]any)
+		if !ok {
+			t.Fatalf("%q has no metadata object, yet got %q", data, out)
+		}
+		if _, had := meta["resourceVersion"]; had || !uniqueTopKeys(data) {
+			// Storage never stores a resourceVersion, and jsonb has no duplicate keys; with
+			// either, decoding keeps the last of two.
+			return
+		}
+		meta["resourceVersion"] = strconv.FormatInt(rv, 10)
+		if !reflect.DeepEqual(got, in) {
+			t.Fatalf("%q became %q", data, out)
+		}
+	})
+}
+
+// uniqueTopKeys reports whether the top-level keys of the JSON object data are distinct.
+func uniqueTopKeys(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		key, _ := k.(string)
+		if seen[key] {
+			return false
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return false
+		}
+	}
+	return true
 }
