@@ -97,10 +97,10 @@ SELECT @cluster, @resource_version, w.key, 'DELETED', w.object, @expected_resour
 -- (walk and filter, or GIN and sort the matches), so the caller has it planned for its parameters
 -- every time (docs/design.md, "Lists").
 -- shape reads less than the object (pgstorage.readShape): 1 reports_head(object), the object
--- without its results (Table responses); 2 its apiVersion, kind and metadata alone
--- (metadata-only responses: no copy of the rest is built, and only metadata becomes text).
+-- without its results (Table responses); 2 its apiVersion, kind and metadata alone, from the
+-- columns kept at write time (metadata-only responses: the object is not even decompressed).
 SELECT key, (CASE @shape::integer WHEN 1 THEN reports_head(object)
-             WHEN 2 THEN jsonb_build_object('apiVersion', object->'apiVersion', 'kind', object->'kind', 'metadata', object->'metadata')
+             WHEN 2 THEN jsonb_build_object('apiVersion', api_version, 'kind', kind, 'metadata', metadata)
              ELSE object END)::jsonb AS object, resource_version FROM reports
 WHERE cluster = @cluster
   AND key >= @key_from AND key < @key_before
@@ -121,11 +121,12 @@ LIMIT @row_limit;
 -- decompressed to be filtered) and the change log contributes at most row_limit rows; the merge
 -- of the two sorts at most 2 * row_limit rows. The change-log side reads the log's entries in
 -- the key range (bounded by the compactor's cap on the log, not by the number of objects).
-SELECT v.key, (CASE @shape::integer WHEN 1 THEN reports_head(v.object)
-               WHEN 2 THEN jsonb_build_object('apiVersion', v.object->'apiVersion', 'kind', v.object->'kind', 'metadata', v.object->'metadata')
-               ELSE v.object END)::jsonb AS object,
-       v.resource_version::bigint AS resource_version FROM (
-    (SELECT r.key, r.object, r.resource_version FROM reports r
+-- The shape applies as in ListObjects: on the current rows from their columns, on the change
+-- log's versions from the objects.
+SELECT v.key, v.object::jsonb AS object, v.resource_version::bigint AS resource_version FROM (
+    (SELECT r.key, (CASE @shape::integer WHEN 1 THEN reports_head(r.object)
+                    WHEN 2 THEN jsonb_build_object('apiVersion', r.api_version, 'kind', r.kind, 'metadata', r.metadata)
+                    ELSE r.object END) AS object, r.resource_version FROM reports r
      WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
        AND r.resource_version <= @at_revision
        AND (sqlc.narg(label_contains)::jsonb IS NULL OR r.labels @> sqlc.narg(label_contains)::jsonb)
@@ -136,7 +137,9 @@ SELECT v.key, (CASE @shape::integer WHEN 1 THEN reports_head(v.object)
      ORDER BY r.key
      LIMIT @row_limit)
     UNION ALL
-    (SELECT f.key, f.prev_object, f.prev_resource_version FROM (
+    (SELECT f.key, (CASE @shape::integer WHEN 1 THEN reports_head(f.prev_object)
+                    WHEN 2 THEN jsonb_build_object('apiVersion', f.prev_object->'apiVersion', 'kind', f.prev_object->'kind', 'metadata', f.prev_object->'metadata')
+                    ELSE f.prev_object END), f.prev_resource_version FROM (
         SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
         WHERE c.cluster = @cluster AND c.key >= @key_from AND c.key < @key_before
           AND c.resource_version > @at_revision

@@ -186,6 +186,7 @@ type Report struct {
 	SummaryWarn     pgtype.Int4
 	SummaryError    pgtype.Int4
 	SummarySkip     pgtype.Int4
+	Metadata        []byte
 }
 
 type ReportingClusterHistory struct {
