@@ -92,22 +92,13 @@ func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster stri
 		// then incomplete, and only a rebuild from the reports is right.
 		rebuild := st.Checkpoint < 0 || st.Checkpoint < st.Compacted
 		upto := st.Current
-		if rebuild {
-			if _, err := s.q.AnalyticsDeleteCluster(ctx, tx, cluster); err != nil {
-				return fmt.Errorf("delete results: %w", err)
-			}
-			if _, err := s.q.AnalyticsInsertCluster(ctx, tx, cluster); err != nil {
-				return fmt.Errorf("insert results: %w", err)
-			}
-		} else {
+		if !rebuild {
 			upto = min(st.Current, st.Checkpoint+s.cfg.BatchRevisions)
-			rng := sqlc.AnalyticsDeleteChangedParams{Cluster: cluster, AfterRevision: st.Checkpoint, UptoRevision: upto}
-			if _, err := s.q.AnalyticsDeleteChanged(ctx, tx, rng); err != nil {
-				return fmt.Errorf("delete changed results: %w", err)
-			}
-			if _, err := s.q.AnalyticsInsertChanged(ctx, tx, sqlc.AnalyticsInsertChangedParams(rng)); err != nil {
-				return fmt.Errorf("insert changed results: %w", err)
-			}
+		}
+		if err := s.replace(ctx, tx, sqlc.AnalyticsDeleteReportsParams{
+			Cluster: cluster, Rebuild: rebuild, AfterRevision: st.Checkpoint, UptoRevision: upto,
+		}); err != nil {
+			return err
 		}
 		if err := s.q.AnalyticsSetCheckpoint(ctx, tx, sqlc.AnalyticsSetCheckpointParams{
 			Cluster: cluster, Revision: upto, DurationMs: msSince(start), Rebuilt: rebuild,
@@ -122,6 +113,23 @@ func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster stri
 		return nil
 	})
 	return done, err
+}
+
+// replace replaces the projection of the keys changed in (AfterRevision, UptoRevision] (of every key
+// of the cluster when Rebuild) with the flattening of their rows in tx's snapshot, and deletes the
+// outcomes only the replaced results said.
+func (s *Service) replace(ctx context.Context, tx pgx.Tx, keys sqlc.AnalyticsDeleteReportsParams) error {
+	outcomes, err := s.q.AnalyticsDeleteReports(ctx, tx, keys)
+	if err != nil {
+		return fmt.Errorf("delete results: %w", err)
+	}
+	if _, err := s.q.AnalyticsInsertReports(ctx, tx, sqlc.AnalyticsInsertReportsParams(keys)); err != nil {
+		return fmt.Errorf("insert results: %w", err)
+	}
+	if _, err := s.q.AnalyticsDeleteUnusedOutcomes(ctx, tx, outcomes); err != nil {
+		return fmt.Errorf("delete unused outcomes: %w", err)
+	}
+	return nil
 }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
