@@ -21,12 +21,20 @@ WHERE v.cluster = @cluster;
 -- Removes the projection of every key changed in (after_revision, upto_revision], or of every key
 -- of the cluster when rebuild: their rows in analytics_reports and their results. Returns the
 -- outcomes those results referred to, for AnalyticsDeleteUnusedOutcomes.
-WITH gone_reports AS (
+-- (The keys are a union of the two cases, one of them switched off, rather than an OR: the planner
+-- turns the IN into a join only where no OR surrounds it, and the projector plans every statement
+-- for its parameters, so the switched-off arm folds away.)
+WITH keys AS (
+    SELECT c.key FROM changes c
+    WHERE NOT @rebuild::boolean
+      AND c.cluster = @cluster AND c.resource_version > @after_revision AND c.resource_version <= @upto_revision
+    UNION
+    SELECT p.key FROM analytics_reports p WHERE @rebuild::boolean AND p.cluster = @cluster
+), gone_reports AS (
     DELETE FROM analytics_reports p
-    WHERE p.cluster = @cluster
-      AND (@rebuild::boolean OR p.key IN (
-          SELECT c.key FROM changes c
-          WHERE c.cluster = @cluster AND c.resource_version > @after_revision AND c.resource_version <= @upto_revision))
+    USING keys k
+    -- (The key's collation, "C", would make the namespace comparison one the index cannot serve.)
+    WHERE p.cluster = @cluster AND p.report_namespace = analytics_key_namespace(k.key COLLATE "default") AND p.key = k.key
     RETURNING p.id
 ), gone_results AS (
     DELETE FROM analytics_results r
@@ -42,8 +50,15 @@ SELECT coalesce(array_agg(DISTINCT g.outcome_id), '{}')::bigint[] AS outcomes FR
 -- analytics_reports per report and subject, the outcomes not interned yet, and a row of
 -- analytics_results per result. The projector is the only writer of these tables (db.Elector),
 -- so the outcomes are those found before the statement and those it inserts; a result whose
--- outcome is in neither violates NOT NULL and fails the batch.
-WITH flat AS MATERIALIZED (
+-- outcome is in neither violates NOT NULL and fails the batch. (The keys as in AnalyticsDeleteReports.)
+WITH keys AS (
+    SELECT c.key FROM changes c
+    WHERE NOT @rebuild::boolean
+      AND c.cluster = @cluster AND c.resource_version > @after_revision AND c.resource_version <= @upto_revision
+    UNION
+    SELECT r.key FROM reports r WHERE @rebuild::boolean AND r.cluster = @cluster
+),
+flat AS MATERIALIZED (
     SELECT f.cluster, f.key, f.result_index, f.report_resource_version, f.report_api_group, f.report_api_version,
            f.report_kind, f.report_namespace, f.report_name, f.report_uid, f.source, f.policy, f.rule, f.category,
            f.severity, f.result, f.scored, f.message, f."timestamp", f.namespace, f.resource_api_version,
@@ -51,12 +66,9 @@ WITH flat AS MATERIALIZED (
            analytics_subject(f.namespace, f.resource_api_version, f.resource_kind, f.resource_namespace, f.resource_name,
                              f.resource_uid, f.resources) AS subject,
            analytics_outcome_digest(f.source, f.policy, f.rule, f.category, f.scored, f.message, f.properties) AS digest
-    FROM reports r
+    FROM keys k
+    JOIN reports r ON r.cluster = @cluster AND r.key = k.key
     CROSS JOIN LATERAL analytics_flatten(r.cluster, r.key, r.resource_version, r.object) AS f
-    WHERE r.cluster = @cluster
-      AND (@rebuild::boolean OR r.key IN (
-          SELECT c.key FROM changes c
-          WHERE c.cluster = @cluster AND c.resource_version > @after_revision AND c.resource_version <= @upto_revision))
 ),
 -- One row of analytics_reports per report and subject, its id taken here so the results can refer to it.
 report_rows AS MATERIALIZED (
@@ -74,7 +86,7 @@ new_reports AS (
                                    resource_api_version, resource_kind, resource_namespace, resource_name,
                                    resource_uid, resources)
     SELECT p.id, p.cluster, p.key, p.report_resource_version, p.report_api_group, p.report_api_version, p.report_kind,
-           p.report_namespace, p.report_name, p.report_uid, p.namespace, p.resource_api_version, p.resource_kind,
+           analytics_key_namespace(p.key), p.report_name, p.report_uid, p.namespace, p.resource_api_version, p.resource_kind,
            p.resource_namespace, p.resource_name, p.resource_uid, p.resources
     FROM report_rows p
 ),

@@ -76,12 +76,17 @@ func (q *Queries) AnalyticsClusters(ctx context.Context, db DBTX) ([]AnalyticsCl
 }
 
 const analyticsDeleteReports = `-- name: AnalyticsDeleteReports :one
-WITH gone_reports AS (
+WITH keys AS (
+    SELECT c.key FROM changes c
+    WHERE NOT $1::boolean
+      AND c.cluster = $2 AND c.resource_version > $3 AND c.resource_version <= $4
+    UNION
+    SELECT p.key FROM analytics_reports p WHERE $1::boolean AND p.cluster = $2
+), gone_reports AS (
     DELETE FROM analytics_reports p
-    WHERE p.cluster = $1
-      AND ($2::boolean OR p.key IN (
-          SELECT c.key FROM changes c
-          WHERE c.cluster = $1 AND c.resource_version > $3 AND c.resource_version <= $4))
+    USING keys k
+    -- (The key's collation, "C", would make the namespace comparison one the index cannot serve.)
+    WHERE p.cluster = $2 AND p.report_namespace = analytics_key_namespace(k.key COLLATE "default") AND p.key = k.key
     RETURNING p.id
 ), gone_results AS (
     DELETE FROM analytics_results r
@@ -93,8 +98,8 @@ SELECT coalesce(array_agg(DISTINCT g.outcome_id), '{}')::bigint[] AS outcomes FR
 `
 
 type AnalyticsDeleteReportsParams struct {
-	Cluster       string
 	Rebuild       bool
+	Cluster       string
 	AfterRevision int64
 	UptoRevision  int64
 }
@@ -102,10 +107,13 @@ type AnalyticsDeleteReportsParams struct {
 // Removes the projection of every key changed in (after_revision, upto_revision], or of every key
 // of the cluster when rebuild: their rows in analytics_reports and their results. Returns the
 // outcomes those results referred to, for AnalyticsDeleteUnusedOutcomes.
+// (The keys are a union of the two cases, one of them switched off, rather than an OR: the planner
+// turns the IN into a join only where no OR surrounds it, and the projector plans every statement
+// for its parameters, so the switched-off arm folds away.)
 func (q *Queries) AnalyticsDeleteReports(ctx context.Context, db DBTX, arg AnalyticsDeleteReportsParams) ([]int64, error) {
 	row := db.QueryRow(ctx, analyticsDeleteReports,
-		arg.Cluster,
 		arg.Rebuild,
+		arg.Cluster,
 		arg.AfterRevision,
 		arg.UptoRevision,
 	)
@@ -143,7 +151,14 @@ func (q *Queries) AnalyticsGeneration(ctx context.Context, db DBTX) (int64, erro
 }
 
 const analyticsInsertReports = `-- name: AnalyticsInsertReports :execrows
-WITH flat AS MATERIALIZED (
+WITH keys AS (
+    SELECT c.key FROM changes c
+    WHERE NOT $1::boolean
+      AND c.cluster = $2 AND c.resource_version > $3 AND c.resource_version <= $4
+    UNION
+    SELECT r.key FROM reports r WHERE $1::boolean AND r.cluster = $2
+),
+flat AS MATERIALIZED (
     SELECT f.cluster, f.key, f.result_index, f.report_resource_version, f.report_api_group, f.report_api_version,
            f.report_kind, f.report_namespace, f.report_name, f.report_uid, f.source, f.policy, f.rule, f.category,
            f.severity, f.result, f.scored, f.message, f."timestamp", f.namespace, f.resource_api_version,
@@ -151,12 +166,9 @@ WITH flat AS MATERIALIZED (
            analytics_subject(f.namespace, f.resource_api_version, f.resource_kind, f.resource_namespace, f.resource_name,
                              f.resource_uid, f.resources) AS subject,
            analytics_outcome_digest(f.source, f.policy, f.rule, f.category, f.scored, f.message, f.properties) AS digest
-    FROM reports r
+    FROM keys k
+    JOIN reports r ON r.cluster = $2 AND r.key = k.key
     CROSS JOIN LATERAL analytics_flatten(r.cluster, r.key, r.resource_version, r.object) AS f
-    WHERE r.cluster = $1
-      AND ($2::boolean OR r.key IN (
-          SELECT c.key FROM changes c
-          WHERE c.cluster = $1 AND c.resource_version > $3 AND c.resource_version <= $4))
 ),
 report_rows AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('analytics_reports', 'id')) AS id, d.cluster, d.key, d.subject, d.report_resource_version, d.report_api_group, d.report_api_version, d.report_kind, d.report_namespace, d.report_name, d.report_uid, d.namespace, d.resource_api_version, d.resource_kind, d.resource_namespace, d.resource_name, d.resource_uid, d.resources
@@ -173,7 +185,7 @@ new_reports AS (
                                    resource_api_version, resource_kind, resource_namespace, resource_name,
                                    resource_uid, resources)
     SELECT p.id, p.cluster, p.key, p.report_resource_version, p.report_api_group, p.report_api_version, p.report_kind,
-           p.report_namespace, p.report_name, p.report_uid, p.namespace, p.resource_api_version, p.resource_kind,
+           analytics_key_namespace(p.key), p.report_name, p.report_uid, p.namespace, p.resource_api_version, p.resource_kind,
            p.resource_namespace, p.resource_name, p.resource_uid, p.resources
     FROM report_rows p
 ),
@@ -196,8 +208,8 @@ ORDER BY p.id, x.result_index
 `
 
 type AnalyticsInsertReportsParams struct {
-	Cluster       string
 	Rebuild       bool
+	Cluster       string
 	AfterRevision int64
 	UptoRevision  int64
 }
@@ -207,12 +219,12 @@ type AnalyticsInsertReportsParams struct {
 // analytics_reports per report and subject, the outcomes not interned yet, and a row of
 // analytics_results per result. The projector is the only writer of these tables (db.Elector),
 // so the outcomes are those found before the statement and those it inserts; a result whose
-// outcome is in neither violates NOT NULL and fails the batch.
+// outcome is in neither violates NOT NULL and fails the batch. (The keys as in AnalyticsDeleteReports.)
 // One row of analytics_reports per report and subject, its id taken here so the results can refer to it.
 func (q *Queries) AnalyticsInsertReports(ctx context.Context, db DBTX, arg AnalyticsInsertReportsParams) (int64, error) {
 	result, err := db.Exec(ctx, analyticsInsertReports,
-		arg.Cluster,
 		arg.Rebuild,
+		arg.Cluster,
 		arg.AfterRevision,
 		arg.UptoRevision,
 	)
