@@ -165,6 +165,8 @@ JOIN analytics_outcomes o
   ON o.digest = analytics_outcome_digest(f.source, f.policy, f.rule, f.category, f.scored, f.message, f.properties)
 ORDER BY p.id, f.result_index;
 
+-- Every result has its outcome; the LEFT JOIN (on the outcomes' primary key) lets the planner
+-- leave the outcomes out of queries that read none of their columns.
 -- +goose StatementBegin
 CREATE OR REPLACE VIEW reporting.results WITH (security_barrier) AS
 SELECT p.cluster, p.report_api_group, p.report_api_version, p.report_kind, p.report_namespace, p.report_name,
@@ -175,7 +177,7 @@ SELECT p.cluster, p.report_api_group, p.report_api_version, p.report_kind, p.rep
        p.report_api_group = 'reports.kyverno.io' AS ephemeral
 FROM analytics_results r
 JOIN analytics_reports p ON p.id = r.report_id
-JOIN analytics_outcomes o ON o.id = r.outcome_id
+LEFT JOIN analytics_outcomes o ON o.id = r.outcome_id
 WHERE (SELECT s.clusters FROM analytics_reader_scope s) IS NULL
    OR p.cluster = ANY ((SELECT s.clusters FROM analytics_reader_scope s)::text[]);
 -- +goose StatementEnd
