@@ -22,7 +22,7 @@ SELECT p.key, r.result_index, p.report_resource_version, p.report_api_group, p.r
        p.report_namespace, p.report_name, p.report_uid, o.source, o.policy, o.rule, o.category,
        coalesce(analytics_value(r.severity_code), '')::text AS severity,
        coalesce(analytics_value(r.result_code), '')::text AS result,
-       analytics_finding(analytics_value(r.result_code))::boolean AS finding, o.scored, o.message, r."timestamp",
+       analytics_finding(r.result_code)::boolean AS finding, o.scored, o.message, r."timestamp",
        p.resource_api_version, p.resource_kind, p.resource_namespace, p.resource_name, p.resource_uid, o.properties,
        r.score
 FROM analytics_reports p
@@ -40,7 +40,7 @@ WHERE p.cluster = @cluster
   AND (sqlc.narg(name_kind)::text IS NULL
        OR (p.report_api_group = sqlc.narg(name_group)::text AND p.report_kind = sqlc.narg(name_kind)::text
            AND p.report_name = sqlc.narg(name_report)::text AND r.result_index = sqlc.narg(name_index)::integer))
-  AND (sqlc.narg(finding)::boolean IS NULL OR analytics_finding(analytics_value(r.result_code)) = sqlc.narg(finding)::boolean)
+  AND (sqlc.narg(finding)::boolean IS NULL OR analytics_finding(r.result_code) = sqlc.narg(finding)::boolean)
   -- Final reports only unless report.ephemeral=true asks for Kyverno's ephemeral ones.
   AND (p.report_api_group = 'reports.kyverno.io') = coalesce(sqlc.narg(ephemeral)::boolean, false)
   AND (sqlc.narg(severity)::text IS NULL OR analytics_value(r.severity_code) = sqlc.narg(severity)::text
@@ -82,7 +82,7 @@ SELECT p.key, r.result_index, p.report_resource_version, p.report_api_group, p.r
        p.report_namespace, p.report_name, p.report_uid, o.source, o.policy, o.rule, o.category,
        coalesce(analytics_value(r.severity_code), '')::text AS severity,
        coalesce(analytics_value(r.result_code), '')::text AS result,
-       analytics_finding(analytics_value(r.result_code))::boolean AS finding, o.scored, o.message, r."timestamp",
+       analytics_finding(r.result_code)::boolean AS finding, o.scored, o.message, r."timestamp",
        p.resource_api_version, p.resource_kind, p.resource_namespace, p.resource_name, p.resource_uid, o.properties,
        r.score
 FROM analytics_reports p

@@ -37,7 +37,7 @@ SELECT p.key, r.result_index, p.report_resource_version, p.report_api_group, p.r
        p.report_namespace, p.report_name, p.report_uid, o.source, o.policy, o.rule, o.category,
        coalesce(analytics_value(r.severity_code), '')::text AS severity,
        coalesce(analytics_value(r.result_code), '')::text AS result,
-       analytics_finding(analytics_value(r.result_code))::boolean AS finding, o.scored, o.message, r."timestamp",
+       analytics_finding(r.result_code)::boolean AS finding, o.scored, o.message, r."timestamp",
        p.resource_api_version, p.resource_kind, p.resource_namespace, p.resource_name, p.resource_uid, o.properties,
        r.score
 FROM analytics_reports p
@@ -201,7 +201,7 @@ SELECT p.key, r.result_index, p.report_resource_version, p.report_api_group, p.r
        p.report_namespace, p.report_name, p.report_uid, o.source, o.policy, o.rule, o.category,
        coalesce(analytics_value(r.severity_code), '')::text AS severity,
        coalesce(analytics_value(r.result_code), '')::text AS result,
-       analytics_finding(analytics_value(r.result_code))::boolean AS finding, o.scored, o.message, r."timestamp",
+       analytics_finding(r.result_code)::boolean AS finding, o.scored, o.message, r."timestamp",
        p.resource_api_version, p.resource_kind, p.resource_namespace, p.resource_name, p.resource_uid, o.properties,
        r.score
 FROM analytics_reports p
@@ -219,7 +219,7 @@ WHERE p.cluster = $1
   AND ($8::text IS NULL
        OR (p.report_api_group = $9::text AND p.report_kind = $8::text
            AND p.report_name = $10::text AND r.result_index = $11::integer))
-  AND ($12::boolean IS NULL OR analytics_finding(analytics_value(r.result_code)) = $12::boolean)
+  AND ($12::boolean IS NULL OR analytics_finding(r.result_code) = $12::boolean)
   -- Final reports only unless report.ephemeral=true asks for Kyverno's ephemeral ones.
   AND (p.report_api_group = 'reports.kyverno.io') = coalesce($13::boolean, false)
   AND ($14::text IS NULL OR analytics_value(r.severity_code) = $14::text
