@@ -73,9 +73,11 @@ func (s *Service) catchUp(ctx context.Context, conn *pgx.Conn) error {
 // commit-ordered, docs/design.md). The keys changed in (checkpoint, upto] are re-flattened from
 // their rows in that snapshot, which is the state at `current` >= upto: a key's rows may be
 // newer than the checkpoint says, never older, and a later batch that sees the key change again
-// replaces them. A deleted key has no row and loses its results.
+// replaces them. A deleted key has no row and loses its results. After a rebuild the tables are
+// analyzed.
 func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster string) (done bool, err error) {
 	start := time.Now()
+	rebuilt := false
 	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		st, err := s.q.AnalyticsClusterState(ctx, tx, cluster)
 		if err != nil {
@@ -105,6 +107,7 @@ func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster stri
 		}); err != nil {
 			return fmt.Errorf("set checkpoint: %w", err)
 		}
+		rebuilt = rebuild
 		if rebuild {
 			s.log.Info("rebuilt the results of a cluster", "cluster", cluster, "revision", upto,
 				"checkpoint", st.Checkpoint, "compacted", st.Compacted, "duration", time.Since(start))
@@ -112,6 +115,13 @@ func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster stri
 		done = upto == st.Current
 		return nil
 	})
+	if err == nil && rebuilt {
+		// Every row of the cluster is new: without statistics the planner joins the tables badly
+		// until autovacuum analyzes them. A failure costs plans, not the projection.
+		if err := s.q.AnalyticsAnalyze(ctx, conn); err != nil && ctx.Err() == nil {
+			s.log.Warn("analyze the projection after a rebuild", "cluster", cluster, "err", err)
+		}
+	}
 	return done, err
 }
 

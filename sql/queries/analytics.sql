@@ -167,3 +167,8 @@ WHERE l.cluster IS NULL
 
 -- name: AnalyticsPruneHistory :execrows
 DELETE FROM analytics_cluster_history WHERE at < clock_timestamp() - interval '400 days';
+
+-- name: AnalyticsAnalyze :exec
+-- Planner statistics of the projection, after a rebuild replaced a cluster's rows: the summaries'
+-- and readers' joins are planned from them, and autovacuum would take about a minute.
+ANALYZE analytics_results, analytics_reports, analytics_outcomes;

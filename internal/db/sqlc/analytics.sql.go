@@ -9,6 +9,17 @@ import (
 	"context"
 )
 
+const analyticsAnalyze = `-- name: AnalyticsAnalyze :exec
+ANALYZE analytics_results, analytics_reports, analytics_outcomes
+`
+
+// Planner statistics of the projection, after a rebuild replaced a cluster's rows: the summaries'
+// and readers' joins are planned from them, and autovacuum would take about a minute.
+func (q *Queries) AnalyticsAnalyze(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, analyticsAnalyze)
+	return err
+}
+
 const analyticsClusterState = `-- name: AnalyticsClusterState :one
 SELECT v.current, v.compacted, coalesce(k.revision, -1)::bigint AS checkpoint
 FROM revisions v
