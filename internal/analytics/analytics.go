@@ -1,12 +1,13 @@
 // Package analytics maintains the private tables behind the published SQL schema `reporting`
-// (sql/schema/00002_reporting.sql, contract in docs/sql.md):
+// (sql/schema/00002_reporting.sql and 00007_analytics_normalized.sql, contract in docs/sql.md):
 //
-//   - the projector keeps analytics_results, one row per report result, in step with the reports:
-//     it follows the change log in revision order and, for the keys changed since its checkpoint,
-//     deletes their rows and inserts the new ones (set-based SQL, one transaction per batch
-//     together with the checkpoint). A checkpoint older than the compacted revision, or none,
-//     means a full rebuild of that cluster. It is woken by the NOTIFY every write sends and polls
-//     as a safety net;
+//   - the projector keeps the results in step with the reports (analytics_results, one row per
+//     result, referring to its report's row in analytics_reports and to its interned outcome in
+//     analytics_outcomes): it follows the change log in revision order and, for the keys changed
+//     since its checkpoint, deletes their rows and inserts the new ones (set-based SQL, one
+//     transaction per batch together with the checkpoint). A checkpoint older than the compacted
+//     revision, or none, means a full rebuild of that cluster. It is woken by the NOTIFY every
+//     write sends and polls as a safety net;
 //   - the refresher refreshes the materialized summaries CONCURRENTLY, debounced: at most once
 //     per refresh interval, and only when the projection moved since the last refresh.
 //

@@ -73,9 +73,11 @@ func (s *Service) catchUp(ctx context.Context, conn *pgx.Conn) error {
 // commit-ordered, docs/design.md). The keys changed in (checkpoint, upto] are re-flattened from
 // their rows in that snapshot, which is the state at `current` >= upto: a key's rows may be
 // newer than the checkpoint says, never older, and a later batch that sees the key change again
-// replaces them. A deleted key has no row and loses its results.
+// replaces them. A deleted key has no row and loses its results. After a rebuild the tables are
+// analyzed.
 func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster string) (done bool, err error) {
 	start := time.Now()
+	rebuilt := false
 	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		st, err := s.q.AnalyticsClusterState(ctx, tx, cluster)
 		if err != nil {
@@ -92,28 +94,20 @@ func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster stri
 		// then incomplete, and only a rebuild from the reports is right.
 		rebuild := st.Checkpoint < 0 || st.Checkpoint < st.Compacted
 		upto := st.Current
-		if rebuild {
-			if _, err := s.q.AnalyticsDeleteCluster(ctx, tx, cluster); err != nil {
-				return fmt.Errorf("delete results: %w", err)
-			}
-			if _, err := s.q.AnalyticsInsertCluster(ctx, tx, cluster); err != nil {
-				return fmt.Errorf("insert results: %w", err)
-			}
-		} else {
+		if !rebuild {
 			upto = min(st.Current, st.Checkpoint+s.cfg.BatchRevisions)
-			rng := sqlc.AnalyticsDeleteChangedParams{Cluster: cluster, AfterRevision: st.Checkpoint, UptoRevision: upto}
-			if _, err := s.q.AnalyticsDeleteChanged(ctx, tx, rng); err != nil {
-				return fmt.Errorf("delete changed results: %w", err)
-			}
-			if _, err := s.q.AnalyticsInsertChanged(ctx, tx, sqlc.AnalyticsInsertChangedParams(rng)); err != nil {
-				return fmt.Errorf("insert changed results: %w", err)
-			}
+		}
+		if err := s.replace(ctx, tx, sqlc.AnalyticsDeleteReportsParams{
+			Cluster: cluster, Rebuild: rebuild, AfterRevision: st.Checkpoint, UptoRevision: upto,
+		}); err != nil {
+			return err
 		}
 		if err := s.q.AnalyticsSetCheckpoint(ctx, tx, sqlc.AnalyticsSetCheckpointParams{
 			Cluster: cluster, Revision: upto, DurationMs: msSince(start), Rebuilt: rebuild,
 		}); err != nil {
 			return fmt.Errorf("set checkpoint: %w", err)
 		}
+		rebuilt = rebuild
 		if rebuild {
 			s.log.Info("rebuilt the results of a cluster", "cluster", cluster, "revision", upto,
 				"checkpoint", st.Checkpoint, "compacted", st.Compacted, "duration", time.Since(start))
@@ -121,7 +115,31 @@ func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster stri
 		done = upto == st.Current
 		return nil
 	})
+	if err == nil && rebuilt {
+		// Every row of the cluster is new: without statistics the planner joins the tables badly
+		// until autovacuum analyzes them. A failure costs plans, not the projection.
+		if err := s.q.AnalyticsAnalyze(ctx, conn); err != nil && ctx.Err() == nil {
+			s.log.Warn("analyze the projection after a rebuild", "cluster", cluster, "err", err)
+		}
+	}
 	return done, err
+}
+
+// replace replaces the projection of the keys changed in (AfterRevision, UptoRevision] (of every key
+// of the cluster when Rebuild) with the flattening of their rows in tx's snapshot, and deletes the
+// outcomes only the replaced results said.
+func (s *Service) replace(ctx context.Context, tx pgx.Tx, keys sqlc.AnalyticsDeleteReportsParams) error {
+	outcomes, err := s.q.AnalyticsDeleteReports(ctx, tx, keys)
+	if err != nil {
+		return fmt.Errorf("delete results: %w", err)
+	}
+	if _, err := s.q.AnalyticsInsertReports(ctx, tx, sqlc.AnalyticsInsertReportsParams(keys)); err != nil {
+		return fmt.Errorf("insert results: %w", err)
+	}
+	if _, err := s.q.AnalyticsDeleteUnusedOutcomes(ctx, tx, outcomes); err != nil {
+		return fmt.Errorf("delete unused outcomes: %w", err)
+	}
+	return nil
 }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

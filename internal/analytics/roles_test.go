@@ -14,7 +14,7 @@ import (
 // privateRelations are the server's own tables and views: the reader must not see them.
 var privateRelations = []string{
 	"reports", "changes", "revisions", "goose_db_version",
-	"analytics_results", "analytics_checkpoints", "analytics_refreshes", "analytics_cluster_history",
+	"analytics_results", "analytics_reports", "analytics_outcomes", "analytics_flattened", "analytics_checkpoints", "analytics_refreshes", "analytics_cluster_history",
 	"analytics_reader_clusters", "analytics_reader_scope", "analytics_cluster_summary",
 	"analytics_namespace_summary", "analytics_policy_summary", "analytics_resource_summary",
 }

@@ -65,6 +65,18 @@ func (m *Migrator) Up(ctx context.Context) error {
 	return nil
 }
 
+// UpTo applies the pending migrations up to and including version.
+func (m *Migrator) UpTo(ctx context.Context, version int64) error {
+	results, err := m.provider.UpTo(ctx, version)
+	for _, r := range results {
+		slog.Info("applied migration", "version", r.Source.Version, "path", r.Source.Path, "duration", r.Duration)
+	}
+	if err != nil {
+		return fmt.Errorf("apply migrations up to %d: %w", version, err)
+	}
+	return nil
+}
+
 // Down rolls back the most recent migration.
 func (m *Migrator) Down(ctx context.Context) error {
 	r, err := m.provider.Down(ctx)

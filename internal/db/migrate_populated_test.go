@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reports-server/reports-server/internal/analytics"
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/dbtest"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
@@ -236,4 +241,253 @@ func TestLeanChangeLogMigration(t *testing.T) {
 			t.Errorf("change %d after down and up = %+v, want %+v", r, got, want)
 		}
 	}
+}
+
+// TestNormalizedAnalyticsMigration applies 00007 (the normalized analytics projection) to a
+// database at 00006 holding reports of every shape (per-report and per-result subjects, several
+// resources in one result, ephemeral and cluster-scoped reports, free-text and missing severities
+// and results, scores, two clusters) and a projection that is behind the change log, and rolls it
+// back again: the reports stay as they are; the published views show the same rows before and
+// after the conversion; the projector then catches up incrementally and rebuilds to exactly the
+// flattening of the reports, leaving no outcome nothing refers to; and the rollback keeps the
+// results.
+func TestNormalizedAnalyticsMigration(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	url := dbtest.EmptyURL(t)
+	m, err := db.NewMigrator(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.UpTo(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+
+	write := func(cluster, key string, obj map[string]any) {
+		t.Helper()
+		data, err := json.Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `
+			WITH v AS (
+			    INSERT INTO revisions AS v (cluster, current) VALUES ($1, 1)
+			    ON CONFLICT (cluster) DO UPDATE SET current = v.current + 1
+			    RETURNING current
+			), w AS (
+			    INSERT INTO reports (cluster, key, resource_version, object)
+			    SELECT $1, $2, v.current, $3 FROM v
+			    ON CONFLICT (cluster, key) DO UPDATE SET resource_version = excluded.resource_version, object = excluded.object
+			    RETURNING resource_version
+			)
+			INSERT INTO changes (cluster, resource_version, key, event, object)
+			SELECT $1, w.resource_version, $2, 'MODIFIED', $3 FROM w`, cluster, key, data); err != nil {
+			t.Fatalf("write %s: %v", key, err)
+		}
+	}
+	remove := func(cluster, key string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `
+			WITH v AS (UPDATE revisions SET current = current + 1 WHERE cluster = $1 RETURNING current),
+			     d AS (DELETE FROM reports WHERE cluster = $1 AND key = $2 RETURNING key)
+			INSERT INTO changes (cluster, resource_version, key, event) SELECT $1, v.current, d.key, 'DELETED' FROM v, d`,
+			cluster, key); err != nil {
+			t.Fatalf("delete %s: %v", key, err)
+		}
+	}
+	const perCluster = 150
+	for _, cluster := range []string{"east", "west"} {
+		for i := range perCluster {
+			key, obj := populatedReport(i, 0)
+			write(cluster, key, obj)
+		}
+	}
+	// Projected at 00006 as its projector did, then more writes the projection does not have yet.
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO analytics_results
+		SELECT f.* FROM reports r CROSS JOIN LATERAL analytics_flatten(r.cluster, r.key, r.resource_version, r.object) AS f;
+		INSERT INTO analytics_checkpoints (cluster, revision, projected_at, duration_ms) SELECT cluster, current, now(), 0 FROM revisions;
+		REFRESH MATERIALIZED VIEW analytics_cluster_summary;
+		REFRESH MATERIALIZED VIEW analytics_namespace_summary;
+		REFRESH MATERIALIZED VIEW analytics_policy_summary;
+		REFRESH MATERIALIZED VIEW analytics_resource_summary;`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < perCluster; i += 3 {
+		key, obj := populatedReport(i, 1)
+		write("east", key, obj)
+	}
+	for i := 1; i < perCluster; i += 10 {
+		key, _ := populatedReport(i, 0)
+		remove("east", key)
+	}
+	for i := perCluster; i < perCluster+5; i++ {
+		key, obj := populatedReport(i, 0)
+		write("west", key, obj)
+	}
+
+	rows := func(q string) []string {
+		t.Helper()
+		r, err := pool.Query(ctx, "SELECT x::text FROM ("+q+") AS x ORDER BY 1")
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		out, err := pgx.CollectRows(r, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return out
+	}
+	const published = `SELECT * FROM reporting.results`
+	// The flattening of the stored reports, as reporting.results shows it.
+	const flattened = `
+		SELECT f.cluster, f.report_api_group, f.report_api_version, f.report_kind, f.report_namespace, f.report_name,
+		       f.report_uid, f.result_index, f.source, f.policy, f.rule, f.category, f.severity, f.result, f.finding,
+		       f.scored, f.message, f."timestamp", f.namespace, f.resource_api_version, f.resource_kind,
+		       f.resource_namespace, f.resource_name, f.resource_uid, f.resources, f.properties, f.score,
+		       f.report_api_group = 'reports.kyverno.io' AS ephemeral
+		FROM reports r CROSS JOIN LATERAL analytics_flatten(r.cluster, r.key, r.resource_version, r.object) AS f`
+	const summaries = `
+		SELECT 'cluster', to_jsonb(s) FROM reporting.cluster_summary s
+		UNION ALL SELECT 'namespace', to_jsonb(s) FROM reporting.namespace_summary s
+		UNION ALL SELECT 'policy', to_jsonb(s) FROM reporting.policy_summary s
+		UNION ALL SELECT 'resource', to_jsonb(s) FROM reporting.resource_summary s`
+	const checkpoints = `SELECT cluster, revision FROM analytics_checkpoints`
+	const stored = `SELECT cluster, key, resource_version, md5(object::text) FROM reports`
+	same := func(step, what string, want, got []string) {
+		t.Helper()
+		if !slices.Equal(want, got) {
+			t.Fatalf("%s: %s differ (%d rows, want %d):\n%s", step, what, len(got), len(want), diffRows(want, got))
+		}
+	}
+
+	reports, results, sums, marks := rows(stored), rows(published), rows(summaries), rows(checkpoints)
+	if len(results) < 2*perCluster*5 || len(sums) == 0 {
+		t.Fatalf("only %d results and %d summary rows to convert", len(results), len(sums))
+	}
+	if slices.Equal(results, rows(flattened)) {
+		t.Fatal("the projection is not behind the reports: the catch-up after the migration tests nothing")
+	}
+	if err := m.UpTo(ctx, 7); err != nil {
+		t.Fatalf("up to 7: %v", err)
+	}
+	same("after up", "reports", reports, rows(stored))
+	same("after up", "reporting.results", results, rows(published))
+	same("after up", "summaries", sums, rows(summaries))
+	same("after up", "checkpoints", marks, rows(checkpoints))
+
+	// Every later migration too: the projector is today's code.
+	if err := m.Up(ctx); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	project := func(step string) {
+		t.Helper()
+		if ran, err := analytics.New(pool, nil, analytics.Config{}).ProjectOnce(ctx); err != nil || !ran {
+			t.Fatalf("%s: project: ran %v, %v", step, ran, err)
+		}
+		same(step, "reporting.results and the flattened reports", rows(flattened), rows(published))
+		var unused int64
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM analytics_outcomes o
+			WHERE NOT EXISTS (SELECT FROM analytics_results r WHERE r.outcome_id = o.id)`).Scan(&unused); err != nil || unused != 0 {
+			t.Fatalf("%s: %d outcomes nothing refers to (%v)", step, unused, err)
+		}
+	}
+	project("incremental projection after up")
+	if _, err := pool.Exec(ctx, "DELETE FROM analytics_checkpoints"); err != nil {
+		t.Fatal(err)
+	}
+	project("rebuild after up")
+	results, marks = rows(published), rows(checkpoints)
+
+	if err := m.DownTo(ctx, 6); err != nil {
+		t.Fatalf("down to 6: %v", err)
+	}
+	same("after down", "reports", reports, rows(stored))
+	same("after down", "reporting.results", results, rows(published))
+	same("after down", "checkpoints", marks, rows(checkpoints))
+}
+
+// populatedReport is report i of TestNormalizedAnalyticsMigration in version v of its results.
+func populatedReport(i, v int) (string, map[string]any) {
+	ns := fmt.Sprintf("ns-%d", i%4)
+	name := fmt.Sprintf("r-%d", i)
+	var results []any
+	for j := range 5 + i%4 {
+		r := map[string]any{
+			"policy": fmt.Sprintf("policy-%d", (i+j+v)%9), "rule": fmt.Sprintf("rule-%d", j%3),
+			"source": []string{"kyverno", "Trivy", "kube-bench"}[j%3], "category": "Pod Security",
+			"scored":    j%2 == 0,
+			"message":   fmt.Sprintf("message %d", (j+v)%4),
+			"timestamp": map[string]any{"seconds": 1700000000 + i, "nanos": (j - 2) * 1500},
+		}
+		if res := []string{"pass", "fail", "warn", "error", "skip", ""}[(i+j+v)%6]; res != "" {
+			r["result"] = res
+		}
+		switch (i + j) % 7 {
+		case 0: // none
+		case 1: // from the properties, free text
+			r["properties"] = map[string]any{"severity": "Notice"}
+		default:
+			r["severity"] = []string{"critical", "high", "medium", "low", "info"}[(i+j)%5]
+		}
+		if j%3 == 1 {
+			r["properties"] = map[string]any{"score": fmt.Sprintf("%d.%d", (i+j)%10, j), "nvd.v3_score": "9.1", "FixedVersion": "1.2"}
+		}
+		if i%5 == 0 { // results about resources of their own, one of them about two
+			res := []any{map[string]any{"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": fmt.Sprintf("pod-%d", j%2), "uid": fmt.Sprintf("u-%d-%d", i, j%2)}}
+			if j == 0 {
+				res = append(res, map[string]any{"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": "pod-x"})
+			}
+			r["resources"] = res
+		}
+		results = append(results, r)
+	}
+	meta := map[string]any{"name": name, "namespace": ns, "uid": fmt.Sprintf("uid-%d", i)}
+	switch {
+	case i%11 == 0:
+		delete(meta, "namespace")
+		return "/wgpolicyk8s.io/clusterpolicyreports/" + name, map[string]any{
+			"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "ClusterPolicyReport", "metadata": meta,
+			"scope":   map[string]any{"apiVersion": "v1", "kind": "Node", "name": fmt.Sprintf("node-%d", i%3)},
+			"results": results,
+		}
+	case i%7 == 0:
+		return "/reports.kyverno.io/ephemeralreports/" + ns + "/" + name, map[string]any{
+			"apiVersion": "reports.kyverno.io/v1", "kind": "EphemeralReport", "metadata": meta,
+			"spec": map[string]any{
+				"owner":   map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": fmt.Sprintf("web-%d", i%3), "uid": "d-1"},
+				"results": results,
+			},
+		}
+	}
+	return "/wgpolicyk8s.io/policyreports/" + ns + "/" + name, map[string]any{
+		"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport", "metadata": meta,
+		"scope":   map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": ns, "name": fmt.Sprintf("web-%d", i%3)},
+		"results": results,
+	}
+}
+
+// diffRows lists the rows only one side has.
+func diffRows(want, got []string) string {
+	var b strings.Builder
+	n := 0
+	for _, w := range want {
+		if !slices.Contains(got, w) && n < 10 {
+			b.WriteString("- " + w + "\n")
+			n++
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) && n < 20 {
+			b.WriteString("+ " + g + "\n")
+			n++
+		}
+	}
+	return b.String()
 }

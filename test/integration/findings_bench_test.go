@@ -80,10 +80,10 @@ func BenchmarkFindingsHTTP(b *testing.B) {
 		return behind == 0
 	})
 	b.Logf("projected and summarized %v after the last write", time.Since(start))
-	// The steady state, as BenchmarkAnalyticQueries measures it: autovacuum analyzes the table
+	// The steady state, as BenchmarkAnalyticQueries measures it: autovacuum analyzes the tables
 	// within about a minute of a bulk load; until then the planner may sort every remaining row
 	// for each page of an unselective list (docs/operations.md, "Analytics").
-	if _, err := pool.Exec(ctx, "VACUUM ANALYZE analytics_results"); err != nil {
+	if _, err := pool.Exec(ctx, "VACUUM ANALYZE analytics_results, analytics_reports, analytics_outcomes"); err != nil {
 		b.Fatal(err)
 	}
 

@@ -107,7 +107,7 @@ var memPolicies = []string{
 // next n (creation order is not key order); the newest memChangeLog of them get their ADDED
 // change-log rows and the compacted revision is set just below, as after compaction; the
 // revision row is advanced to the last one. The analytics projector's checkpoint is moved to that
-// revision too: the loaded reports are not projected (analytics_results holds only the
+// revision too: the loaded reports are not projected (the analytics tables hold only the
 // templates), which a memory measurement of the API paths does not need, and a server started
 // afterwards does not rebuild the projection of 2*10^7 results.
 func memLoad(b *testing.B, bin, url string, n int) {

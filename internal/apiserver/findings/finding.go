@@ -91,7 +91,7 @@ func (r *findingREST) NamespaceScoped() bool { return r.namespaced }
 // GetSingularName implements rest.SingularNameProvider.
 func (r *findingREST) GetSingularName() string { return r.singular }
 
-// Get implements rest.Getter: a primary-key lookup of the name's report and position.
+// Get implements rest.Getter: a lookup of the name's report (namespace and key) and position.
 func (r *findingREST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
 	n, ok := r.src.kinds.parse(name)
 	if !ok || n.kind.Namespaced != r.namespaced {
@@ -102,8 +102,12 @@ func (r *findingREST) Get(ctx context.Context, name string, _ *metav1.GetOptions
 		if _, err := r.src.checkpoint(ctx, tx, r.resource); err != nil {
 			return err
 		}
+		namespace := ""
+		if r.namespaced {
+			namespace = genericapirequest.NamespaceValue(ctx)
+		}
 		row, err := r.src.q.GetFinding(ctx, tx, sqlc.GetFindingParams{
-			Cluster: r.src.cfg.Cluster, Key: n.key(genericapirequest.NamespaceValue(ctx)), ResultIndex: n.index,
+			Cluster: r.src.cfg.Cluster, Namespace: namespace, Key: n.key(namespace), ResultIndex: n.index,
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return apierrors.NewNotFound(r.resource, name)
@@ -212,7 +216,7 @@ func (r *findingREST) listParams(ctx context.Context, opts *metainternalversion.
 	return params, page, filter.none, nil
 }
 
-// finding converts a row of analytics_results. The resourceVersion is the report's: a finding
+// finding converts a result row (ListFindings, GetFinding). The resourceVersion is the report's: a finding
 // changes exactly when its report is written.
 func (s *source) finding(row sqlc.ListFindingsRow) (metav1.ObjectMeta, analyticsv1alpha1.FindingFields, error) {
 	name, err := s.kinds.name(row.ReportApiGroup, row.ReportKind.String, row.ReportName.String, row.ResultIndex)
@@ -237,8 +241,8 @@ func (s *source) finding(row sqlc.ListFindingsRow) (metav1.ObjectMeta, analytics
 		Policy:    row.Policy.String,
 		Rule:      row.Rule.String,
 		Category:  row.Category.String,
-		Severity:  row.Severity.String,
-		Result:    row.Result.String,
+		Severity:  row.Severity,
+		Result:    row.Result,
 		Finding:   row.Finding,
 		Message:   row.Message.String,
 		Timestamp: microTime(row.Timestamp.Time, row.Timestamp.Valid),

@@ -82,7 +82,7 @@ func (k reportKinds) parse(name string) (findingName, bool) {
 
 // key is the storage key of the report in namespace, as the generic registry builds it
 // (pgstorage.RESTOptionsGetter: /<group>/<resource>[/<namespace>]/<name>), which is also the key
-// of its rows in analytics_results.
+// of its rows in analytics_reports.
 func (n findingName) key(namespace string) string {
 	prefix := "/" + n.kind.GroupVersion.Group + "/" + n.kind.Resource
 	if n.kind.Namespaced {

@@ -1,6 +1,6 @@
 // Package findings serves the analytics.reports-server.io API group: read-only Kubernetes resources over the SQL
-// analytics (docs/design.md, "Findings through kubectl"). Finding and ClusterFinding are the rows of
-// analytics_results (the table behind reporting.results) of namespaced and cluster-scoped reports; FindingSummary
+// analytics (docs/design.md, "Findings through kubectl"). Finding and ClusterFinding are the results (the rows of
+// reporting.results, read from its tables) of namespaced and cluster-scoped reports; FindingSummary
 // are the rows of the materialized summaries. Nothing is stored: every request is one read-only transaction of
 // sqlc queries (sql/queries/findings.sql), with field selectors and keyset pages in SQL.
 //
@@ -73,7 +73,7 @@ func (s *source) read(ctx context.Context, gr schema.GroupResource, fn func(pgx.
 	return apiError(gr, err)
 }
 
-// checkpoint returns the revision of the cluster that analytics_results reflects: every report write
+// checkpoint returns the revision of the cluster that the projection reflects: every report write
 // up to it is in the table, none after. It is 503 (retry) before the projector's first pass.
 func (s *source) checkpoint(ctx context.Context, tx pgx.Tx, gr schema.GroupResource) (int64, error) {
 	state, err := s.q.AnalyticsClusterState(ctx, tx, s.cfg.Cluster)

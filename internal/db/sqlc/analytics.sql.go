@@ -9,6 +9,17 @@ import (
 	"context"
 )
 
+const analyticsAnalyze = `-- name: AnalyticsAnalyze :exec
+ANALYZE analytics_results, analytics_reports, analytics_outcomes
+`
+
+// Planner statistics of the projection, after a rebuild replaced a cluster's rows: the summaries'
+// and readers' joins are planned from them, and autovacuum would take about a minute.
+func (q *Queries) AnalyticsAnalyze(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, analyticsAnalyze)
+	return err
+}
+
 const analyticsClusterState = `-- name: AnalyticsClusterState :one
 SELECT v.current, v.compacted, coalesce(k.revision, -1)::bigint AS checkpoint
 FROM revisions v
@@ -47,7 +58,8 @@ type AnalyticsClustersRow struct {
 }
 
 // Queries of the analytics projector and summary refresher (internal/analytics). The tables and
-// views are in sql/schema/00002_reporting.sql; the published contract is docs/sql.md.
+// views are in sql/schema/00002_reporting.sql and 00007_analytics_normalized.sql; the published
+// contract is docs/sql.md.
 // Every cluster with reports, and how far the projector is behind it.
 func (q *Queries) AnalyticsClusters(ctx context.Context, db DBTX) ([]AnalyticsClustersRow, error) {
 	rows, err := db.Query(ctx, analyticsClusters)
@@ -74,35 +86,63 @@ func (q *Queries) AnalyticsClusters(ctx context.Context, db DBTX) ([]AnalyticsCl
 	return items, nil
 }
 
-const analyticsDeleteChanged = `-- name: AnalyticsDeleteChanged :execrows
-DELETE FROM analytics_results r
-WHERE r.cluster = $1
-  AND r.key IN (
+const analyticsDeleteReports = `-- name: AnalyticsDeleteReports :one
+WITH keys AS (
     SELECT c.key FROM changes c
-    WHERE c.cluster = $1 AND c.resource_version > $2 AND c.resource_version <= $3)
+    WHERE NOT $1::boolean
+      AND c.cluster = $2 AND c.resource_version > $3 AND c.resource_version <= $4
+    UNION
+    SELECT p.key FROM analytics_reports p WHERE $1::boolean AND p.cluster = $2
+), gone_reports AS (
+    DELETE FROM analytics_reports p
+    USING keys k
+    -- (The key's collation, "C", would make the namespace comparison one the index cannot serve.)
+    WHERE p.cluster = $2 AND p.report_namespace = analytics_key_namespace(k.key COLLATE "default") AND p.key = k.key
+    RETURNING p.id
+), gone_results AS (
+    DELETE FROM analytics_results r
+    USING gone_reports g
+    WHERE r.report_id = g.id
+    RETURNING r.outcome_id
+)
+SELECT coalesce(array_agg(DISTINCT g.outcome_id), '{}')::bigint[] AS outcomes FROM gone_results g
 `
 
-type AnalyticsDeleteChangedParams struct {
+type AnalyticsDeleteReportsParams struct {
+	Rebuild       bool
 	Cluster       string
 	AfterRevision int64
 	UptoRevision  int64
 }
 
-// The result rows of every key changed in (after_revision, upto_revision].
-func (q *Queries) AnalyticsDeleteChanged(ctx context.Context, db DBTX, arg AnalyticsDeleteChangedParams) (int64, error) {
-	result, err := db.Exec(ctx, analyticsDeleteChanged, arg.Cluster, arg.AfterRevision, arg.UptoRevision)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+// Removes the projection of every key changed in (after_revision, upto_revision], or of every key
+// of the cluster when rebuild: their rows in analytics_reports and their results. Returns the
+// outcomes those results referred to, for AnalyticsDeleteUnusedOutcomes.
+// (The keys are a union of the two cases, one of them switched off, rather than an OR: the planner
+// turns the IN into a join only where no OR surrounds it, and the projector plans every statement
+// for its parameters, so the switched-off arm folds away.)
+func (q *Queries) AnalyticsDeleteReports(ctx context.Context, db DBTX, arg AnalyticsDeleteReportsParams) ([]int64, error) {
+	row := db.QueryRow(ctx, analyticsDeleteReports,
+		arg.Rebuild,
+		arg.Cluster,
+		arg.AfterRevision,
+		arg.UptoRevision,
+	)
+	var outcomes []int64
+	err := row.Scan(&outcomes)
+	return outcomes, err
 }
 
-const analyticsDeleteCluster = `-- name: AnalyticsDeleteCluster :execrows
-DELETE FROM analytics_results WHERE cluster = $1
+const analyticsDeleteUnusedOutcomes = `-- name: AnalyticsDeleteUnusedOutcomes :execrows
+DELETE FROM analytics_outcomes o
+WHERE o.id = ANY ($1::bigint[])
+  AND NOT EXISTS (SELECT FROM analytics_results r WHERE r.outcome_id = o.id)
 `
 
-func (q *Queries) AnalyticsDeleteCluster(ctx context.Context, db DBTX, cluster string) (int64, error) {
-	result, err := db.Exec(ctx, analyticsDeleteCluster, cluster)
+// Deletes the outcomes among the given ones that no result refers to any more (after the results
+// of a batch were replaced), so the interned values do not outlive the results that said them.
+func (q *Queries) AnalyticsDeleteUnusedOutcomes(ctx context.Context, db DBTX, outcomes []int64) (int64, error) {
+	result, err := db.Exec(ctx, analyticsDeleteUnusedOutcomes, outcomes)
 	if err != nil {
 		return 0, err
 	}
@@ -121,43 +161,84 @@ func (q *Queries) AnalyticsGeneration(ctx context.Context, db DBTX) (int64, erro
 	return generation, err
 }
 
-const analyticsInsertChanged = `-- name: AnalyticsInsertChanged :execrows
-INSERT INTO analytics_results
-SELECT f.cluster, f.key, f.result_index, f.report_resource_version, f.report_api_group, f.report_api_version, f.report_kind, f.report_namespace, f.report_name, f.report_uid, f.source, f.policy, f.rule, f.category, f.severity, f.result, f.finding, f.scored, f.message, f.timestamp, f.namespace, f.resource_api_version, f.resource_kind, f.resource_namespace, f.resource_name, f.resource_uid, f.resources, f.properties, f.score
-FROM reports r
-CROSS JOIN LATERAL analytics_flatten(r.cluster, r.key, r.resource_version, r.object) AS f
-WHERE r.cluster = $1
-  AND r.key IN (
+const analyticsInsertReports = `-- name: AnalyticsInsertReports :execrows
+WITH keys AS (
     SELECT c.key FROM changes c
-    WHERE c.cluster = $1 AND c.resource_version > $2 AND c.resource_version <= $3)
+    WHERE NOT $1::boolean
+      AND c.cluster = $2 AND c.resource_version > $3 AND c.resource_version <= $4
+    UNION
+    SELECT r.key FROM reports r WHERE $1::boolean AND r.cluster = $2
+),
+flat AS MATERIALIZED (
+    SELECT f.cluster, f.key, f.result_index, f.report_resource_version, f.report_api_group, f.report_api_version,
+           f.report_kind, f.report_namespace, f.report_name, f.report_uid, f.source, f.policy, f.rule, f.category,
+           f.severity, f.result, f.scored, f.message, f."timestamp", f.namespace, f.resource_api_version,
+           f.resource_kind, f.resource_namespace, f.resource_name, f.resource_uid, f.resources, f.properties, f.score,
+           analytics_subject(f.namespace, f.resource_api_version, f.resource_kind, f.resource_namespace, f.resource_name,
+                             f.resource_uid, f.resources) AS subject,
+           analytics_outcome_digest(f.source, f.policy, f.rule, f.category, f.scored, f.message, f.properties) AS digest
+    FROM keys k
+    JOIN reports r ON r.cluster = $2 AND r.key = k.key
+    CROSS JOIN LATERAL analytics_flatten(r.cluster, r.key, r.resource_version, r.object) AS f
+),
+report_rows AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('analytics_reports', 'id')) AS id, d.cluster, d.key, d.subject, d.report_resource_version, d.report_api_group, d.report_api_version, d.report_kind, d.report_namespace, d.report_name, d.report_uid, d.namespace, d.resource_api_version, d.resource_kind, d.resource_namespace, d.resource_name, d.resource_uid, d.resources
+    FROM (SELECT DISTINCT ON (x.key, x.subject)
+                 x.cluster, x.key, x.subject, x.report_resource_version, x.report_api_group, x.report_api_version,
+                 x.report_kind, x.report_namespace, x.report_name, x.report_uid, x.namespace, x.resource_api_version,
+                 x.resource_kind, x.resource_namespace, x.resource_name, x.resource_uid, x.resources
+          FROM flat x
+          ORDER BY x.key, x.subject) d
+),
+new_reports AS (
+    INSERT INTO analytics_reports (id, cluster, key, report_resource_version, report_api_group, report_api_version,
+                                   report_kind, report_namespace, report_name, report_uid, namespace,
+                                   resource_api_version, resource_kind, resource_namespace, resource_name,
+                                   resource_uid, resources)
+    SELECT p.id, p.cluster, p.key, p.report_resource_version, p.report_api_group, p.report_api_version, p.report_kind,
+           analytics_key_namespace(p.key), p.report_name, p.report_uid, p.namespace, p.resource_api_version, p.resource_kind,
+           p.resource_namespace, p.resource_name, p.resource_uid, p.resources
+    FROM report_rows p
+),
+new_outcomes AS (
+    INSERT INTO analytics_outcomes (digest, source, policy, rule, category, scored, message, properties)
+    SELECT DISTINCT ON (x.digest) x.digest, x.source, x.policy, x.rule, x.category, x.scored, x.message, x.properties
+    FROM flat x
+    WHERE NOT EXISTS (SELECT FROM analytics_outcomes o WHERE o.digest = x.digest)
+    ORDER BY x.digest
+    ON CONFLICT (digest) DO NOTHING
+    RETURNING id, digest
+)
+INSERT INTO analytics_results (report_id, outcome_id, "timestamp", score, result_index, severity_code, result_code)
+SELECT p.id, coalesce(n.id, o.id), x."timestamp", x.score, x.result_index, analytics_code(x.severity), analytics_code(x.result)
+FROM flat x
+JOIN report_rows p ON p.key = x.key AND p.subject = x.subject
+LEFT JOIN new_outcomes n ON n.digest = x.digest
+LEFT JOIN analytics_outcomes o ON o.digest = x.digest
+ORDER BY p.id, x.result_index
 `
 
-type AnalyticsInsertChangedParams struct {
+type AnalyticsInsertReportsParams struct {
+	Rebuild       bool
 	Cluster       string
 	AfterRevision int64
 	UptoRevision  int64
 }
 
-// The current result rows of every key changed in (after_revision, upto_revision]; deleted keys
-// have no row in reports and get none.
-func (q *Queries) AnalyticsInsertChanged(ctx context.Context, db DBTX, arg AnalyticsInsertChangedParams) (int64, error) {
-	result, err := db.Exec(ctx, analyticsInsertChanged, arg.Cluster, arg.AfterRevision, arg.UptoRevision)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const analyticsInsertCluster = `-- name: AnalyticsInsertCluster :execrows
-INSERT INTO analytics_results
-SELECT f.cluster, f.key, f.result_index, f.report_resource_version, f.report_api_group, f.report_api_version, f.report_kind, f.report_namespace, f.report_name, f.report_uid, f.source, f.policy, f.rule, f.category, f.severity, f.result, f.finding, f.scored, f.message, f.timestamp, f.namespace, f.resource_api_version, f.resource_kind, f.resource_namespace, f.resource_name, f.resource_uid, f.resources, f.properties, f.score
-FROM reports r
-CROSS JOIN LATERAL analytics_flatten(r.cluster, r.key, r.resource_version, r.object) AS f
-WHERE r.cluster = $1
-`
-
-func (q *Queries) AnalyticsInsertCluster(ctx context.Context, db DBTX, cluster string) (int64, error) {
-	result, err := db.Exec(ctx, analyticsInsertCluster, cluster)
+// Projects the current rows in reports of every key changed in (after_revision, upto_revision], or
+// of every key of the cluster when rebuild (deleted keys have no row and get nothing): a row of
+// analytics_reports per report and subject, the outcomes not interned yet, and a row of
+// analytics_results per result. The projector is the only writer of these tables (db.Elector),
+// so the outcomes are those found before the statement and those it inserts; a result whose
+// outcome is in neither violates NOT NULL and fails the batch. (The keys as in AnalyticsDeleteReports.)
+// One row of analytics_reports per report and subject, its id taken here so the results can refer to it.
+func (q *Queries) AnalyticsInsertReports(ctx context.Context, db DBTX, arg AnalyticsInsertReportsParams) (int64, error) {
+	result, err := db.Exec(ctx, analyticsInsertReports,
+		arg.Rebuild,
+		arg.Cluster,
+		arg.AfterRevision,
+		arg.UptoRevision,
+	)
 	if err != nil {
 		return 0, err
 	}

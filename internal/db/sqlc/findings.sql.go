@@ -17,8 +17,9 @@ SELECT set_config('plan_cache_mode', 'force_custom_plan', true)
 `
 
 // Queries of the read-only Kubernetes resources over the analytics tables (internal/apiserver/findings):
-// Finding and ClusterFinding are rows of analytics_results, FindingSummary rows of the materialized
-// summaries. Tables and views: sql/schema/00002_reporting.sql and 00003_findings.sql.
+// Finding and ClusterFinding are rows of analytics_results with their report row and outcome, FindingSummary
+// rows of the materialized summaries. Tables and views: sql/schema/00002_reporting.sql, 00003_findings.sql and
+// 00007_analytics_normalized.sql.
 //
 // Every field selector is an optional predicate: a NULL parameter switches it off. The caller runs these
 // with plan_cache_mode = force_custom_plan (FindingsCustomPlans), so each execution is planned with its
@@ -32,16 +33,22 @@ func (q *Queries) FindingsCustomPlans(ctx context.Context, db DBTX) error {
 }
 
 const getFinding = `-- name: GetFinding :one
-SELECT r.key, r.result_index, r.report_resource_version, r.report_api_group, r.report_api_version, r.report_kind,
-       r.report_namespace, r.report_name, r.report_uid, r.source, r.policy, r.rule, r.category, r.severity,
-       r.result, r.finding, r.scored, r.message, r."timestamp", r.resource_api_version, r.resource_kind,
-       r.resource_namespace, r.resource_name, r.resource_uid, r.properties, r.score
-FROM analytics_results r
-WHERE r.cluster = $1 AND r.key = $2 AND r.result_index = $3
+SELECT p.key, r.result_index, p.report_resource_version, p.report_api_group, p.report_api_version, p.report_kind,
+       p.report_namespace, p.report_name, p.report_uid, o.source, o.policy, o.rule, o.category,
+       coalesce(analytics_value(r.severity_code), '')::text AS severity,
+       coalesce(analytics_value(r.result_code), '')::text AS result,
+       analytics_finding(r.result_code)::boolean AS finding, o.scored, o.message, r."timestamp",
+       p.resource_api_version, p.resource_kind, p.resource_namespace, p.resource_name, p.resource_uid, o.properties,
+       r.score
+FROM analytics_reports p
+JOIN analytics_results r ON r.report_id = p.id
+JOIN analytics_outcomes o ON o.id = r.outcome_id
+WHERE p.cluster = $1 AND p.report_namespace = $2 AND p.key = $3 AND r.result_index = $4
 `
 
 type GetFindingParams struct {
 	Cluster     string
+	Namespace   string
 	Key         string
 	ResultIndex int32
 }
@@ -60,8 +67,8 @@ type GetFindingRow struct {
 	Policy                pgtype.Text
 	Rule                  pgtype.Text
 	Category              pgtype.Text
-	Severity              pgtype.Text
-	Result                pgtype.Text
+	Severity              string
+	Result                string
 	Finding               bool
 	Scored                pgtype.Bool
 	Message               pgtype.Text
@@ -75,9 +82,14 @@ type GetFindingRow struct {
 	Score                 pgtype.Float8
 }
 
-// One result by its report's storage key and position (the primary key).
+// One result by its report's namespace, storage key and position.
 func (q *Queries) GetFinding(ctx context.Context, db DBTX, arg GetFindingParams) (GetFindingRow, error) {
-	row := db.QueryRow(ctx, getFinding, arg.Cluster, arg.Key, arg.ResultIndex)
+	row := db.QueryRow(ctx, getFinding,
+		arg.Cluster,
+		arg.Namespace,
+		arg.Key,
+		arg.ResultIndex,
+	)
 	var i GetFindingRow
 	err := row.Scan(
 		&i.Key,
@@ -185,55 +197,62 @@ func (q *Queries) ListClusterSummary(ctx context.Context, db DBTX, arg ListClust
 }
 
 const listFindings = `-- name: ListFindings :many
-SELECT r.key, r.result_index, r.report_resource_version, r.report_api_group, r.report_api_version, r.report_kind,
-       r.report_namespace, r.report_name, r.report_uid, r.source, r.policy, r.rule, r.category, r.severity,
-       r.result, r.finding, r.scored, r.message, r."timestamp", r.resource_api_version, r.resource_kind,
-       r.resource_namespace, r.resource_name, r.resource_uid, r.properties, r.score
-FROM analytics_results r
-WHERE r.cluster = $1
-  AND (r.report_namespace <> '') = $2::boolean
+SELECT p.key, r.result_index, p.report_resource_version, p.report_api_group, p.report_api_version, p.report_kind,
+       p.report_namespace, p.report_name, p.report_uid, o.source, o.policy, o.rule, o.category,
+       coalesce(analytics_value(r.severity_code), '')::text AS severity,
+       coalesce(analytics_value(r.result_code), '')::text AS result,
+       analytics_finding(r.result_code)::boolean AS finding, o.scored, o.message, r."timestamp",
+       p.resource_api_version, p.resource_kind, p.resource_namespace, p.resource_name, p.resource_uid, o.properties,
+       r.score
+FROM analytics_reports p
+JOIN analytics_results r ON r.report_id = p.id
+JOIN analytics_outcomes o ON o.id = r.outcome_id
+WHERE p.cluster = $1
+  AND (p.report_namespace <> '') = $2::boolean
+  -- (report_namespace, key, result_index) > the token's, with the part on the report a range of the index.
   AND ($3::text IS NULL
-       OR (r.report_namespace, r.key, r.result_index)
-          > ($4::text, $3::text, $5::integer))
-  AND ($6::text IS NULL OR r.report_namespace = $6::text)
-  AND ($7::text[] IS NULL OR r.report_namespace <> ALL ($7::text[]))
+       OR ((p.report_namespace, p.key) >= ($4::text, $3::text)
+           AND ((p.report_namespace, p.key) > ($4::text, $3::text)
+                OR r.result_index > $5::integer)))
+  AND ($6::text IS NULL OR p.report_namespace = $6::text)
+  AND ($7::text[] IS NULL OR p.report_namespace <> ALL ($7::text[]))
   AND ($8::text IS NULL
-       OR (r.report_api_group = $9::text AND r.report_kind = $8::text
-           AND r.report_name = $10::text AND r.result_index = $11::integer))
-  AND ($12::boolean IS NULL OR r.finding = $12::boolean)
+       OR (p.report_api_group = $9::text AND p.report_kind = $8::text
+           AND p.report_name = $10::text AND r.result_index = $11::integer))
+  AND ($12::boolean IS NULL OR analytics_finding(r.result_code) = $12::boolean)
   -- Final reports only unless report.ephemeral=true asks for Kyverno's ephemeral ones.
-  AND (r.report_api_group = 'reports.kyverno.io') = coalesce($13::boolean, false)
-  AND ($14::text IS NULL OR r.severity = $14::text
-       OR ($14::text = '' AND r.severity IS NULL))
-  AND ($15::text[] IS NULL OR coalesce(r.severity, '') <> ALL ($15::text[]))
-  AND ($16::text IS NULL OR r.result = $16::text
-       OR ($16::text = '' AND r.result IS NULL))
-  AND ($17::text[] IS NULL OR coalesce(r.result, '') <> ALL ($17::text[]))
-  AND ($18::text IS NULL OR r.policy = $18::text
-       OR ($18::text = '' AND r.policy IS NULL))
-  AND ($19::text[] IS NULL OR coalesce(r.policy, '') <> ALL ($19::text[]))
-  AND ($20::text IS NULL OR r.rule = $20::text
-       OR ($20::text = '' AND r.rule IS NULL))
-  AND ($21::text[] IS NULL OR coalesce(r.rule, '') <> ALL ($21::text[]))
-  AND ($22::text IS NULL OR r.source = $22::text
-       OR ($22::text = '' AND r.source IS NULL))
-  AND ($23::text[] IS NULL OR coalesce(r.source, '') <> ALL ($23::text[]))
-  AND ($24::text IS NULL OR r.category = $24::text
-       OR ($24::text = '' AND r.category IS NULL))
-  AND ($25::text[] IS NULL OR coalesce(r.category, '') <> ALL ($25::text[]))
-  AND ($26::text IS NULL OR r.resource_kind = $26::text
-       OR ($26::text = '' AND r.resource_kind IS NULL))
-  AND ($27::text[] IS NULL OR coalesce(r.resource_kind, '') <> ALL ($27::text[]))
-  AND ($28::text IS NULL OR r.resource_namespace = $28::text
-       OR ($28::text = '' AND r.resource_namespace IS NULL))
-  AND ($29::text[] IS NULL OR coalesce(r.resource_namespace, '') <> ALL ($29::text[]))
-  AND ($30::text IS NULL OR r.resource_name = $30::text
-       OR ($30::text = '' AND r.resource_name IS NULL))
-  AND ($31::text[] IS NULL OR coalesce(r.resource_name, '') <> ALL ($31::text[]))
-  AND ($32::text IS NULL OR r.report_name = $32::text
-       OR ($32::text = '' AND r.report_name IS NULL))
-  AND ($33::text[] IS NULL OR coalesce(r.report_name, '') <> ALL ($33::text[]))
-ORDER BY r.report_namespace, r.key, r.result_index
+  AND (p.report_api_group = 'reports.kyverno.io') = coalesce($13::boolean, false)
+  AND ($14::text IS NULL OR analytics_value(r.severity_code) = $14::text
+       OR ($14::text = '' AND r.severity_code IS NULL))
+  AND ($15::text[] IS NULL OR coalesce(analytics_value(r.severity_code), '') <> ALL ($15::text[]))
+  AND ($16::text IS NULL OR analytics_value(r.result_code) = $16::text
+       OR ($16::text = '' AND r.result_code IS NULL))
+  AND ($17::text[] IS NULL OR coalesce(analytics_value(r.result_code), '') <> ALL ($17::text[]))
+  AND ($18::text IS NULL OR o.policy = $18::text
+       OR ($18::text = '' AND o.policy IS NULL))
+  AND ($19::text[] IS NULL OR coalesce(o.policy, '') <> ALL ($19::text[]))
+  AND ($20::text IS NULL OR o.rule = $20::text
+       OR ($20::text = '' AND o.rule IS NULL))
+  AND ($21::text[] IS NULL OR coalesce(o.rule, '') <> ALL ($21::text[]))
+  AND ($22::text IS NULL OR o.source = $22::text
+       OR ($22::text = '' AND o.source IS NULL))
+  AND ($23::text[] IS NULL OR coalesce(o.source, '') <> ALL ($23::text[]))
+  AND ($24::text IS NULL OR o.category = $24::text
+       OR ($24::text = '' AND o.category IS NULL))
+  AND ($25::text[] IS NULL OR coalesce(o.category, '') <> ALL ($25::text[]))
+  AND ($26::text IS NULL OR p.resource_kind = $26::text
+       OR ($26::text = '' AND p.resource_kind IS NULL))
+  AND ($27::text[] IS NULL OR coalesce(p.resource_kind, '') <> ALL ($27::text[]))
+  AND ($28::text IS NULL OR p.resource_namespace = $28::text
+       OR ($28::text = '' AND p.resource_namespace IS NULL))
+  AND ($29::text[] IS NULL OR coalesce(p.resource_namespace, '') <> ALL ($29::text[]))
+  AND ($30::text IS NULL OR p.resource_name = $30::text
+       OR ($30::text = '' AND p.resource_name IS NULL))
+  AND ($31::text[] IS NULL OR coalesce(p.resource_name, '') <> ALL ($31::text[]))
+  AND ($32::text IS NULL OR p.report_name = $32::text
+       OR ($32::text = '' AND p.report_name IS NULL))
+  AND ($33::text[] IS NULL OR coalesce(p.report_name, '') <> ALL ($33::text[]))
+ORDER BY p.report_namespace, p.key, r.result_index
 LIMIT $34
 `
 
@@ -288,8 +307,8 @@ type ListFindingsRow struct {
 	Policy                pgtype.Text
 	Rule                  pgtype.Text
 	Category              pgtype.Text
-	Severity              pgtype.Text
-	Result                pgtype.Text
+	Severity              string
+	Result                string
 	Finding               bool
 	Scored                pgtype.Bool
 	Message               pgtype.Text
@@ -303,9 +322,10 @@ type ListFindingsRow struct {
 	Score                 pgtype.Float8
 }
 
-// One keyset page of results: those after (after_namespace, after_key, after_index) in the order of
-// analytics_results_report_namespace_idx. namespaced picks Finding (reports with a namespace) or
-// ClusterFinding (cluster-scoped reports, report_namespace ”).
+// One keyset page of results: those after (after_namespace, after_key, after_index) in the order
+// (report namespace, key, result index): analytics_reports_report_namespace_idx walks the reports from
+// the token on, analytics_results_report_idx finds the results of each. namespaced picks Finding
+// (reports with a namespace) or ClusterFinding (cluster-scoped reports, report_namespace ”).
 func (q *Queries) ListFindings(ctx context.Context, db DBTX, arg ListFindingsParams) ([]ListFindingsRow, error) {
 	rows, err := db.Query(ctx, listFindings,
 		arg.Cluster,

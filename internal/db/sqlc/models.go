@@ -49,6 +49,39 @@ type AnalyticsClusterSummary struct {
 	Info     int64
 }
 
+// The row type of analytics_flatten; holds no rows.
+type AnalyticsFlattened struct {
+	Cluster               string
+	Key                   string
+	ResultIndex           int32
+	ReportResourceVersion int64
+	ReportApiGroup        string
+	ReportApiVersion      pgtype.Text
+	ReportKind            pgtype.Text
+	ReportNamespace       string
+	ReportName            pgtype.Text
+	ReportUid             pgtype.Text
+	Source                pgtype.Text
+	Policy                pgtype.Text
+	Rule                  pgtype.Text
+	Category              pgtype.Text
+	Severity              pgtype.Text
+	Result                pgtype.Text
+	Finding               bool
+	Scored                pgtype.Bool
+	Message               pgtype.Text
+	Timestamp             pgtype.Timestamptz
+	Namespace             string
+	ResourceApiVersion    pgtype.Text
+	ResourceKind          pgtype.Text
+	ResourceNamespace     pgtype.Text
+	ResourceName          pgtype.Text
+	ResourceUid           pgtype.Text
+	Resources             []byte
+	Properties            []byte
+	Score                 pgtype.Float8
+}
+
 type AnalyticsNamespaceSummary struct {
 	Cluster   string
 	Namespace string
@@ -64,6 +97,18 @@ type AnalyticsNamespaceSummary struct {
 	Medium    int64
 	Low       int64
 	Info      int64
+}
+
+type AnalyticsOutcome struct {
+	ID         int64
+	Digest     pgtype.UUID
+	Source     pgtype.Text
+	Policy     pgtype.Text
+	Rule       pgtype.Text
+	Category   pgtype.Text
+	Scored     pgtype.Bool
+	Message    pgtype.Text
+	Properties []byte
 }
 
 type AnalyticsPolicySummary struct {
@@ -100,6 +145,26 @@ type AnalyticsRefresh struct {
 	Generation  int64
 }
 
+type AnalyticsReport struct {
+	ID                    int64
+	Cluster               string
+	Key                   string
+	ReportResourceVersion int64
+	ReportApiGroup        string
+	ReportApiVersion      pgtype.Text
+	ReportKind            pgtype.Text
+	ReportNamespace       string
+	ReportName            pgtype.Text
+	ReportUid             pgtype.Text
+	Namespace             string
+	ResourceApiVersion    pgtype.Text
+	ResourceKind          pgtype.Text
+	ResourceNamespace     pgtype.Text
+	ResourceName          pgtype.Text
+	ResourceUid           pgtype.Text
+	Resources             []byte
+}
+
 type AnalyticsResourceSummary struct {
 	Cluster      string
 	Namespace    string
@@ -120,35 +185,13 @@ type AnalyticsResourceSummary struct {
 }
 
 type AnalyticsResult struct {
-	Cluster               string
-	Key                   string
-	ResultIndex           int32
-	ReportResourceVersion int64
-	ReportApiGroup        string
-	ReportApiVersion      pgtype.Text
-	ReportKind            pgtype.Text
-	ReportNamespace       string
-	ReportName            pgtype.Text
-	ReportUid             pgtype.Text
-	Source                pgtype.Text
-	Policy                pgtype.Text
-	Rule                  pgtype.Text
-	Category              pgtype.Text
-	Severity              pgtype.Text
-	Result                pgtype.Text
-	Finding               bool
-	Scored                pgtype.Bool
-	Message               pgtype.Text
-	Timestamp             pgtype.Timestamptz
-	Namespace             string
-	ResourceApiVersion    pgtype.Text
-	ResourceKind          pgtype.Text
-	ResourceNamespace     pgtype.Text
-	ResourceName          pgtype.Text
-	ResourceUid           pgtype.Text
-	Resources             []byte
-	Properties            []byte
-	Score                 pgtype.Float8
+	ReportID     int64
+	OutcomeID    int64
+	Timestamp    pgtype.Timestamptz
+	Score        pgtype.Float8
+	ResultIndex  int32
+	SeverityCode pgtype.Text
+	ResultCode   pgtype.Text
 }
 
 type Change struct {
@@ -325,8 +368,8 @@ type ReportingResult struct {
 	Policy             pgtype.Text
 	Rule               pgtype.Text
 	Category           pgtype.Text
-	Severity           pgtype.Text
-	Result             pgtype.Text
+	Severity           string
+	Result             string
 	Finding            bool
 	Scored             pgtype.Bool
 	Message            pgtype.Text
