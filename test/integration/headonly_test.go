@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/httpread"
@@ -37,28 +34,9 @@ func TestHeadOnlyResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc, err := rest.HTTPClientFor(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := func(t *testing.T, path, accept string) []byte {
-		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.Config.Host+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Accept", accept)
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s (%s): %d %v %s", path, accept, resp.StatusCode, err, body)
-		}
-		return body
-	}
+	g := newGetter(t, ctx, srv.Config)
+	hc := g.hc
+	get := g.get
 	const (
 		metaList = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 		table    = "application/json;as=Table;v=v1;g=meta.k8s.io"

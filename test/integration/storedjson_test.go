@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
@@ -40,28 +39,9 @@ func TestStoredJSONResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc, err := rest.HTTPClientFor(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	do := func(t *testing.T, path, accept string) []byte {
-		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.Config.Host+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Accept", accept)
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s (%s): %d %v %s", path, accept, resp.StatusCode, err, body)
-		}
-		return body
-	}
+	g := newGetter(t, ctx, srv.Config)
+	hc := g.hc
+	do := g.get
 	decode := func(t *testing.T, what string, data []byte) map[string]any {
 		t.Helper()
 		var v map[string]any
