@@ -2,8 +2,10 @@ package pgstorage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,9 +89,9 @@ type writeResult struct {
 // A batch whose connection breaks while it commits (PostgreSQL restarted, a connection reset)
 // may or may not have committed: the answer to COMMIT is what was lost. Rather than answer 503
 // for a write that is stored, the writer asks PostgreSQL, once it answers again, what became of
-// the batch's transaction (pg_xact_status of the id LockRevision returned) and answers the truth.
-// Only when the database stays away longer than resolveTimeout is the outcome unknown (a 503
-// that says so).
+// the batch's transaction (pg_xact_status of the id LockRevision returned, checked against the
+// batch's writes: see confirm) and answers the truth. Only when the database stays away longer
+// than resolveTimeout, or the writes cannot tell, is the outcome unknown (a 503 that says so).
 //
 // A database that hangs instead (a frozen host, a lock every write waits for, no free
 // connection) is not waited for past the request: a caller whose context ends withdraws its
@@ -266,42 +268,44 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 	})
 	if err != nil && xact != 0 && db.IsUnavailable(err) {
 		// The connection broke; the results are those of the transaction if it committed.
-		err = w.resolve(ctx, xact, err)
+		err = w.resolve(ctx, xact, err, batch, results)
 	}
 	return results, err
 }
 
 // errOutcomeUnknown marks a batch whose connection broke while committing and whose fate the
-// database did not tell within resolveTimeout.
+// database did not tell: it did not answer within resolveTimeout, or it restarted and the
+// batch's writes were overwritten since (see confirm).
 var errOutcomeUnknown = errors.New("the database connection broke while the write was committing, and the database " +
-	"did not come back in time to tell whether it was stored: read the object before writing it again")
+	"could not tell whether it was stored: read the object before writing it again")
 
 // errAnswerLate marks a write whose caller stopped waiting (its request's deadline came) while
 // its batch was with the database: it may have been stored.
 var errAnswerLate = errors.New("the database did not answer in time, and the write may have been stored: " +
 	"read the object before writing it again")
 
-// resolve asks, until the database answers or resolveTimeout passes, whether transaction xact,
-// whose connection broke with cause, committed: nil when it did, cause when it did not. Each
-// question is bounded too: a database that hangs rather than refuses would otherwise hold the
-// writer.
-func (w *Writer) resolve(ctx context.Context, xact int64, cause error) error {
+// resolve asks, until the database answers or resolveTimeout passes, whether transaction xact of
+// batch, whose connection broke with cause, committed: nil when it did, cause when it did not.
+// Each question is bounded too: a database that hangs rather than refuses would otherwise hold
+// the writer.
+func (w *Writer) resolve(ctx context.Context, xact int64, cause error, batch []*writeOp, results []writeResult) error {
 	deadline := time.Now().Add(w.resolveTimeout)
 	for ctx.Err() == nil {
 		askCtx, cancel := context.WithDeadline(ctx, deadline)
-		status, err := w.q.TransactionStatus(askCtx, w.pool, xact)
+		outcome, err := w.outcome(askCtx, xact, batch, results)
 		cancel()
 		if err == nil {
-			switch status {
-			case "committed":
+			switch outcome {
+			case committed:
 				return nil
-			case "aborted":
+			case aborted:
 				return cause
-			case "":
+			default:
 				return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
 			}
-			// "in progress": its backend has not noticed the broken connection yet.
 		}
+		// The database did not answer, or the transaction is still in progress (its backend has
+		// not noticed the broken connection yet).
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
 		}
@@ -312,6 +316,75 @@ func (w *Writer) resolve(ctx context.Context, xact int64, cause error) error {
 	}
 	// Every caller has stopped waiting: nobody needs the answer.
 	return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
+}
+
+type batchOutcome int
+
+const (
+	unknownOutcome batchOutcome = iota
+	committed
+	aborted
+)
+
+var errInProgress = errors.New("the transaction is still in progress")
+
+// outcome asks once what became of transaction xact of batch.
+func (w *Writer) outcome(ctx context.Context, xact int64, batch []*writeOp, results []writeResult) (batchOutcome, error) {
+	status, err := w.q.TransactionStatus(ctx, w.pool, xact)
+	if err != nil {
+		return unknownOutcome, err
+	}
+	switch status {
+	case "committed":
+		return w.confirm(ctx, batch, results)
+	case "aborted":
+		return aborted, nil
+	case "":
+		return unknownOutcome, nil // too old to know (never within the minutes a writer asks)
+	}
+	return unknownOutcome, errInProgress
+}
+
+// confirm checks that the transaction the database reports committed was the batch's.
+// PostgreSQL hands out again, after a crash, the ids of transactions whose WAL it lost: the
+// batch's id may then belong to a later transaction that committed (and took the same
+// revisions, which were lost too). The batch's writes tell which: a batch is one transaction, so
+// one write found as written (its key at its revision, with the object written) proves the batch
+// committed, and one found missing (its key at an older revision, or another object at its
+// revision) proves it did not. A write overwritten or deleted since proves neither; if none of
+// the batch's writes tells, the outcome is unknown.
+func (w *Writer) confirm(ctx context.Context, batch []*writeOp, results []writeResult) (batchOutcome, error) {
+	for i, op := range batch {
+		rev := results[i].rev
+		if rev == 0 {
+			continue // its precondition failed: not written either way
+		}
+		row, err := w.q.GetObject(ctx, w.pool, sqlc.GetObjectParams{Cluster: w.cluster, Key: op.key})
+		if err != nil {
+			return unknownOutcome, db.NoRows(err)
+		}
+		switch {
+		case row.Object == nil, row.ResourceVersion > rev:
+			continue // absent or written since: never written, or deleted or overwritten since
+		case row.ResourceVersion < rev, op.kind == opDelete:
+			return aborted, nil // not written at rev, or another write holds rev
+		case sameJSON(row.Object, op.data):
+			return committed, nil
+		default:
+			return aborted, nil // another object at rev
+		}
+	}
+	return unknownOutcome, nil
+}
+
+// sameJSON reports whether two JSON documents hold the same value (JSONB does not keep the
+// bytes it was given).
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }
 
 // pipelined applies batch in one round trip after cur, each write with the next revision, and
