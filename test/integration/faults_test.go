@@ -41,13 +41,15 @@ import (
 // breaks the database in one way while the load runs, lets it recover, and then checks:
 //
 //   - every answer during the whole run was 2xx, 404 (a get of a name not created yet), 409
-//     (a conflict between writers) or 503 with Retry-After: never a 500, never a 504, never an
-//     answer later than the request timeout (the server's is lowered to faultRequestTimeout);
-//   - /livez answered 200 throughout, /readyz failed while the database was away, and the server
-//     recovered without a restart (a write succeeds soon after PostgreSQL accepts connections);
+//     (a conflict between writers) or 503 with Retry-After: never a 500, never the 504 of a
+//     request that outlived the request timeout (the server's is lowered to
+//     faultRequestTimeout), never no answer at all;
+//   - /livez answered 200 throughout, /readyz failed while the database was away or hung, and
+//     the server recovered without a restart (a write succeeds soon after PostgreSQL is back);
 //   - the ledger: every write answered 2xx (name, resourceVersion, sha256 of the results
 //     written) is in the change log at that revision, and the newest acknowledged write of
-//     every name is the stored object or an older revision than it, with the same results;
+//     every name is the stored object, with the results written (or was overwritten by a write
+//     whose answer was lost: the stored revision is newer);
 //   - a client-go informer that ran through the fault ends equal to the database (names,
 //     resourceVersions, content), and received exactly the change log if it never relisted;
 //   - a raw watch (re-opened from its last resourceVersion whenever it ends, relisting on 410)
@@ -60,6 +62,7 @@ const faultRequestTimeout = 4 * time.Second
 // faultWriters is the number of concurrent writers of the ledger load.
 const faultWriters = 8
 
+// TestDatabaseFaults runs the ledger load against each fault (see the top of this file).
 func TestDatabaseFaults(t *testing.T) {
 	t.Parallel()
 	for _, f := range []struct {
@@ -286,17 +289,17 @@ func (e *faultEnv) mountTmpfs(t *testing.T) {
 // so its tables, indexes and catalogs live there (the WAL stays on the data directory's disk).
 func (e *faultEnv) createDatabaseOnTmpfs(ctx context.Context) {
 	t := e.t
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	dir := filepath.Join(e.tmpfs, "ts")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 { // pglocal runs postgres as the postgres user, which must own it
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
 		if err := os.Chown(dir, uid, gid); err != nil {
 			t.Fatal(err)
 		}
@@ -516,7 +519,7 @@ func (l *faultLoad) record(name string, body []byte, sum, op string) {
 // faultAttempts bounds the retries of one write; writes that run out are given up, not errors.
 const faultAttempts = 60
 
-// retryPause is how long a writer waits after a 503 (the servers says 1 s; the test is impatient).
+// retryPause is how long a writer waits after a 503 (the server says 1 s; the test is impatient).
 func retryPause(rng *rand.Rand) { time.Sleep(time.Duration(50+rng.IntN(100)) * time.Millisecond) }
 
 var faultOutcomes = []string{"pass", "fail", "warn", "error", "skip"}
