@@ -334,10 +334,16 @@ func (c CompletedConfig) analyticsGroup() (*genericapiserver.APIGroupInfo, error
 	return &info, nil
 }
 
-// databaseCheck is a readyz check that pings the database.
+// databaseCheck is a readyz check that pings the database. It gives up after 5 s, and in any
+// case before the request's own deadline, so a database that hangs fails the check (with the
+// check's message) rather than time the request out.
 func databaseCheck(pool *pgxpool.Pool) healthz.HealthChecker {
 	return healthz.NamedCheck("database", func(r *http.Request) error {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		timeout := 5 * time.Second
+		if deadline, ok := r.Context().Deadline(); ok {
+			timeout = min(timeout, time.Until(deadline)*3/4)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		if err := db.Ping(ctx, pool); err != nil {
 			return fmt.Errorf("ping database: %w", err)

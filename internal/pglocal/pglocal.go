@@ -8,7 +8,9 @@
 // acknowledged survives a crash. It is meant for development, tests and single-node demos, not as
 // a production database.
 //
-// Lifetime: Stop shuts it down (fast shutdown) and waits. If this process dies without calling
+// Lifetime: Stop shuts it down (fast shutdown) and waits; Shutdown can also stop it as a crash
+// would (immediate), and Signal can freeze it (SIGSTOP of every postgres process) for tests of
+// database faults. If this process dies without calling
 // Stop, the kernel sends postgres SIGINT (Linux parent-death signal), so it does not outlive us.
 //
 // A data directory that already has a live postmaster is refused, not shared: a server this
@@ -320,10 +322,27 @@ func (s *Server) CreateDatabase(ctx context.Context, name string) error {
 	return nil
 }
 
-// Stop shuts postgres down (fast shutdown: sessions are ended, a checkpoint is written) and waits
-// for it to exit. When ctx ends first it escalates to an immediate shutdown and then SIGKILL.
-// Calling Stop again returns the first result.
-func (s *Server) Stop(ctx context.Context) error {
+// PID is the postmaster's process id.
+func (s *Server) PID() int { return s.proc.Pid }
+
+// ShutdownMode is how Shutdown ends postgres, as `pg_ctl stop -m`.
+type ShutdownMode int
+
+const (
+	// Fast ends every session, writes a checkpoint and exits (SIGINT).
+	Fast ShutdownMode = iota
+	// Immediate exits at once without a checkpoint, as after a crash: the next start runs crash
+	// recovery from the WAL (SIGQUIT).
+	Immediate
+)
+
+// Stop is Shutdown in Fast mode.
+func (s *Server) Stop(ctx context.Context) error { return s.Shutdown(ctx, Fast) }
+
+// Shutdown shuts postgres down in mode and waits for it to exit. When ctx ends first it escalates
+// to an immediate shutdown and then SIGKILL. Calling Stop or Shutdown again returns the first
+// result. Start on the same DataDir (and Port) brings the cluster back.
+func (s *Server) Shutdown(ctx context.Context, mode ShutdownMode) error {
 	select {
 	case <-s.stopReq:
 		<-s.stopped
@@ -340,10 +359,14 @@ func (s *Server) Stop(ctx context.Context) error {
 		return s.stopErr
 	default:
 	}
-	_ = s.proc.Signal(syscall.SIGINT)
+	sig := syscall.SIGINT
+	if mode == Immediate {
+		sig = syscall.SIGQUIT
+	}
+	_ = s.proc.Signal(sig)
 	select {
 	case <-s.exited:
-		if s.exitErr != nil {
+		if s.exitErr != nil && mode != Immediate { // an immediate shutdown exits with status 1
 			s.stopErr = fmt.Errorf("pglocal: postgres exited with %v; see %s", s.exitErr, s.logPath())
 		}
 	case <-ctx.Done():
@@ -351,9 +374,40 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.stopErr = fmt.Errorf("pglocal: fast shutdown did not finish: %w; postgres was killed", ctx.Err())
 	}
 	if s.stopErr == nil {
-		s.log.Info("local PostgreSQL stopped", "dataDir", s.dataDir)
+		s.log.Info("local PostgreSQL stopped", "dataDir", s.dataDir, "immediate", mode == Immediate)
 	}
 	return s.stopErr
+}
+
+// Signal sends sig to the postmaster and then to every process it has started (backends,
+// checkpointer, WAL writer, …). PostgreSQL makes each child the leader of its own process group,
+// so a signal to the postmaster's group would reach the postmaster alone. The children are
+// listed after the postmaster got sig, so with SIGSTOP none is started in between: Signal(SIGSTOP)
+// freezes the whole server (connections stay open and unanswered) and Signal(SIGCONT) thaws it.
+// Linux only (it reads /proc).
+func (s *Server) Signal(sig syscall.Signal) error {
+	select {
+	case <-s.exited:
+		return errors.New("pglocal: postgres is not running")
+	default:
+	}
+	if err := s.proc.Signal(sig); err != nil {
+		return fmt.Errorf("pglocal: signal postmaster: %w", err)
+	}
+	children, err := childProcesses(s.proc.Pid)
+	if err != nil {
+		return fmt.Errorf("pglocal: list postgres processes: %w", err)
+	}
+	var errs []error
+	for _, pid := range children {
+		if err := syscall.Kill(pid, sig); err != nil && err != syscall.ESRCH {
+			errs = append(errs, fmt.Errorf("pid %d: %w", pid, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("pglocal: signal postgres processes: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 // kill ends postgres quickly: immediate shutdown, then SIGKILL. Safe after exit.

@@ -227,3 +227,74 @@ func TestRootWithoutServerUser(t *testing.T) {
 		t.Fatalf("want a clear message about the missing user, got %v", err)
 	}
 }
+
+// TestImmediateShutdownAndFreeze: an immediate shutdown (as a crash) keeps committed data, and
+// Start brings the cluster back on the same port after crash recovery; Signal(SIGSTOP) freezes
+// every postgres process, so a connection attempt hangs, and SIGCONT thaws them.
+func TestImmediateShutdownAndFreeze(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("Signal lists child processes from /proc")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dataDir := filepath.Join(t.TempDir(), "pg")
+	s := startForTest(t, dataDir)
+	if s.PID() <= 0 || !isPostgresProcess(s.PID()) {
+		t.Fatalf("PID %d is not a postgres process", s.PID())
+	}
+	conn, err := pgx.Connect(ctx, s.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE survivor (v text); INSERT INTO survivor VALUES ('kept')"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	if err := s.Shutdown(ctx, Immediate); err != nil {
+		t.Fatalf("immediate shutdown: %v", err)
+	}
+	if isPostgresProcess(s.PID()) {
+		t.Fatalf("postmaster %d still running after an immediate shutdown", s.PID())
+	}
+
+	s2, err := Start(ctx, Options{DataDir: dataDir, Port: s.Port()})
+	if err != nil {
+		t.Fatalf("start after an immediate shutdown: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = s2.Signal(syscall.SIGCONT)
+		_ = s2.Stop(context.Background())
+	})
+	if log := tail(filepath.Join(dataDir, LogFile), 50); !strings.Contains(log, "was not properly shut down") {
+		t.Errorf("no crash recovery after an immediate shutdown; log:\n%s", log)
+	}
+	conn, err = pgx.Connect(ctx, s2.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT v FROM survivor").Scan(&v); err != nil || v != "kept" {
+		t.Fatalf("committed data after crash recovery: %q, %v", v, err)
+	}
+
+	if err := s2.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("freeze: %v", err)
+	}
+	frozen, cancelFrozen := context.WithTimeout(ctx, time.Second)
+	if _, err := conn.Exec(frozen, "SELECT 1"); err == nil {
+		t.Errorf("a frozen server answered a query")
+	}
+	cancelFrozen()
+	if err := s2.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("thaw: %v", err)
+	}
+	conn2, err := pgx.Connect(ctx, s2.URL("postgres"))
+	if err != nil {
+		t.Fatalf("connect after thawing: %v", err)
+	}
+	defer conn2.Close(ctx)
+	if err := conn2.QueryRow(ctx, "SELECT v FROM survivor").Scan(&v); err != nil {
+		t.Fatalf("query after thawing: %v", err)
+	}
+}

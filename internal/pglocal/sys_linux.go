@@ -7,6 +7,32 @@ import (
 	"syscall"
 )
 
+// childProcesses returns the pids whose parent is pid, from /proc.
+func childProcesses(pid int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// "<pid> (<comm>) <state> <ppid> ...": comm may hold spaces and parentheses.
+		s := string(b)
+		rest := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(rest) > 1 && rest[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out, nil
+}
+
 // sysProcAttr runs the child in its own process group (a terminal's Ctrl-C reaches us, and we
 // stop postgres in order), as the server account when we are root, and asks the kernel to send
 // it SIGINT (fast shutdown) if we die. Go sets the parent-death signal after switching user, so

@@ -2,7 +2,15 @@
 
 package pglocal
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
+
+// childProcesses needs /proc (see sys_linux.go).
+func childProcesses(int) ([]int, error) {
+	return nil, errors.New("listing child processes is only supported on Linux")
+}
 
 // sysProcAttr: see sys_linux.go. Without a parent-death signal here, a postgres whose parent
 // crashed keeps running until stopped by hand.

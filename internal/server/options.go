@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
@@ -28,6 +29,8 @@ const (
 	DefaultMaxRequestBodyBytes = 3 << 20
 	DefaultSecurePort          = 6443
 	DefaultClusterName         = "default"
+	// DefaultRequestTimeout is kube-apiserver's.
+	DefaultRequestTimeout = time.Minute
 	// DefaultDataDir is relative to the working directory, so `go run ./cmd/reports-server serve
 	// --standalone` in a checkout keeps everything in ./.data (ignored by git).
 	DefaultDataDir = ".data"
@@ -48,6 +51,8 @@ type Options struct {
 	MaxUnpagedListBytes int64
 	// MaxRequestBodyBytes bounds request bodies (413 beyond).
 	MaxRequestBodyBytes int64
+	// RequestTimeout bounds requests other than watches (the generic server's RequestTimeout).
+	RequestTimeout time.Duration
 
 	// Analytics are the flags of the SQL analytics (analytics_options.go).
 	Analytics *AnalyticsOptions
@@ -77,6 +82,7 @@ func NewOptions() *Options {
 
 		MaxUnpagedListBytes: pgstorage.DefaultMaxUnpagedListBytes,
 		MaxRequestBodyBytes: DefaultMaxRequestBodyBytes,
+		RequestTimeout:      DefaultRequestTimeout,
 		Analytics:           NewAnalyticsOptions(),
 		Watch:               NewWatchOptions(),
 		Kube:                NewKubeOptions(),
@@ -104,6 +110,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&o.MaxRequestBodyBytes, "max-request-body-bytes", o.MaxRequestBodyBytes,
 		"The largest request body accepted (a report is one object: etcd's own limit is 1.5 MiB); larger ones get 413 "+
 			"without being read whole.")
+	fs.DurationVar(&o.RequestTimeout, "request-timeout", o.RequestTimeout,
+		"How long a request other than a watch may take (as kube-apiserver's flag; a client's ?timeout= can shorten it). "+
+			"A request the database does not answer in time gets 503 with Retry-After shortly before this.")
 	o.Analytics.AddFlags(fs)
 	o.Watch.AddFlags(fs)
 	o.Kube.AddFlags(fs)
@@ -156,6 +165,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxRequestBodyBytes <= 0 {
 		errs = append(errs, errors.New("--max-request-body-bytes must be positive"))
+	}
+	if o.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("--request-timeout must be positive"))
 	}
 	if o.MaxUnpagedListBytes == 0 || o.MaxUnpagedListBytes < -1 {
 		errs = append(errs, errors.New("--max-unpaged-list-bytes must be positive, or -1 for no bound"))

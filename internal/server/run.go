@@ -156,6 +156,7 @@ func (o *Options) applyExtra(cfg *apiserver.Config, pool *pgxpool.Pool) {
 	cfg.Extra.Cluster = o.ClusterName
 	cfg.Extra.MaxUnpagedListBytes = o.MaxUnpagedListBytes
 	cfg.Generic.MaxRequestBodyBytes = o.MaxRequestBodyBytes
+	cfg.Generic.RequestTimeout = o.RequestTimeout
 	cfg.Extra.Kinds = o.Kube.Kinds()
 	cfg.Extra.Analytics = o.Analytics.Config()
 	o.Watch.ApplyTo(&cfg.Extra)

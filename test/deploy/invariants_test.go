@@ -26,7 +26,7 @@ import (
 // README.md); the deployment artifacts may only use these.
 var knownServeFlags = []string{
 	// Own flags (internal/server/options.go).
-	"database-url", "cluster-name", "standalone", "data-dir", "write-kubeconfig",
+	"database-url", "cluster-name", "standalone", "data-dir", "write-kubeconfig", "request-timeout",
 	// internal/server/analytics_options.go, watch_options.go.
 	"analytics", "summary-refresh-interval",
 	"watch-history-window", "watch-history-max-events", "compaction-interval",

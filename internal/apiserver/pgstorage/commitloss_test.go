@@ -80,6 +80,53 @@ func TestCommitAnswerLost(t *testing.T) {
 	}
 }
 
+// TestCommitConfirmedByTheWrites: when the database reports a batch's transaction committed
+// after the answer to COMMIT was lost, the writer checks the batch's writes, because after a
+// crash PostgreSQL gives the ids (and the revisions) of lost transactions to new ones, whose
+// commit is then reported for the lost batch (a create answered 201 that was never stored, found
+// by TestDatabaseFaults/StopImmediate). One write found as written proves the batch committed,
+// one found missing proves it did not, writes changed since prove nothing.
+func TestCommitConfirmedByTheWrites(t *testing.T) {
+	ctx := context.Background()
+	s := processStore(t, dbtest.URL(t), "c1")
+	obj := func(name, tag string) []byte {
+		return []byte(`{"apiVersion":"example.apiserver.k8s.io/v1","kind":"Pod","metadata":{"name":"` + name +
+			`","namespace":"ns","labels":{"tag":"` + tag + `"}}}`)
+	}
+	written := s.CommitBatch([]pgstorage.WriteOp{{Kind: "create", Key: "/pods/ns/a", Data: obj("a", "1")}})
+	a := written[0].Rev
+	written = s.CommitBatch([]pgstorage.WriteOp{{Kind: "create", Key: "/pods/ns/b", Data: obj("b", "1")}})
+	b := written[0].Rev
+	written = s.CommitBatch([]pgstorage.WriteOp{{Kind: "update", Key: "/pods/ns/b", Data: obj("b", "2"), Expected: b}})
+	b2 := written[0].Rev
+	if a == 0 || b == 0 || b2 == 0 {
+		t.Fatalf("setup writes failed: %+v", written)
+	}
+	for _, tc := range []struct {
+		name string
+		ops  []pgstorage.WriteOp
+		revs []int64
+		want string
+	}{
+		{"the create is there", []pgstorage.WriteOp{{Kind: "create", Key: "/pods/ns/a", Data: obj("a", "1")}}, []int64{a}, "committed"},
+		{"another object at its revision", []pgstorage.WriteOp{{Kind: "create", Key: "/pods/ns/a", Data: obj("a", "other")}}, []int64{a}, "aborted"},
+		{"its key at an older revision", []pgstorage.WriteOp{{Kind: "update", Key: "/pods/ns/a", Data: obj("a", "3"), Expected: a}}, []int64{b2 + 1}, "aborted"},
+		{"a delete whose key is still there", []pgstorage.WriteOp{{Kind: "delete", Key: "/pods/ns/b", Expected: b2}}, []int64{b2}, "aborted"},
+		{"absent: never written, or deleted since", []pgstorage.WriteOp{{Kind: "create", Key: "/pods/ns/c", Data: obj("c", "1")}}, []int64{b2 + 1}, "unknown"},
+		{"overwritten since", []pgstorage.WriteOp{{Kind: "create", Key: "/pods/ns/b", Data: obj("b", "1")}}, []int64{b}, "unknown"},
+		{"one write of the batch tells", []pgstorage.WriteOp{
+			{Kind: "create", Key: "/pods/ns/c", Data: obj("c", "1")},
+			{Kind: "update", Key: "/pods/ns/b", Data: obj("b", "2"), Expected: b},
+		}, []int64{b2 - 1, b2}, "committed"},
+		{"a failed precondition tells nothing", []pgstorage.WriteOp{{Kind: "create", Key: "/pods/ns/a", Data: obj("a", "1")}}, []int64{0}, "unknown"},
+	} {
+		got, err := s.ConfirmBatch(ctx, tc.ops, tc.revs)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %s, %v; want %s", tc.name, got, err, tc.want)
+		}
+	}
+}
+
 // cutProxy forwards PostgreSQL connections from a loopback port to the test's server and, when
 // armed with a piece of SQL, cuts the connection that sends a query (simple, or the Parse of an
 // extended one) containing it: the message reaches the server, no answer reaches the client.

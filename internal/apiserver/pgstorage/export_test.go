@@ -95,3 +95,17 @@ func (s *Store) CommitBatch(ops []WriteOp) []WriteResult {
 	}
 	return out
 }
+
+// ConfirmBatch says what the writer concludes about a batch of ops written at revs that the
+// database reports committed (after a lost COMMIT answer): "committed", "aborted" or "unknown".
+func (s *Store) ConfirmBatch(ctx context.Context, ops []WriteOp, revs []int64) (string, error) {
+	batch := make([]*writeOp, len(ops))
+	results := make([]writeResult, len(ops))
+	for i, o := range ops {
+		kind := map[string]opKind{"create": opCreate, "update": opUpdate, "delete": opDelete}[o.Kind]
+		batch[i] = &writeOp{kind: kind, key: o.Key, data: o.Data, expected: o.Expected}
+		results[i].rev = revs[i]
+	}
+	outcome, err := s.writer.confirm(ctx, batch, results)
+	return map[batchOutcome]string{committed: "committed", aborted: "aborted", unknownOutcome: "unknown"}[outcome], err
+}

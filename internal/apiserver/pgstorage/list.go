@@ -155,6 +155,8 @@ func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, be
 // revision to read (in one read-only snapshot), read the items, decide how the list continues,
 // then fill in the list's metadata.
 func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
+	ctx, cancel := withDatabaseDeadline(ctx)
+	defer cancel()
 	req, err := s.parseListRequest(key, opts)
 	if err != nil {
 		return err

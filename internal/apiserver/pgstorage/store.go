@@ -175,6 +175,8 @@ var (
 
 // Create implements storage.Interface.
 func (s *Store) Create(ctx context.Context, key string, obj, out runtime.Object, _ uint64) error {
+	ctx, cancel := withDatabaseDeadline(ctx)
+	defer cancel()
 	key, err := s.prepareKey(key, false)
 	if err != nil {
 		return err
@@ -386,6 +388,8 @@ func (w *writeState) retry(failure error) (bool, error) {
 // Delete implements storage.Interface.
 func (s *Store) Delete(ctx context.Context, key string, out runtime.Object, preconditions *storage.Preconditions,
 	validateDeletion storage.ValidateObjectFunc, cachedExistingObject runtime.Object, _ storage.DeleteOptions) error {
+	ctx, cancel := withDatabaseDeadline(ctx)
+	defer cancel()
 	key, err := s.prepareKey(key, false)
 	if err != nil {
 		return err
@@ -427,6 +431,8 @@ func (s *Store) Delete(ctx context.Context, key string, out runtime.Object, prec
 // GuaranteedUpdate implements storage.Interface.
 func (s *Store) GuaranteedUpdate(ctx context.Context, key string, destination runtime.Object, ignoreNotFound bool,
 	preconditions *storage.Preconditions, tryUpdate storage.UpdateFunc, cachedExistingObject runtime.Object) error {
+	ctx, cancel := withDatabaseDeadline(ctx)
+	defer cancel()
 	key, err := s.prepareKey(key, false)
 	if err != nil {
 		return err
@@ -491,6 +497,8 @@ func (s *Store) GuaranteedUpdate(ctx context.Context, key string, destination ru
 
 // Get implements storage.Interface.
 func (s *Store) Get(ctx context.Context, key string, opts storage.GetOptions, out runtime.Object) error {
+	ctx, cancel := withDatabaseDeadline(ctx)
+	defer cancel()
 	key, err := s.prepareKey(key, false)
 	if err != nil {
 		return err
@@ -528,6 +536,8 @@ func (s *Store) checkMinimumRV(resourceVersion string, current int64) error {
 
 // Stats implements storage.Interface.
 func (s *Store) Stats(ctx context.Context) (storage.Stats, error) {
+	ctx, cancel := withDatabaseDeadline(ctx)
+	defer cancel()
 	prefix, err := s.prepareKey(s.resourcePrefix, true)
 	if err != nil {
 		return storage.Stats{}, err
@@ -551,6 +561,8 @@ func (s *Store) RequestWatchProgress(context.Context) error { return nil }
 
 // GetCurrentResourceVersion implements storage.Interface.
 func (s *Store) GetCurrentResourceVersion(ctx context.Context) (uint64, error) {
+	ctx, cancel := withDatabaseDeadline(ctx)
+	defer cancel()
 	row, err := s.rev.read(ctx, s.pool)
 	if err != nil {
 		return 0, s.dbError(s.resourcePrefix, "read revision", db.NoRows(err))
@@ -609,17 +621,21 @@ func prefixEnd(prefix string) string {
 	return "\xff\xff\xff\xff"
 }
 
-// dbError turns a database failure into an API error: unreachable or overloaded databases are
-// 503 with a retry hint (clients and controllers back off and retry); anything else is 500.
+// dbError turns a database failure into an API error: unreachable, overloaded or unresponsive
+// databases are 503 with a retry hint (clients and controllers back off and retry); anything
+// else is 500. A deadline that passed is the database's: requests wait for it under
+// withDatabaseDeadline, which ends before the request's own deadline.
 func (s *Store) dbError(key, op string, err error) error {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
 		return err
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
+		// The client went away; nobody reads this answer.
 		return storage.NewTimeoutError(key, fmt.Sprintf("%s did not complete: %v", op, err))
 	}
-	if db.IsUnavailable(err) {
+	if db.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, errOutcomeUnknown) || errors.Is(err, errAnswerLate) {
 		return &apierrors.StatusError{ErrStatus: metav1.Status{
 			Status:  metav1.StatusFailure,
 			Code:    503,
@@ -629,6 +645,21 @@ func (s *Store) dbError(key, op string, err error) error {
 		}}
 	}
 	return storage.NewInternalError(fmt.Errorf("%s %s: %w", op, key, err))
+}
+
+// withDatabaseDeadline bounds the database work of a request so that it ends a little before the
+// request's own deadline: at that deadline the generic server answers 504 and abandons the
+// handler, while a database that does not answer in time (it hangs, or every pooled connection
+// is taken) should be a 503 with Retry-After, like a database that is away. The margin is a
+// second, or a quarter of the time left for short deadlines. Without a deadline (watches are
+// bounded otherwise, tests call the store directly) ctx is returned as it is.
+func withDatabaseDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	margin := min(time.Second, time.Until(deadline)/4)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
 // listItems returns the reflect.Value of listObj's Items slice.

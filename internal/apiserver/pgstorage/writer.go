@@ -2,9 +2,12 @@ package pgstorage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,6 +32,37 @@ type writeOp struct {
 	data     []byte // the new object (create, update)
 	expected int64  // the revision the caller read (update, delete)
 	done     chan writeResult
+
+	// mu guards what the caller and the writer's loop decide together: whether the write goes
+	// into a batch (taken) or its caller stopped waiting first (withdrawn), and whether a caller
+	// stopped waiting for a batch (left).
+	mu    sync.Mutex
+	state opState
+	batch *batch
+}
+
+type opState int
+
+const (
+	opQueued opState = iota
+	opTaken
+	opWithdrawn
+	opLeft
+)
+
+// batch is the context of one batch: it ends once every caller of the batch has stopped
+// waiting (their requests' deadlines passed), since nobody needs its outcome then, and a batch
+// stuck on a database that does not answer must not hold up the writes queued behind it.
+type batch struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	waiting atomic.Int64
+}
+
+func (b *batch) leave() {
+	if b.waiting.Add(-1) == 0 {
+		b.cancel()
+	}
 }
 
 type writeResult struct {
@@ -55,9 +89,15 @@ type writeResult struct {
 // A batch whose connection breaks while it commits (PostgreSQL restarted, a connection reset)
 // may or may not have committed: the answer to COMMIT is what was lost. Rather than answer 503
 // for a write that is stored, the writer asks PostgreSQL, once it answers again, what became of
-// the batch's transaction (pg_xact_status of the id LockRevision returned) and answers the truth.
-// Only when the database stays away longer than resolveTimeout is the outcome unknown (a 503
-// that says so).
+// the batch's transaction (pg_xact_status of the id LockRevision returned, checked against the
+// batch's writes: see confirm) and answers the truth. Only when the database stays away longer
+// than resolveTimeout, or the writes cannot tell, is the outcome unknown (a 503 that says so).
+//
+// A database that hangs instead (a frozen host, a lock every write waits for, no free
+// connection) is not waited for past the request: a caller whose context ends withdraws its
+// write if it is still queued (it is never sent), or stops waiting for its batch (a 503 saying
+// the write may have been stored). A batch whose callers have all stopped waiting is cancelled,
+// so the writes queued behind it are not held up by it.
 type Writer struct {
 	pool     *pgxpool.Pool
 	q        *db.Queries
@@ -77,39 +117,100 @@ func NewWriter(pool *pgxpool.Pool, cluster string) *Writer {
 	return &Writer{pool: pool, q: db.New(), rev: newClusterRevision(cluster), cluster: cluster, maxBatch: 256, resolveTimeout: 10 * time.Second, ops: make(chan *writeOp, 1024)}
 }
 
-// do queues op and waits for its batch to commit. Once queued, the write is waited for even if
-// ctx ends: returning early could report failure for a write that then commits.
+// do queues op and waits for its batch to commit, or for ctx to end. A write still queued when
+// ctx ends is withdrawn: it was never sent, and the error says so. One already in a batch may
+// commit after its caller stopped waiting, so that error is errAnswerLate (a 503 telling the
+// client to read before writing again): the database did not answer in time (it hangs, or
+// every connection is taken), and the request must be answered before its own deadline.
 func (w *Writer) do(ctx context.Context, op *writeOp) (int64, error) {
 	w.start.Do(func() { go w.loop() })
 	op.done = make(chan writeResult, 1)
 	select {
 	case w.ops <- op:
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, fmt.Errorf("the write was not sent: %w", ctx.Err())
 	}
-	r := <-op.done
-	return r.rev, r.err
+	select {
+	case r := <-op.done:
+		return r.rev, r.err
+	case <-ctx.Done():
+	}
+	op.mu.Lock()
+	state, b := op.state, op.batch
+	if state == opQueued {
+		op.state = opWithdrawn
+	} else {
+		op.state = opLeft
+	}
+	op.mu.Unlock()
+	switch {
+	case state == opQueued:
+		return 0, fmt.Errorf("the write was not sent: %w", ctx.Err())
+	case b != nil:
+		b.leave()
+	}
+	// The batch may have answered meanwhile.
+	select {
+	case r := <-op.done:
+		return r.rev, r.err
+	default:
+	}
+	return 0, fmt.Errorf("%w: %w", errAnswerLate, ctx.Err())
 }
 
 func (w *Writer) loop() {
 	for op := range w.ops {
-		batch := []*writeOp{op}
+		var ops []*writeOp
+		ops = take(ops, op)
 	drain:
-		for len(batch) < w.maxBatch {
+		for len(ops) < w.maxBatch {
 			select {
 			case next := <-w.ops:
-				batch = append(batch, next)
+				ops = take(ops, next)
 			default:
 				break drain
 			}
 		}
-		w.commit(batch)
+		if len(ops) > 0 {
+			w.commit(ops)
+		}
 	}
+}
+
+// take adds op to ops unless its caller has withdrawn it.
+func take(ops []*writeOp, op *writeOp) []*writeOp {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	if op.state == opWithdrawn {
+		return ops
+	}
+	op.state = opTaken
+	return append(ops, op)
+}
+
+// newBatch starts the context of ops, counting the callers still waiting.
+func newBatch(ops []*writeOp) *batch {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &batch{ctx: ctx, cancel: cancel}
+	b.waiting.Add(int64(len(ops)) + 1) // one for commit itself, until it has looked at every op
+	for _, op := range ops {
+		op.mu.Lock()
+		op.batch = b
+		left := op.state == opLeft
+		op.mu.Unlock()
+		if left {
+			b.leave()
+		}
+	}
+	b.leave()
+	return b
 }
 
 // commit applies batch in one transaction, or one by one if that fails, and answers every op.
 func (w *Writer) commit(batch []*writeOp) {
-	ctx := context.Background()
+	b := newBatch(batch)
+	defer b.cancel()
+	ctx := b.ctx
 	results, err := w.apply(ctx, batch)
 	// A batch known not to have committed is retried one write at a time, so a write the
 	// database rejects fails alone; one whose outcome is unknown is not written again.
@@ -167,38 +268,123 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 	})
 	if err != nil && xact != 0 && db.IsUnavailable(err) {
 		// The connection broke; the results are those of the transaction if it committed.
-		err = w.resolve(ctx, xact, err)
+		err = w.resolve(ctx, xact, err, batch, results)
 	}
 	return results, err
 }
 
 // errOutcomeUnknown marks a batch whose connection broke while committing and whose fate the
-// database did not tell within resolveTimeout.
+// database did not tell: it did not answer within resolveTimeout, or it restarted and the
+// batch's writes were overwritten since (see confirm).
 var errOutcomeUnknown = errors.New("the database connection broke while the write was committing, and the database " +
-	"did not come back in time to tell whether it was stored: read the object before writing it again")
+	"could not tell whether it was stored: read the object before writing it again")
 
-// resolve asks, until the database answers or resolveTimeout passes, whether transaction xact,
-// whose connection broke with cause, committed: nil when it did, cause when it did not.
-func (w *Writer) resolve(ctx context.Context, xact int64, cause error) error {
+// errAnswerLate marks a write whose caller stopped waiting (its request's deadline came) while
+// its batch was with the database: it may have been stored.
+var errAnswerLate = errors.New("the database did not answer in time, and the write may have been stored: " +
+	"read the object before writing it again")
+
+// resolve asks, until the database answers or resolveTimeout passes, whether transaction xact of
+// batch, whose connection broke with cause, committed: nil when it did, cause when it did not.
+// Each question is bounded too: a database that hangs rather than refuses would otherwise hold
+// the writer.
+func (w *Writer) resolve(ctx context.Context, xact int64, cause error, batch []*writeOp, results []writeResult) error {
 	deadline := time.Now().Add(w.resolveTimeout)
-	for {
-		status, err := w.q.TransactionStatus(ctx, w.pool, xact)
+	for ctx.Err() == nil {
+		askCtx, cancel := context.WithDeadline(ctx, deadline)
+		outcome, err := w.outcome(askCtx, xact, batch, results)
+		cancel()
 		if err == nil {
-			switch status {
-			case "committed":
+			switch outcome {
+			case committed:
 				return nil
-			case "aborted":
+			case aborted:
 				return cause
-			case "":
+			default:
 				return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
 			}
-			// "in progress": its backend has not noticed the broken connection yet.
 		}
+		// The database did not answer, or the transaction is still in progress (its backend has
+		// not noticed the broken connection yet).
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
+	// Every caller has stopped waiting: nobody needs the answer.
+	return fmt.Errorf("%w: %w", errOutcomeUnknown, cause)
+}
+
+type batchOutcome int
+
+const (
+	unknownOutcome batchOutcome = iota
+	committed
+	aborted
+)
+
+var errInProgress = errors.New("the transaction is still in progress")
+
+// outcome asks once what became of transaction xact of batch.
+func (w *Writer) outcome(ctx context.Context, xact int64, batch []*writeOp, results []writeResult) (batchOutcome, error) {
+	status, err := w.q.TransactionStatus(ctx, w.pool, xact)
+	if err != nil {
+		return unknownOutcome, err
+	}
+	switch status {
+	case "committed":
+		return w.confirm(ctx, batch, results)
+	case "aborted":
+		return aborted, nil
+	case "":
+		return unknownOutcome, nil // too old to know (never within the minutes a writer asks)
+	}
+	return unknownOutcome, errInProgress
+}
+
+// confirm checks that the transaction the database reports committed was the batch's.
+// PostgreSQL hands out again, after a crash, the ids of transactions whose WAL it lost: the
+// batch's id may then belong to a later transaction that committed (and took the same
+// revisions, which were lost too). The batch's writes tell which: a batch is one transaction, so
+// one write found as written (its key at its revision, with the object written) proves the batch
+// committed, and one found missing (its key at an older revision, or another object at its
+// revision) proves it did not. A write overwritten or deleted since proves neither; if none of
+// the batch's writes tells, the outcome is unknown.
+func (w *Writer) confirm(ctx context.Context, batch []*writeOp, results []writeResult) (batchOutcome, error) {
+	for i, op := range batch {
+		rev := results[i].rev
+		if rev == 0 {
+			continue // its precondition failed: not written either way
+		}
+		row, err := w.q.GetObject(ctx, w.pool, sqlc.GetObjectParams{Cluster: w.cluster, Key: op.key})
+		if err != nil {
+			return unknownOutcome, db.NoRows(err)
+		}
+		switch {
+		case row.Object == nil, row.ResourceVersion > rev:
+			continue // absent or written since: never written, or deleted or overwritten since
+		case row.ResourceVersion < rev, op.kind == opDelete:
+			return aborted, nil // not written at rev, or another write holds rev
+		case sameJSON(row.Object, op.data):
+			return committed, nil
+		default:
+			return aborted, nil // another object at rev
+		}
+	}
+	return unknownOutcome, nil
+}
+
+// sameJSON reports whether two JSON documents hold the same value (JSONB does not keep the
+// bytes it was given).
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }
 
 // pipelined applies batch in one round trip after cur, each write with the next revision, and

@@ -2,10 +2,16 @@ package pgstorage_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apiserver/pkg/apis/example"
+	"k8s.io/apiserver/pkg/storage"
 
 	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 	"github.com/reports-server/reports-server/internal/db/dbtest"
@@ -78,5 +84,88 @@ func TestBatchWithFailedPreconditions(t *testing.T) {
 		if revs[i] != want[i] {
 			t.Fatalf("change log revisions %v, want %v", revs, want)
 		}
+	}
+}
+
+// TestHungDatabaseAnswersBeforeDeadline: while every statement of the store waits (an outside
+// transaction holds the revisions table in ACCESS EXCLUSIVE mode, as a database that hangs),
+// reads and writes give up before their context's deadline with a 503, instead of waiting for
+// the database: the write in flight stops being waited for, the ones queued behind it are
+// withdrawn, and the batch is cancelled once nobody waits for it. Nothing they asked for is
+// stored, and once the lock goes the store writes again.
+func TestHungDatabaseAnswersBeforeDeadline(t *testing.T) {
+	ctx := context.Background()
+	url := dbtest.URL(t)
+	s := processStore(t, url, "c1")
+	create := func(ctx context.Context, name string) error {
+		pod := &example.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}}
+		return s.Create(ctx, "/pods/ns/"+name, pod, &example.Pod{}, 0)
+	}
+	if err := create(ctx, "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	locker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // released below; this is for a failed test
+	if _, err := tx.Exec(ctx, "LOCK TABLE revisions IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 2 * time.Second
+	type answer struct {
+		what string
+		err  error
+		took time.Duration
+	}
+	answers := make(chan answer, 4)
+	for i := range 4 {
+		go func() {
+			reqCtx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			start := time.Now()
+			a := answer{what: fmt.Sprintf("create during-%d", i)}
+			if i == 3 {
+				a.what, a.err = "get", s.Get(reqCtx, "/pods/ns/before", storage.GetOptions{}, &example.Pod{})
+			} else {
+				a.err = create(reqCtx, fmt.Sprintf("during-%d", i))
+			}
+			a.took = time.Since(start)
+			answers <- a
+		}()
+	}
+	for range 4 {
+		var a answer
+		select {
+		case a = <-answers:
+		case <-time.After(timeout + 10*time.Second):
+			t.Fatalf("a request did not answer within %v of its deadline while the database hangs", 10*time.Second)
+		}
+		if a.took >= timeout {
+			t.Errorf("%s answered after %v, at or past its deadline of %v", a.what, a.took, timeout)
+		}
+		if !apierrors.IsServiceUnavailable(a.err) {
+			t.Errorf("%s while the database hangs: %v, want 503", a.what, a.err)
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := create(ctx, "after"); err != nil {
+		t.Fatalf("create once the lock is gone: %v", err)
+	}
+	var n int
+	if err := locker.QueryRow(ctx, "SELECT count(*) FROM reports WHERE cluster = 'c1' AND key LIKE '/pods/ns/during-%'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d writes that were given up are stored", n)
 	}
 }
