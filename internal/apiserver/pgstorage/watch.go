@@ -92,8 +92,12 @@ func (s *Store) Watch(ctx context.Context, key string, opts storage.ListOptions)
 	w.sub = s.follower.acquire(from, before, hintFor(opts.Predicate))
 	if !w.initial && w.startRV == 0 {
 		// "From now": now is when Watch is called, as with etcd, so a write that follows the
-		// call is an event, however late the watcher's goroutine starts.
-		cur, err := s.rev.read(ctx, s.pool)
+		// call is an event, however late the watcher's goroutine starts. A watch request has no
+		// deadline, so this read gets its own: a database that hangs gets the client a 503, not
+		// a request that never answers.
+		readCtx, cancelRead := context.WithTimeout(ctx, watchStartReadTimeout)
+		cur, err := s.rev.read(readCtx, s.pool)
+		cancelRead()
 		if err != nil {
 			s.follower.release(w.sub)
 			cancel()
@@ -105,6 +109,9 @@ func (s *Store) Watch(ctx context.Context, key string, opts storage.ListOptions)
 	go w.run()
 	return w, nil
 }
+
+// watchStartReadTimeout bounds the revision read that opens a watch "from now".
+const watchStartReadTimeout = 10 * time.Second
 
 type watcher struct {
 	s          *Store
