@@ -119,6 +119,19 @@ func BenchmarkCompareReads(b *testing.B) {
 		}
 		return total
 	}
+	// logPeaks logs each replica's peak RSS so far: which step raises it.
+	logPeaks := func(after string) {
+		var peaks []string
+		for _, r := range c.ReportsServers {
+			rss, err := r.PeakRSS()
+			if err != nil {
+				b.Fatal(err)
+			}
+			peaks = append(peaks, strconv.FormatInt(rss>>20, 10))
+		}
+		b.Logf("peak RSS of the replicas after %s: %s MB", after, strings.Join(peaks, ", "))
+	}
+	logPeaks("start")
 	crdCreates := load(dyn.Resource(crd).Namespace("bench"), crd.GroupVersion().String(), 1, n)
 	cpu0 := serverCPU()
 	aggCreates := load(dyn.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), 1, n/2)
@@ -126,6 +139,7 @@ func BenchmarkCompareReads(b *testing.B) {
 	directCreates := load(direct.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), n/2+1, n)
 	cpu2 := serverCPU()
 	b.Logf("creates/s: CRD %.0f, aggregated %.0f, direct %.0f", crdCreates, aggCreates, directCreates)
+	logPeaks("creates")
 	perCreate := func(d time.Duration, count int) float64 { return d.Seconds() * 1000 / float64(count) }
 
 	apiHTTP := httpClient(b, c.AdminConfig)
@@ -182,6 +196,7 @@ func BenchmarkCompareReads(b *testing.B) {
 		}
 		crdRate, agg, dir := median(rates["CRD"]), median(rates["Aggregated"]), median(rates["Direct"])
 		table = append(table, fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f |", r.name, crdRate, agg, dir, agg/crdRate, dir/crdRate))
+		logPeaks(r.name)
 	}
 
 	b.StopTimer()
@@ -211,6 +226,7 @@ func BenchmarkCompareReads(b *testing.B) {
 			updateRates[w.name] = append(updateRates[w.name], getUpdate(ctx, b, w.res, updates, fmt.Sprintf("%s-%d", w.name, round)))
 		}
 	}
+	logPeaks("get+update")
 	crdRate, agg, dir := median(updateRates["CRD"]), median(updateRates["Aggregated"]), median(updateRates["Direct"])
 	table = append(table, fmt.Sprintf("| get + update (%d writers) | %.0f | %.0f | %.0f | %.2f | %.2f |", benchWriters, crdRate, agg, dir, agg/crdRate, dir/crdRate))
 
@@ -226,6 +242,7 @@ func BenchmarkCompareReads(b *testing.B) {
 			syncRates[p.name] = append(syncRates[p.name], float64(n)/metadataInformerSync(ctx, b, p.cfg, p.gvr, n).Seconds())
 		}
 	}
+	logPeaks("metadata informers")
 	crdRate, agg, dir = median(syncRates["CRD"]), median(syncRates["Aggregated"]), median(syncRates["Direct"])
 	table = append(table, fmt.Sprintf("| metadata informer sync, items/s | %.0f | %.0f | %.0f | %.2f | %.2f |", crdRate, agg, dir, agg/crdRate, dir/crdRate))
 	b.StopTimer()
