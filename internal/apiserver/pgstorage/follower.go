@@ -23,12 +23,14 @@ import (
 // Defaults of the follower's memory window.
 const (
 	// DefaultWindowEvents and DefaultWindowBytes bound the recent changes a follower keeps in
-	// memory for its watchers. A change of a 20-result report is ~20 KB (new and replaced
-	// object), so the byte bound is the one that usually applies: a few thousand changes, seconds
-	// to minutes of writes, which is what watchers that are "slightly behind" need. Watchers
-	// further behind read the change log.
+	// memory for its watchers. A change of a 20-result report is ~24 KB (new and replaced
+	// object), so the byte bound is the one that usually applies: about 1,300 changes, seconds
+	// of writes, which is what watchers that are "slightly behind" need. Watchers further behind
+	// read the change log. The window is live heap, which the garbage collector lets grow to
+	// about twice its size between collections: at 64 MiB it alone took a replica's RSS past
+	// 300 MB under 16 writers of such reports (docs/benchmarks.md).
 	DefaultWindowEvents = 10_000
-	DefaultWindowBytes  = 64 << 20
+	DefaultWindowBytes  = 32 << 20
 	// DefaultFollowerPoll is the safety-net poll when FollowerOptions.PollInterval is unset.
 	DefaultFollowerPoll = time.Second
 	// followerBatch is the most change rows one follower read returns.
@@ -37,8 +39,9 @@ const (
 	changeOverhead = 128
 	// sharedDecodeEntries is how many of the newest window entries keep their decoded objects
 	// for every watcher of the same resource to share (older ones are decoded by each watcher
-	// that still needs them, which only watchers behind do).
-	sharedDecodeEntries = 512
+	// that still needs them, which only watchers behind do). A decoded 20-result report with its
+	// replaced version and their stored JSON is ~100 KB: 256 entries are ~25 MB.
+	sharedDecodeEntries = 256
 )
 
 // FollowerOptions tune a Follower. Zero values take the defaults.
