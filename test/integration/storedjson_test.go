@@ -30,7 +30,8 @@ import (
 // must be what the typed path gives once decoded: for every kind, the real producers' reports
 // with their quirks included, each list item, initial event and watch event equals the object
 // GET returns (which decodes and encodes); pretty and YAML lists (which the stored JSON cannot
-// serve as it is) equal the plain one; paged lists give the same items and list metadata.
+// serve as it is) equal the plain one; paged lists give the same items and list metadata. A
+// metadata watcher's events (decoded from the metadata alone) carry the same metadata.
 func TestStoredJSONResponses(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
@@ -236,7 +237,10 @@ func TestStoredJSONResponses(t *testing.T) {
 
 			// Watch events: a change and a deletion, as a watcher from the list's revision sees them.
 			rv := plain["metadata"].(map[string]any)["resourceVersion"].(string)
-			events := openWatch(t, ctx, hc, srv.Config.Host+collection+"?watch=1&resourceVersion="+rv)
+			events := openWatch(t, ctx, hc, srv.Config.Host+collection+"?watch=1&resourceVersion="+rv, "application/json")
+			// A metadata watcher's events carry the same metadata (decoded from it alone).
+			metaEvents := openWatch(t, ctx, hc, srv.Config.Host+collection+"?watch=1&resourceVersion="+rv,
+				"application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
 			var key string
 			for k := range objects {
 				key = k
@@ -281,6 +285,15 @@ func TestStoredJSONResponses(t *testing.T) {
 				exp, _ := json.Marshal(changed)
 				t.Errorf("watch event %s:\n got %s\nwant DELETED %s with a later resourceVersion", ev.Type, got, exp)
 			}
+			for _, want := range []watchEventJSON{{Type: "MODIFIED", Object: changed}, {Type: "DELETED", Object: expect}} {
+				ev := metaEvents.next(t)
+				if ev.Type != want.Type || ev.Object["kind"] != "PartialObjectMetadata" ||
+					!reflect.DeepEqual(ev.Object["metadata"], want.Object["metadata"]) {
+					got, _ := json.Marshal(ev)
+					exp, _ := json.Marshal(want.Object["metadata"])
+					t.Errorf("metadata watch event:\n got %s\nwant %s PartialObjectMetadata with metadata %s", got, want.Type, exp)
+				}
+			}
 		})
 	}
 }
@@ -295,7 +308,7 @@ type watchStream struct {
 }
 
 // openWatch opens a watch at url and returns its events as they come; the watch ends with the test.
-func openWatch(t *testing.T, ctx context.Context, hc *http.Client, url string) *watchStream {
+func openWatch(t *testing.T, ctx context.Context, hc *http.Client, url, accept string) *watchStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
@@ -303,7 +316,7 @@ func openWatch(t *testing.T, ctx context.Context, hc *http.Client, url string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,19 @@ func WithResourceVersion(data []byte, rv int64) ([]byte, error) {
 	return append(out, data[at:]...), nil
 }
 
+// Metadata returns the top-level "metadata" object of the JSON object data, as it is in data.
+func Metadata(data []byte) ([]byte, error) {
+	at, _, err := metadataStart(data)
+	if err != nil {
+		return nil, err
+	}
+	end, err := skipValue(data, at-1)
+	if err != nil {
+		return nil, err
+	}
+	return data[at-1 : end], nil
+}
+
 // metadataStart finds the top-level "metadata" object in data and returns the offset just past
 // its opening brace, and whether the object is empty. It scans the top level only: a "metadata"
 // key nested anywhere else (in a result's properties, say) is skipped with its value.

@@ -152,3 +152,15 @@ func uniqueTopKeys(data []byte) bool {
 	}
 	return true
 }
+
+// TestMetadata: the top-level metadata object, as it is, whatever else is called metadata.
+func TestMetadata(t *testing.T) {
+	in := `{"results": [{"metadata": {"x": 1}}], "metadata" : {"name": "a", "labels": {"k": "}"}}, "z": 1}`
+	got, err := Metadata([]byte(in))
+	if err != nil || string(got) != `{"name": "a", "labels": {"k": "}"}}` {
+		t.Errorf("Metadata(%s) = %s, %v", in, got, err)
+	}
+	if _, err := Metadata([]byte(`{"metadata": [1]}`)); err == nil {
+		t.Error("a metadata that is not an object: no error")
+	}
+}

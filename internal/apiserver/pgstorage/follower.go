@@ -78,6 +78,8 @@ type change struct {
 type decodeCache struct {
 	mu      sync.Mutex
 	byStore map[*Store]*decodedChange
+	// metadataByStore holds the metadata-only decodings, for watchers of metadata.
+	metadataByStore map[*Store]*decodedChange
 }
 
 type decodedChange struct {
@@ -100,23 +102,29 @@ type attrs struct {
 	fields fields.Set
 }
 
-// decoded returns the change's new and replaced objects as s decodes them. shared objects are
-// also handed to s's other watchers and must not be modified: copy before handing one out.
-func (c *change) decoded(s *Store) (d *decodedChange, shared bool) {
+// decoded returns the change's new and replaced objects as s decodes them: whole, or, with
+// metadataOnly, their metadata alone (see Store.decodeMetadata). shared objects are also handed
+// to s's other watchers and must not be modified: copy before handing one out.
+func (c *change) decoded(s *Store, metadataOnly bool) (d *decodedChange, shared bool) {
+	decode := func(d *decodedChange) { s.decodeChange(c, d, metadataOnly) }
 	cache := c.shared.Load()
 	if cache == nil {
 		d = &decodedChange{}
-		s.decodeChange(c, d)
+		decode(d)
 		return d, false
 	}
 	cache.mu.Lock()
-	d = cache.byStore[s]
+	entries := cache.byStore
+	if metadataOnly {
+		entries = cache.metadataByStore
+	}
+	d = entries[s]
 	if d == nil {
 		d = &decodedChange{}
-		cache.byStore[s] = d
+		entries[s] = d
 	}
 	cache.mu.Unlock()
-	d.once.Do(func() { s.decodeChange(c, d) })
+	d.once.Do(func() { decode(d) })
 	return d, true
 }
 
@@ -592,7 +600,7 @@ func (f *Follower) append(epoch uint64, after int64, rows []sqlc.ReadChangesRow)
 			continue // no change in range: the row only carries the revisions
 		}
 		c := &change{rev: r.ResourceVersion, key: r.Key, object: r.Object, prevObject: r.PrevObject, labels: r.Labels, prevLabels: r.PrevLabels}
-		c.shared.Store(&decodeCache{byStore: map[*Store]*decodedChange{}})
+		c.shared.Store(&decodeCache{byStore: map[*Store]*decodedChange{}, metadataByStore: map[*Store]*decodedChange{}})
 		f.window = append(f.window, c)
 		f.bytes += c.size()
 		f.current = c.rev

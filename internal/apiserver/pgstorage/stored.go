@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/storage"
 	kjson "sigs.k8s.io/json"
 
 	"github.com/reports-server/reports-server/internal/apis/storedjson"
@@ -87,4 +89,44 @@ func (s *Store) hollowItem(newItem func() runtime.Object) runtime.Object {
 	obj := newItem()
 	obj.GetObjectKind().SetGroupVersionKind(s.kind)
 	return obj
+}
+
+// decodeMetadata decodes an object's metadata alone, into an otherwise empty object of the
+// store's type, with resourceVersion rev: what a metadata-only watcher's event needs
+// (PartialObjectMetadata), without decoding the results, which are almost all of a report.
+func (s *Store) decodeMetadata(data []byte, rev int64) (runtime.Object, error) {
+	span, err := storedjson.Metadata(unescapeJSON(data))
+	if err != nil {
+		return nil, storage.NewInternalError(fmt.Errorf("stored object: %w", err))
+	}
+	obj := s.hollowItem(s.newFunc)
+	accessor, ok := obj.(metav1.ObjectMetaAccessor)
+	if !ok {
+		return nil, fmt.Errorf("%T has no ObjectMeta", obj)
+	}
+	objMeta, ok := accessor.GetObjectMeta().(*metav1.ObjectMeta)
+	if !ok {
+		return nil, fmt.Errorf("%T has no ObjectMeta", obj)
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(span, objMeta); err != nil {
+		return nil, storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
+	}
+	if err := s.versioner.UpdateObject(obj, uint64(rev)); err != nil {
+		return nil, fmt.Errorf("set resource version: %w", err)
+	}
+	return obj, nil
+}
+
+// metadataPredicate reports whether pred reads nothing but an object's metadata: labels, and
+// fields that are metadata.name or metadata.namespace.
+func metadataPredicate(pred storage.SelectionPredicate) bool {
+	if pred.Field == nil || pred.Field.Empty() {
+		return true
+	}
+	for _, r := range pred.Field.Requirements() {
+		if r.Field != "metadata.name" && r.Field != "metadata.namespace" {
+			return false
+		}
+	}
+	return true
 }

@@ -79,14 +79,15 @@ func (s *Store) Watch(ctx context.Context, key string, opts storage.ListOptions)
 	w := &watcher{
 		s: s, ctx: ctx, cancel: cancel,
 		from: from, before: before,
-		pred:       opts.Predicate,
-		filter:     translate(opts.Predicate),
-		startRV:    int64(rev),
-		initial:    (opts.SendInitialEvents == nil && rev == 0) || (opts.SendInitialEvents != nil && *opts.SendInitialEvents),
-		initialEnd: opts.SendInitialEvents != nil && *opts.SendInitialEvents && opts.Predicate.AllowWatchBookmarks,
-		storedJSON: storedJSON(ctx),
-		result:     make(chan watch.Event, watchBuffer),
-		done:       make(chan struct{}),
+		pred:         opts.Predicate,
+		filter:       translate(opts.Predicate),
+		startRV:      int64(rev),
+		initial:      (opts.SendInitialEvents == nil && rev == 0) || (opts.SendInitialEvents != nil && *opts.SendInitialEvents),
+		initialEnd:   opts.SendInitialEvents != nil && *opts.SendInitialEvents && opts.Predicate.AllowWatchBookmarks,
+		storedJSON:   storedJSON(ctx),
+		metadataOnly: shapeFor(ctx, true) == readMetadata && metadataPredicate(opts.Predicate),
+		result:       make(chan watch.Event, watchBuffer),
+		done:         make(chan struct{}),
 	}
 	// Subscribe before the start revision is known, so nothing committed after it goes unseen.
 	w.sub = s.follower.acquire(from, before, hintFor(opts.Predicate))
@@ -126,6 +127,9 @@ type watcher struct {
 	initialEnd bool
 	// storedJSON: the watch's events are encoded as plain JSON (WithStoredJSON).
 	storedJSON bool
+	// metadataOnly: the watch's events become PartialObjectMetadata (WithMetadataOnly) and its
+	// predicate reads nothing but metadata, so changes are decoded as far as their metadata.
+	metadataOnly bool
 	// fromCurrent: startRV is the revision current when Watch was called.
 	fromCurrent bool
 	result      chan watch.Event
@@ -396,7 +400,7 @@ func (w *watcher) readLog(rev int64) ([]*change, int64, error) {
 // event turns a change into the event this watcher's predicate sees: an object that starts or
 // stops matching is ADDED or DELETED, as the API server's watch does.
 func (w *watcher) event(c *change) (watch.Event, bool, error) {
-	d, shared := c.decoded(w.s)
+	d, shared := c.decoded(w.s, w.metadataOnly)
 	if d.err != nil {
 		return watch.Event{}, false, d.err
 	}
@@ -447,21 +451,28 @@ func (s *Store) storedChange(c *change, d *decodedChange) (cur, prev []byte, err
 	return d.curStored, d.prevStored, d.storedErr
 }
 
-// decodeChange decodes a change's objects into d. Both carry the change's revision: a deleted
-// object carries the deletion's revision, as with etcd.
-func (s *Store) decodeChange(c *change, d *decodedChange) {
-	d.cur, d.curAttrs, d.err = s.decodeWithAttrs(c.object, c.rev)
+// decodeChange decodes a change's objects into d, whole or their metadata alone. Both carry the
+// change's revision: a deleted object carries the deletion's revision, as with etcd.
+func (s *Store) decodeChange(c *change, d *decodedChange, metadataOnly bool) {
+	d.cur, d.curAttrs, d.err = s.decodeWithAttrs(c.object, c.rev, metadataOnly)
 	if d.err == nil {
-		d.prev, d.prevAttrs, d.err = s.decodeWithAttrs(c.prevObject, c.rev)
+		d.prev, d.prevAttrs, d.err = s.decodeWithAttrs(c.prevObject, c.rev, metadataOnly)
 	}
 }
 
-func (s *Store) decodeWithAttrs(data []byte, rev int64) (runtime.Object, *attrs, error) {
+func (s *Store) decodeWithAttrs(data []byte, rev int64, metadataOnly bool) (runtime.Object, *attrs, error) {
 	if data == nil {
 		return nil, nil, nil
 	}
-	obj := s.newFunc()
-	if err := s.decode(data, obj, rev); err != nil {
+	var obj runtime.Object
+	var err error
+	if metadataOnly {
+		obj, err = s.decodeMetadata(data, rev)
+	} else {
+		obj = s.newFunc()
+		err = s.decode(data, obj, rev)
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	if s.getAttrs == nil {
