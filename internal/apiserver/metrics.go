@@ -11,14 +11,23 @@ import (
 	"github.com/reports-server/reports-server/internal/metrics"
 )
 
-// metricSources are what the server's metrics read at scrape time (internal/metrics).
+// metricSources are what the server's metrics read at scrape time (internal/metrics). The
+// served kinds always have a series (0 when none), so a kind does not vanish from dashboards.
 func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower) metrics.Sources {
-	pool, cluster := extra.Pool, extra.Cluster
+	pool, cluster, kinds := extra.Pool, extra.Cluster, extra.Kinds
 	src := metrics.Sources{
-		Pool:             pool,
-		Watch:            follower.WatchStats,
+		Pool: pool,
+		Watch: func() metrics.WatchStats {
+			st := follower.WatchStats()
+			for _, k := range kinds {
+				st.Watchers[k.Resource] += 0
+			}
+			return st
+		},
 		NotifyReconnects: notifier.Reconnects,
-		Stored:           func(ctx context.Context) ([]metrics.StoredCount, error) { return storedCounts(ctx, pool, cluster) },
+		Stored: func(ctx context.Context) ([]metrics.StoredCount, error) {
+			return storedCounts(ctx, pool, cluster, kinds)
+		},
 	}
 	if extra.Analytics != nil {
 		src.AnalyticsLag = func(ctx context.Context) (metrics.AnalyticsLag, error) {
@@ -30,8 +39,8 @@ func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage
 }
 
 // storedCounts counts the stored reports and results of cluster by kind (the kind of their
-// group and resource; the resource when no served kind has it).
-func storedCounts(ctx context.Context, pool *pgxpool.Pool, cluster string) ([]metrics.StoredCount, error) {
+// group and resource; the resource when no kind has it), with a count for every served kind.
+func storedCounts(ctx context.Context, pool *pgxpool.Pool, cluster string, served []reports.Kind) ([]metrics.StoredCount, error) {
 	rows, err := db.New().MetricsStoredReports(ctx, pool, cluster)
 	if err != nil {
 		return nil, err
@@ -41,6 +50,9 @@ func storedCounts(ctx context.Context, pool *pgxpool.Pool, cluster string) ([]me
 		kinds[[2]string{k.GroupVersion.Group, k.Resource}] = k.Kind
 	}
 	byKind := map[string]*metrics.StoredCount{}
+	for _, k := range served {
+		byKind[k.Kind] = &metrics.StoredCount{Kind: k.Kind}
+	}
 	var out []metrics.StoredCount
 	for _, r := range rows {
 		kind, ok := kinds[[2]string{r.ApiGroup.String, r.Resource.String}]
