@@ -539,6 +539,8 @@ func (f *Follower) run(ctx context.Context, epoch uint64) {
 				if c.Cluster != f.cluster {
 					continue
 				}
+				// The newest announced revision, for the lag metric (a stopped run may still be
+				// finishing: keep the maximum).
 				for n := f.notified.Load(); c.Revision > n && !f.notified.CompareAndSwap(n, c.Revision); n = f.notified.Load() {
 				}
 				if cur, _ := f.state(); c.Revision <= cur {
