@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/metrics"
 )
 
 // Defaults of Config.
@@ -74,6 +75,8 @@ type Config struct {
 	// one transaction per notification. It is also about the lag when writes are rare.
 	ProjectInterval time.Duration
 	Logger          *slog.Logger
+	// Metrics records projection and refresh durations (nil: none).
+	Metrics *metrics.Metrics
 }
 
 func (c *Config) defaults() {

@@ -115,6 +115,9 @@ func (s *Service) projectBatch(ctx context.Context, conn *pgx.Conn, cluster stri
 		done = upto == st.Current
 		return nil
 	})
+	if err == nil {
+		s.cfg.Metrics.ObserveProjection(time.Since(start))
+	}
 	if err == nil && rebuilt {
 		// Every row of the cluster is new: without statistics the planner joins the tables badly
 		// until autovacuum analyzes them. A failure costs plans, not the projection.

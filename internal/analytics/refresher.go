@@ -96,6 +96,7 @@ func (s *Service) refreshStale(ctx context.Context, conn *pgx.Conn) error {
 		}); err != nil {
 			return fmt.Errorf("record refresh of %s: %w", sum.name, err)
 		}
+		s.cfg.Metrics.ObserveRefresh(sum.name, time.Since(start))
 		s.log.Debug("refreshed summary", "summary", sum.name, "generation", gen, "duration", time.Since(start))
 		if sum.name == "cluster_summary" {
 			if _, err := s.q.AnalyticsRecordHistory(ctx, conn); err != nil {

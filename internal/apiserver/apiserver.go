@@ -34,6 +34,7 @@ import (
 	"github.com/reports-server/reports-server/internal/apiserver/registry"
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/generated/openapi"
+	"github.com/reports-server/reports-server/internal/metrics"
 )
 
 // Config is the configuration of a reports API server. Create it with NewConfig, apply the
@@ -71,6 +72,11 @@ type ExtraConfig struct {
 	// Analytics, when set, runs the projector and summary refresher behind the SQL schema
 	// `reporting` (one replica at a time each; see internal/analytics). nil: not in this process.
 	Analytics *analytics.Config
+
+	// Metrics are the server's own metrics, served at /metrics beside the generic server's;
+	// the pool's query tracer should be Metrics.QueryTracer(). nil: Complete makes them
+	// (without query durations).
+	Metrics *metrics.Metrics
 }
 
 // NewConfig builds a fresh scheme with the report kinds and a generic configuration with the
@@ -200,17 +206,24 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Follower:  follower,
 		Log:       slog.Default().With("component", "compactor"),
 	})
+	if c.Extra.Metrics == nil {
+		c.Extra.Metrics = metrics.New()
+	}
+	m := c.Extra.Metrics
+	m.SetSources(metricSources(c.Extra, notifier, follower))
 	// GET requests read what their response holds: metadata only, or the stored JSON (readshape.go).
+	// GET /metrics answers with the generic server's metrics and ours (internal/metrics), after
+	// authentication and authorization as before.
 	chain := c.Generic.BuildHandlerChainFunc
 	codecs := c.Codecs
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
-		return chain(withReadShape(h, codecs), cfg)
+		return chain(m.WithHandler(withReadShape(h, codecs)), cfg)
 	}
 	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
 		Pool:      c.Extra.Pool,
 		Cluster:   c.Extra.Cluster,
 		Codec:     c.Codecs.LegacyCodec(servedGroupVersions(c.Extra.Kinds)...),
-		Writer:    pgstorage.NewWriter(c.Extra.Pool, c.Extra.Cluster),
+		Writer:    pgstorage.NewWriter(c.Extra.Pool, c.Extra.Cluster).WithMetrics(m),
 		Follower:  follower,
 		Compactor: compactor,
 
@@ -274,7 +287,9 @@ func (c CompletedConfig) New() (*Server, error) {
 	}
 
 	if c.extra.Analytics != nil {
-		svc := analytics.New(c.extra.Pool, notifier, *c.extra.Analytics)
+		cfg := *c.extra.Analytics
+		cfg.Metrics = c.extra.Metrics
+		svc := analytics.New(c.extra.Pool, notifier, cfg)
 		if err := generic.AddPostStartHook("reports-analytics", func(ctx genericapiserver.PostStartHookContext) error {
 			go svc.Run(ctx)
 			return nil

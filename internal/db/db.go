@@ -49,10 +49,17 @@ func ParseConfig(databaseURL string) (*pgxpool.Config, error) {
 
 // Open connects a pool and checks the connection.
 func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	return OpenTraced(ctx, databaseURL, nil)
+}
+
+// OpenTraced is Open with a tracer that, when not nil, sees every query of the pool's
+// connections (metrics.Metrics.QueryTracer).
+func OpenTraced(ctx context.Context, databaseURL string, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	cfg, err := ParseConfig(databaseURL)
 	if err != nil {
 		return nil, err
 	}
+	cfg.ConnConfig.Tracer = tracer
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create pool: %w", err)

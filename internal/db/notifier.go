@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -67,7 +68,12 @@ type Notifier struct {
 
 	mu   sync.Mutex
 	subs map[chan Change]struct{}
+
+	reconnects atomic.Int64
 }
+
+// Reconnects is how often the LISTEN connection was lost (or could not be made) and retried.
+func (n *Notifier) Reconnects() int64 { return n.reconnects.Load() }
 
 // NewNotifier returns a notifier; Run starts it.
 func NewNotifier(pool *pgxpool.Pool, log *slog.Logger) *Notifier {
@@ -123,6 +129,7 @@ func (n *Notifier) Run(ctx context.Context) {
 		if time.Since(start) > time.Minute {
 			backoff = 100 * time.Millisecond
 		}
+		n.reconnects.Add(1)
 		n.log.Warn("LISTEN connection lost; watchers fall back to polling until it is back", "err", err, "retry_in", backoff)
 		n.publish(Change{Resync: true})
 		select {

@@ -127,3 +127,42 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestNotifierCountsReconnects terminates the LISTEN connection: the notifier reconnects and
+// counts it (reports_server_notify_reconnects_total).
+func TestNotifierCountsReconnects(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool, err := db.Open(ctx, dbtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	n := db.NewNotifier(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { n.Run(runCtx); close(done) }()
+	defer func() { stop(); <-done }()
+	terminate := func() int64 {
+		var killed int64
+		err := pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = $1 AND datname = current_database()`, db.ListenerApplicationName).Scan(&killed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return killed
+	}
+	for terminate() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the LISTEN connection never showed up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for n.Reconnects() < 1 {
+		if ctx.Err() != nil {
+			t.Fatalf("reconnects = %d after the LISTEN connection was terminated, want ≥ 1", n.Reconnects())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

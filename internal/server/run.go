@@ -22,6 +22,7 @@ import (
 
 	"github.com/reports-server/reports-server/internal/apiserver"
 	"github.com/reports-server/reports-server/internal/db"
+	"github.com/reports-server/reports-server/internal/metrics"
 	"github.com/reports-server/reports-server/internal/pglocal"
 )
 
@@ -52,7 +53,8 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 	if hooks.Out == nil {
 		hooks.Out = os.Stdout
 	}
-	pool, closeDB, err := o.openDatabase(ctx)
+	m := metrics.New()
+	pool, closeDB, err := o.openDatabase(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -67,6 +69,7 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 		return err
 	}
 	o.applyExtra(cfg, pool)
+	cfg.Extra.Metrics = m
 	completed, err := cfg.Complete()
 	if err != nil {
 		return err
@@ -79,8 +82,8 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 }
 
 // openDatabase is step 1: the database (a local PostgreSQL in standalone mode without a URL),
-// migrated, and a pool on it. closeDB closes the pool and stops the local PostgreSQL.
-func (o *Options) openDatabase(ctx context.Context) (*pgxpool.Pool, func(), error) {
+// migrated, and a pool on it whose queries m times. closeDB closes the pool and stops the local PostgreSQL.
+func (o *Options) openDatabase(ctx context.Context, m *metrics.Metrics) (*pgxpool.Pool, func(), error) {
 	if o.Standalone {
 		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("create data dir: %w", err)
@@ -107,7 +110,7 @@ func (o *Options) openDatabase(ctx context.Context) (*pgxpool.Pool, func(), erro
 		stopLocal()
 		return nil, nil, fmt.Errorf("migrate database: %w", err)
 	}
-	pool, err := db.Open(ctx, databaseURL)
+	pool, err := db.OpenTraced(ctx, databaseURL, m.QueryTracer())
 	if err != nil {
 		stopLocal()
 		return nil, nil, err

@@ -172,3 +172,13 @@ DELETE FROM analytics_cluster_history WHERE at < clock_timestamp() - interval '4
 -- Planner statistics of the projection, after a rebuild replaced a cluster's rows: the summaries'
 -- and readers' joins are planned from them, and autovacuum would take about a minute.
 ANALYZE analytics_results, analytics_reports, analytics_outcomes;
+
+-- name: MetricsAnalyticsLag :one
+-- How far the projection of a cluster is behind its committed revision, in revisions and in
+-- seconds since the checkpoint last moved (0 when caught up), for the analytics lag gauges.
+SELECT (r.current - coalesce(c.revision, 0))::bigint AS lag_revisions,
+       (CASE WHEN r.current > coalesce(c.revision, 0) AND c.projected_at IS NOT NULL
+             THEN extract(epoch FROM now() - c.projected_at) ELSE 0 END)::double precision AS lag_seconds
+FROM revisions r
+LEFT JOIN analytics_checkpoints c ON c.cluster = r.cluster
+WHERE r.cluster = $1;

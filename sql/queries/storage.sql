@@ -283,3 +283,14 @@ WHERE x.cluster = @cluster
 -- Wakes the watchers of every server process. Delivered at commit, so a listener never hears of
 -- a revision it cannot read yet. The change log, not the notification, is the truth.
 SELECT pg_notify(@channel::text, @payload::text);
+
+-- Metrics
+
+-- name: MetricsStoredReports :many
+-- Reports and results (the sum of the summary counts) by group and resource, for the stored
+-- reports gauges. The metrics package caches it: it is not run on every scrape.
+SELECT api_group, resource, count(*)::bigint AS reports,
+       coalesce(sum(summary_pass + summary_fail + summary_warn + summary_error + summary_skip), 0)::bigint AS results
+FROM reports
+WHERE cluster = $1
+GROUP BY api_group, resource;

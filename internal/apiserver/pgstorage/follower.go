@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
+	"github.com/reports-server/reports-server/internal/metrics"
 )
 
 // Defaults of the follower's memory window.
@@ -198,6 +200,7 @@ type Follower struct {
 	logReads      atomic.Int64 // change-log reads by watchers that fell behind the window
 	dropped       atomic.Int64 // watchers closed because their consumer stopped reading
 	wakeups       atomic.Int64 // watchers woken because a new change may concern them
+	notified      atomic.Int64 // the newest revision of the cluster a notification announced
 }
 
 // NewFollower returns the follower of cluster. Share one per process and cluster.
@@ -408,6 +411,26 @@ func (f *Follower) state() (current, compacted int64) {
 	return f.current, f.compacted
 }
 
+// WatchStats is the follower's state for the metrics: open watchers by resource (the resource part
+// of their key range, /<group>/<resource>/…) and how far the window is behind the newest
+// revision notified (0 while nobody watches: the follower then reads nothing).
+func (f *Follower) WatchStats() metrics.WatchStats {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := metrics.WatchStats{Watchers: map[string]int{}}
+	for s := range f.subs {
+		resource := ""
+		if parts := strings.SplitN(s.from, "/", 4); len(parts) >= 3 {
+			resource = parts[2]
+		}
+		st.Watchers[resource]++
+	}
+	if len(f.subs) > 0 {
+		st.LagRevisions = max(0, f.notified.Load()-f.current)
+	}
+	return st
+}
+
 // CompactRevision is the newest compacted revision this process has seen.
 func (f *Follower) CompactRevision() int64 {
 	f.mu.RLock()
@@ -526,6 +549,10 @@ func (f *Follower) run(ctx context.Context, epoch uint64) {
 			if !c.Resync {
 				if c.Cluster != f.cluster {
 					continue
+				}
+				// The newest announced revision, for the lag metric (a stopped run may still be
+				// finishing: keep the maximum).
+				for n := f.notified.Load(); c.Revision > n && !f.notified.CompareAndSwap(n, c.Revision); n = f.notified.Load() {
 				}
 				if cur, _ := f.state(); c.Revision <= cur {
 					continue

@@ -15,6 +15,7 @@ import (
 
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
+	"github.com/reports-server/reports-server/internal/metrics"
 )
 
 type opKind int
@@ -108,8 +109,15 @@ type Writer struct {
 	// to say whether it committed.
 	resolveTimeout time.Duration
 
-	start sync.Once
-	ops   chan *writeOp
+	start   sync.Once
+	ops     chan *writeOp
+	metrics *metrics.Metrics
+}
+
+// WithMetrics makes w record its batches in m; call it before the first write.
+func (w *Writer) WithMetrics(m *metrics.Metrics) *Writer {
+	w.metrics = m
+	return w
 }
 
 // NewWriter returns the writer of cluster. Share one per process and cluster.
@@ -210,6 +218,7 @@ func newBatch(ops []*writeOp) *batch {
 func (w *Writer) commit(batch []*writeOp) {
 	b := newBatch(batch)
 	defer b.cancel()
+	defer func(start time.Time) { w.metrics.ObserveWriteBatch(len(batch), time.Since(start)) }(time.Now())
 	ctx := b.ctx
 	results, err := w.apply(ctx, batch)
 	// A batch known not to have committed is retried one write at a time, so a write the

@@ -392,3 +392,26 @@ func (q *Queries) AnalyticsSetCheckpoint(ctx context.Context, db DBTX, arg Analy
 	)
 	return err
 }
+
+const metricsAnalyticsLag = `-- name: MetricsAnalyticsLag :one
+SELECT (r.current - coalesce(c.revision, 0))::bigint AS lag_revisions,
+       (CASE WHEN r.current > coalesce(c.revision, 0) AND c.projected_at IS NOT NULL
+             THEN extract(epoch FROM now() - c.projected_at) ELSE 0 END)::double precision AS lag_seconds
+FROM revisions r
+LEFT JOIN analytics_checkpoints c ON c.cluster = r.cluster
+WHERE r.cluster = $1
+`
+
+type MetricsAnalyticsLagRow struct {
+	LagRevisions int64
+	LagSeconds   float64
+}
+
+// How far the projection of a cluster is behind its committed revision, in revisions and in
+// seconds since the checkpoint last moved (0 when caught up), for the analytics lag gauges.
+func (q *Queries) MetricsAnalyticsLag(ctx context.Context, db DBTX, cluster string) (MetricsAnalyticsLagRow, error) {
+	row := db.QueryRow(ctx, metricsAnalyticsLag, cluster)
+	var i MetricsAnalyticsLagRow
+	err := row.Scan(&i.LagRevisions, &i.LagSeconds)
+	return i, err
+}

@@ -7,6 +7,8 @@ package sqlc
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const compactionState = `-- name: CompactionState :one
@@ -445,6 +447,50 @@ func (q *Queries) LockRevision(ctx context.Context, db DBTX, cluster string) (Lo
 	var i LockRevisionRow
 	err := row.Scan(&i.Current, &i.Xact)
 	return i, err
+}
+
+const metricsStoredReports = `-- name: MetricsStoredReports :many
+
+SELECT api_group, resource, count(*)::bigint AS reports,
+       coalesce(sum(summary_pass + summary_fail + summary_warn + summary_error + summary_skip), 0)::bigint AS results
+FROM reports
+WHERE cluster = $1
+GROUP BY api_group, resource
+`
+
+type MetricsStoredReportsRow struct {
+	ApiGroup pgtype.Text
+	Resource pgtype.Text
+	Reports  int64
+	Results  int64
+}
+
+// Metrics
+// Reports and results (the sum of the summary counts) by group and resource, for the stored
+// reports gauges. The metrics package caches it: it is not run on every scrape.
+func (q *Queries) MetricsStoredReports(ctx context.Context, db DBTX, cluster string) ([]MetricsStoredReportsRow, error) {
+	rows, err := db.Query(ctx, metricsStoredReports, cluster)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []MetricsStoredReportsRow
+	for rows.Next() {
+		var i MetricsStoredReportsRow
+		if err := rows.Scan(
+			&i.ApiGroup,
+			&i.Resource,
+			&i.Reports,
+			&i.Results,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const nextRevision = `-- name: NextRevision :one
