@@ -277,7 +277,7 @@ func TestStoredJSONResponses(t *testing.T) {
 			delRV, _ := deleted["metadata"].(map[string]any)["resourceVersion"].(string)
 			expect := changed
 			if ev.Type == "DELETED" {
-				expect = deepCopyJSON(t, changed)
+				expect = normalize(t, changed) // a copy
 				expect["metadata"].(map[string]any)["resourceVersion"] = delRV
 			}
 			if ev.Type != "DELETED" || delRV == changed["metadata"].(map[string]any)["resourceVersion"] || !reflect.DeepEqual(deleted, expect) {
@@ -356,15 +356,3 @@ func (s *watchStream) next(t *testing.T) watchEventJSON {
 	return watchEventJSON{}
 }
 
-func deepCopyJSON(t *testing.T, v map[string]any) map[string]any {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
