@@ -355,4 +355,3 @@ func (s *watchStream) next(t *testing.T) watchEventJSON {
 	}
 	return watchEventJSON{}
 }
-
