@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"net/http"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,53 +28,41 @@ import (
 func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet {
-			switch readShape(req, serializer) {
-			case shapeMetadata:
-				req = req.WithContext(pgstorage.WithMetadataOnly(req.Context()))
-			case shapeHead:
-				req = req.WithContext(pgstorage.WithHeadOnly(req.Context()))
-			case shapeStoredJSON:
-				req = req.WithContext(pgstorage.WithStoredJSON(req.Context()))
+			if mark := readShape(req, serializer); mark != nil {
+				req = req.WithContext(mark(req.Context()))
 			}
 		}
 		handler.ServeHTTP(w, req)
 	})
 }
 
-type shape int
-
-const (
-	shapeTyped      shape = iota // anything else: typed objects
-	shapeMetadata                // metadata only
-	shapeHead                    // a Table
-	shapeStoredJSON              // JSON or YAML of the served version
-)
-
-func readShape(req *http.Request, serializer runtime.NegotiatedSerializer) shape {
+// readShape returns the pgstorage marker of what req's response will hold, nil for typed objects
+// (anything but the cases above).
+func readShape(req *http.Request, serializer runtime.NegotiatedSerializer) func(context.Context) context.Context {
 	mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{})
 	if err != nil {
-		return shapeTyped
+		return nil
 	}
 	if mediaType.Convert == nil {
 		switch mediaType.Accepted.MediaType {
 		case runtime.ContentTypeJSON, runtime.ContentTypeYAML:
-			return shapeStoredJSON
+			return pgstorage.WithStoredJSON
 		}
-		return shapeTyped
+		return nil
 	}
 	if mediaType.Convert.Group != metav1.GroupName {
-		return shapeTyped
+		return nil
 	}
 	switch mediaType.Convert.Kind {
 	case "PartialObjectMetadata", "PartialObjectMetadataList":
-		return shapeMetadata
+		return pgstorage.WithMetadataOnly
 	case "Table":
 		// includeObject=Object embeds each whole object in its row.
 		if req.URL.Query().Get("includeObject") != string(metav1.IncludeObject) {
-			return shapeHead
+			return pgstorage.WithHeadOnly
 		}
 	}
-	return shapeTyped
+	return nil
 }
 
 // reportEndpoint are the endpoint restrictions of the report resources, as the generic

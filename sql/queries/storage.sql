@@ -189,8 +189,10 @@ SELECT count(*)::bigint AS objects, coalesce(avg(pg_column_size(object)), 0)::bi
 FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before;
 
 -- name: ReadChanges :many
--- The cluster's revisions and its next changes after after_revision, oldest first, all keys (the
--- per-process follower feeds every watcher from this one read). One statement is one snapshot:
+-- The cluster's revisions and its next changes after after_revision with keys in
+-- [key_from, key_before) (all keys when NULL), oldest first: all keys for the per-process follower, which feeds every
+-- watcher from this one read, or one watcher's range when it fell behind the follower's memory
+-- window and reads for itself. One statement is one snapshot:
 -- the rows are exactly the committed changes in (after_revision, current] (revisions are
 -- commit-ordered), and if a compaction deleted some of them, compacted > after_revision says so.
 -- With no change in range, one row with resource_version 0 carries the revisions. A change's object
@@ -215,32 +217,7 @@ LEFT JOIN LATERAL (
     FROM (
         SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
         WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
-        ORDER BY ch.resource_version
-        LIMIT @row_limit
-    ) b
-) c ON true
-WHERE v.cluster = @cluster
-ORDER BY c.resource_version;
-
--- name: ReadRangeChanges :many
--- ReadChanges restricted to keys in [key_from, key_before): what a watcher that fell behind the
--- follower's memory window reads for itself.
-SELECT v.current, v.compacted,
-       coalesce(c.resource_version, 0)::bigint AS resource_version,
-       coalesce(c.key, '')::text AS key, c.object, c.prev_object
-FROM revisions v
-LEFT JOIN LATERAL (
-    SELECT b.resource_version, b.key, b.prev_object,
-           CASE WHEN b.event <> 'DELETED' THEN coalesce(
-               (SELECT n.prev_object FROM changes n
-                WHERE n.cluster = b.cluster AND n.key = b.key AND n.resource_version > b.resource_version
-                ORDER BY n.resource_version LIMIT 1),
-               (SELECT r.object FROM reports r
-                WHERE r.cluster = b.cluster AND r.key = b.key AND r.resource_version = b.resource_version)) END::jsonb AS object
-    FROM (
-        SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
-        WHERE ch.cluster = v.cluster AND ch.resource_version > @after_revision AND ch.resource_version <= v.current
-          AND ch.key >= @key_from AND ch.key < @key_before
+          AND (sqlc.narg(key_from)::text IS NULL OR (ch.key >= sqlc.narg(key_from)::text AND ch.key < sqlc.narg(key_before)::text))
         ORDER BY ch.resource_version
         LIMIT @row_limit
     ) b

@@ -17,15 +17,18 @@ import (
 // JSON is the object. A copy of the list does not keep it: copies exist to be changed, and a
 // changed item must encode from its fields.
 type Items struct {
-	data   [][]byte
-	decode Decoder
+	data      [][]byte
+	decode    Decoder
+	encodings *Encodings
 }
 
 // DeepCopyInto leaves out empty (see Items).
 func (in *Items) DeepCopyInto(out *Items) { *out = Items{} }
 
 // Keep starts keeping the items' stored JSON; decode turns one into its typed item.
-func (s *Items) Keep(decode Decoder) { *s = Items{decode: decode} }
+func (s *Items) Keep(decode Decoder, encodings *Encodings) {
+	*s = Items{decode: decode, encodings: encodings}
+}
 
 // Append adds the next item's stored JSON.
 func (s *Items) Append(data []byte) { s.data = append(s.data, data) }
@@ -43,12 +46,12 @@ type Carrier interface {
 // encoding is its items' stored JSON, streamed item by item. Any other encoding, and GetObject,
 // first decode the items into the typed list.
 type List struct {
-	list Carrier
-	gvk  schema.GroupVersionKind
+	list      Carrier
+	gvk       schema.GroupVersionKind
+	encodings *Encodings
 
 	mu      sync.Mutex
 	decoded bool
-	ids     identifierCache
 }
 
 var _ runtime.CacheableObject = (*List)(nil)
@@ -64,13 +67,13 @@ func NewList(list Carrier, gvk schema.GroupVersionKind) (runtime.Object, error) 
 	if items := meta.LenList(list); items != stored.Len() {
 		return nil, fmt.Errorf("list of %d items keeps the stored JSON of %d", items, stored.Len())
 	}
-	return &List{list: list, gvk: gvk, ids: identifierCache{gv: gvk.GroupVersion()}}, nil
+	return &List{list: list, gvk: gvk, encodings: stored.encodings}, nil
 }
 
 // CacheEncode implements runtime.CacheableObject.
 func (l *List) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
 	l.mu.Lock()
-	plain := l.ids.encoding(id) == plainJSON && !l.decoded
+	plain := l.encodings.of(id) == plainJSON && !l.decoded
 	l.mu.Unlock()
 	if !plain {
 		list, err := l.typed()

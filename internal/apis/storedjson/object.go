@@ -17,37 +17,33 @@ import (
 // stored JSON only when an encoding or a caller needs it (an initial event of a watch-list,
 // which one watcher sends once).
 type Object struct {
-	gv     schema.GroupVersion
-	data   []byte
-	decode Decoder
+	encodings *Encodings
+	data      []byte
+	decode    Decoder
 
 	mu     sync.Mutex
 	obj    runtime.Object
 	hollow bool
 	shared bool
-	ids    identifierCache
 }
 
 var _ runtime.CacheableObject = (*Object)(nil)
 
 // NewShared wraps obj, a complete object that other responses hold too, with its stored JSON
 // data. obj is never changed: GetObject returns a copy.
-func NewShared(obj runtime.Object, data []byte, gv schema.GroupVersion) *Object {
-	return &Object{gv: gv, data: data, obj: obj, shared: true, ids: identifierCache{gv: gv}}
+func NewShared(obj runtime.Object, data []byte, encodings *Encodings) *Object {
+	return &Object{encodings: encodings, data: data, obj: obj, shared: true}
 }
 
 // NewHollow wraps stored JSON data for a response of its own. into is an empty object of the
 // right type: decode fills it from data the first time the typed object is needed.
-func NewHollow(into runtime.Object, data []byte, gv schema.GroupVersion, decode Decoder) *Object {
-	return &Object{gv: gv, data: data, decode: decode, obj: into, hollow: true, ids: identifierCache{gv: gv}}
+func NewHollow(into runtime.Object, data []byte, encodings *Encodings, decode Decoder) *Object {
+	return &Object{encodings: encodings, data: data, decode: decode, obj: into, hollow: true}
 }
 
 // CacheEncode implements runtime.CacheableObject.
 func (o *Object) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
-	o.mu.Lock()
-	enc := o.ids.encoding(id)
-	o.mu.Unlock()
-	switch enc {
+	switch o.encodings.of(id) {
 	case plainJSON:
 		return writeAll(w, o.data, newline)
 	case watchFrame:
@@ -96,7 +92,7 @@ func (o *Object) GetObjectKind() schema.ObjectKind { return o.obj.GetObjectKind(
 
 // DeepCopyObject implements runtime.Object.
 func (o *Object) DeepCopyObject() runtime.Object {
-	c := &Object{gv: o.gv, data: o.data, decode: o.decode, ids: identifierCache{gv: o.gv}}
+	c := &Object{encodings: o.encodings, data: o.data, decode: o.decode}
 	obj, err := o.typed()
 	if err != nil {
 		panic(err)

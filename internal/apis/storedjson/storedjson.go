@@ -19,6 +19,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -189,23 +190,33 @@ func encodingOf(id runtime.Identifier, gv schema.GroupVersion) encoding {
 	return typedEncoding
 }
 
-// identifierCache remembers encodingOf per identifier: an encoder's identifier is fixed, and a
-// list asks once per response, a watch event twice per watcher. Not safe for concurrent use.
-type identifierCache struct {
+// Encodings remembers what each encoder identifier asks for (encodingOf) for the objects of one
+// served version: identifiers are few and fixed, while asking is two JSON decodings, and every
+// response and every watch event for every watcher asks. Safe for concurrent use; share one per
+// store.
+type Encodings struct {
 	gv  schema.GroupVersion
+	mu  sync.RWMutex
 	ids map[runtime.Identifier]encoding
 }
 
-func (c *identifierCache) encoding(id runtime.Identifier) encoding {
-	e, ok := c.ids[id]
-	if !ok {
-		e = encodingOf(id, c.gv)
-		if c.ids == nil {
-			c.ids = map[runtime.Identifier]encoding{}
-		}
-		c.ids[id] = e
+// NewEncodings returns an empty cache for objects stored as version gv.
+func NewEncodings(gv schema.GroupVersion) *Encodings {
+	return &Encodings{gv: gv, ids: map[runtime.Identifier]encoding{}}
+}
+
+func (e *Encodings) of(id runtime.Identifier) encoding {
+	e.mu.RLock()
+	enc, ok := e.ids[id]
+	e.mu.RUnlock()
+	if ok {
+		return enc
 	}
-	return e
+	enc = encodingOf(id, e.gv)
+	e.mu.Lock()
+	e.ids[id] = enc
+	e.mu.Unlock()
+	return enc
 }
 
 // Decoder decodes an object's stored JSON (as WithResourceVersion returns it) into a typed

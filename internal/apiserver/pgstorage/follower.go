@@ -130,6 +130,11 @@ func (c *change) decoded(s *Store, metadataOnly bool) (d *decodedChange, shared 
 	return d, true
 }
 
+// newChange is the change of one ReadChanges row.
+func newChange(r sqlc.ReadChangesRow) *change {
+	return &change{rev: r.ResourceVersion, key: r.Key, object: r.Object, prevObject: r.PrevObject, labels: r.Labels, prevLabels: r.PrevLabels}
+}
+
 func (c *change) size() int64 {
 	return int64(len(c.key)+len(c.object)+len(c.prevObject)+len(c.labels)+len(c.prevLabels)) + changeOverhead
 }
@@ -626,7 +631,7 @@ func (f *Follower) append(epoch uint64, after int64, rows []sqlc.ReadChangesRow)
 		if r.ResourceVersion == 0 {
 			continue // no change in range: the row only carries the revisions
 		}
-		c := &change{rev: r.ResourceVersion, key: r.Key, object: r.Object, prevObject: r.PrevObject, labels: r.Labels, prevLabels: r.PrevLabels}
+		c := newChange(r)
 		c.shared.Store(&decodeCache{byStore: map[*Store]*decodedChange{}, metadataByStore: map[*Store]*decodedChange{}})
 		f.window = append(f.window, c)
 		f.bytes += c.size()

@@ -272,7 +272,7 @@ func (s *Store) itemMaker(ctx context.Context, r *snapshotReader, listObj runtim
 	m := itemMaker{s: s, newItem: newItem}
 	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && r.shape == readObject && r.filter.complete {
 		m.stored = c.StoredItems()
-		m.stored.Keep(s.decodeJSON)
+		m.stored.Keep(s.decodeJSON, s.encodings)
 	}
 	return m
 }
@@ -288,8 +288,14 @@ func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (
 		m.stored.Append(data)
 		return m.s.hollowItem(m.newItem), nil
 	}
-	obj := m.newItem()
-	if err := m.s.decode(x.data, obj, x.rev); err != nil {
+	return m.s.decodeMatching(x, m.newItem, pred, complete)
+}
+
+// decodeMatching decodes row x into a new object, or returns nil when pred (where SQL could not
+// apply all of it: complete is false) does not match it.
+func (s *Store) decodeMatching(x row, newObj func() runtime.Object, pred storage.SelectionPredicate, complete bool) (runtime.Object, error) {
+	obj := newObj()
+	if err := s.decode(x.data, obj, x.rev); err != nil {
 		return nil, err
 	}
 	if !complete {

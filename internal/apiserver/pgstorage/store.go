@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/storage"
 
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
 )
@@ -96,6 +97,8 @@ type Store struct {
 	sizeEstimation atomic.Bool
 	// kind is the kind and version objects are stored as (see stored.go).
 	kind schema.GroupVersionKind
+	// encodings is what the encoders of this store's responses ask of its stored JSON.
+	encodings *storedjson.Encodings
 	// plainJSON: decode by unmarshalling (Config.PlainJSON).
 	plainJSON bool
 }
@@ -155,6 +158,7 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("pgstorage: the codec's kind for %s: %w", cfg.ResourcePrefix, err)
 	}
 	s.kind = kind
+	s.encodings = storedjson.NewEncodings(kind.GroupVersion())
 	s.plainJSON = cfg.PlainJSON
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

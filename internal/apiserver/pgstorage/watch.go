@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -293,16 +294,9 @@ func (w *watcher) initialObject(x row) (runtime.Object, error) {
 		if err != nil {
 			return nil, err
 		}
-		return storedjson.NewHollow(s.hollowItem(s.newFunc), data, s.kind.GroupVersion(), s.decodeJSON), nil
+		return storedjson.NewHollow(s.hollowItem(s.newFunc), data, s.encodings, s.decodeJSON), nil
 	}
-	obj := s.newFunc()
-	if err := s.decode(x.data, obj, x.rev); err != nil {
-		return nil, err
-	}
-	if !w.filter.complete && !w.matches(obj, nil) {
-		return nil, nil
-	}
-	return obj, nil
+	return s.decodeMatching(x, s.newFunc, w.pred, w.filter.complete)
 }
 
 // page is one page of the initial state, or the error that ended the reading.
@@ -367,8 +361,8 @@ func (w *watcher) deliver(rev int64) (int64, error) {
 func (w *watcher) readLog(rev int64) ([]*change, int64, error) {
 	s := w.s
 	s.follower.logReads.Add(1)
-	rows, err := s.q.ReadRangeChanges(w.ctx, s.pool, sqlc.ReadRangeChangesParams{
-		Cluster: s.cluster, AfterRevision: rev, KeyFrom: w.from, KeyBefore: w.before, RowLimit: watchBatch,
+	rows, err := s.q.ReadChanges(w.ctx, s.pool, sqlc.ReadChangesParams{
+		Cluster: s.cluster, AfterRevision: rev, KeyFrom: pgtype.Text{String: w.from, Valid: true}, KeyBefore: pgtype.Text{String: w.before, Valid: true}, RowLimit: watchBatch,
 	})
 	if err != nil {
 		if w.ctx.Err() != nil {
@@ -387,7 +381,7 @@ func (w *watcher) readLog(rev int64) ([]*change, int64, error) {
 	out := make([]*change, 0, len(rows))
 	for _, r := range rows {
 		if r.ResourceVersion != 0 {
-			out = append(out, &change{rev: r.ResourceVersion, key: r.Key, object: r.Object, prevObject: r.PrevObject})
+			out = append(out, newChange(r))
 		}
 	}
 	if len(out) == watchBatch {
@@ -428,7 +422,7 @@ func (w *watcher) event(c *change) (watch.Event, bool, error) {
 		if ev.Type == watch.Deleted {
 			data = prev
 		}
-		ev.Object = storedjson.NewShared(ev.Object, data, w.s.kind.GroupVersion())
+		ev.Object = storedjson.NewShared(ev.Object, data, w.s.encodings)
 		return ev, true, nil
 	}
 	if shared {

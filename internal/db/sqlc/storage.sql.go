@@ -556,16 +556,19 @@ LEFT JOIN LATERAL (
     FROM (
         SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
         WHERE ch.cluster = v.cluster AND ch.resource_version > $1 AND ch.resource_version <= v.current
+          AND ($2::text IS NULL OR (ch.key >= $2::text AND ch.key < $3::text))
         ORDER BY ch.resource_version
-        LIMIT $2
+        LIMIT $4
     ) b
 ) c ON true
-WHERE v.cluster = $3
+WHERE v.cluster = $5
 ORDER BY c.resource_version
 `
 
 type ReadChangesParams struct {
 	AfterRevision int64
+	KeyFrom       pgtype.Text
+	KeyBefore     pgtype.Text
 	RowLimit      int32
 	Cluster       string
 }
@@ -581,8 +584,10 @@ type ReadChangesRow struct {
 	PrevLabels      []byte
 }
 
-// The cluster's revisions and its next changes after after_revision, oldest first, all keys (the
-// per-process follower feeds every watcher from this one read). One statement is one snapshot:
+// The cluster's revisions and its next changes after after_revision with keys in
+// [key_from, key_before) (all keys when NULL), oldest first: all keys for the per-process follower, which feeds every
+// watcher from this one read, or one watcher's range when it fell behind the follower's memory
+// window and reads for itself. One statement is one snapshot:
 // the rows are exactly the committed changes in (after_revision, current] (revisions are
 // commit-ordered), and if a compaction deleted some of them, compacted > after_revision says so.
 // With no change in range, one row with resource_version 0 carries the revisions. A change's object
@@ -592,7 +597,13 @@ type ReadChangesRow struct {
 // The labels of both objects come separately (cheap on the binary JSONB): the follower wakes a
 // watcher whose selector requires a label value only for changes that carry it, without decoding.
 func (q *Queries) ReadChanges(ctx context.Context, db DBTX, arg ReadChangesParams) ([]ReadChangesRow, error) {
-	rows, err := db.Query(ctx, readChanges, arg.AfterRevision, arg.RowLimit, arg.Cluster)
+	rows, err := db.Query(ctx, readChanges,
+		arg.AfterRevision,
+		arg.KeyFrom,
+		arg.KeyBefore,
+		arg.RowLimit,
+		arg.Cluster,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -609,83 +620,6 @@ func (q *Queries) ReadChanges(ctx context.Context, db DBTX, arg ReadChangesParam
 			&i.PrevObject,
 			&i.Labels,
 			&i.PrevLabels,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const readRangeChanges = `-- name: ReadRangeChanges :many
-SELECT v.current, v.compacted,
-       coalesce(c.resource_version, 0)::bigint AS resource_version,
-       coalesce(c.key, '')::text AS key, c.object, c.prev_object
-FROM revisions v
-LEFT JOIN LATERAL (
-    SELECT b.resource_version, b.key, b.prev_object,
-           CASE WHEN b.event <> 'DELETED' THEN coalesce(
-               (SELECT n.prev_object FROM changes n
-                WHERE n.cluster = b.cluster AND n.key = b.key AND n.resource_version > b.resource_version
-                ORDER BY n.resource_version LIMIT 1),
-               (SELECT r.object FROM reports r
-                WHERE r.cluster = b.cluster AND r.key = b.key AND r.resource_version = b.resource_version)) END::jsonb AS object
-    FROM (
-        SELECT ch.cluster, ch.resource_version, ch.key, ch.event, ch.prev_object FROM changes ch
-        WHERE ch.cluster = v.cluster AND ch.resource_version > $1 AND ch.resource_version <= v.current
-          AND ch.key >= $2 AND ch.key < $3
-        ORDER BY ch.resource_version
-        LIMIT $4
-    ) b
-) c ON true
-WHERE v.cluster = $5
-ORDER BY c.resource_version
-`
-
-type ReadRangeChangesParams struct {
-	AfterRevision int64
-	KeyFrom       string
-	KeyBefore     string
-	RowLimit      int32
-	Cluster       string
-}
-
-type ReadRangeChangesRow struct {
-	Current         int64
-	Compacted       int64
-	ResourceVersion int64
-	Key             string
-	Object          []byte
-	PrevObject      []byte
-}
-
-// ReadChanges restricted to keys in [key_from, key_before): what a watcher that fell behind the
-// follower's memory window reads for itself.
-func (q *Queries) ReadRangeChanges(ctx context.Context, db DBTX, arg ReadRangeChangesParams) ([]ReadRangeChangesRow, error) {
-	rows, err := db.Query(ctx, readRangeChanges,
-		arg.AfterRevision,
-		arg.KeyFrom,
-		arg.KeyBefore,
-		arg.RowLimit,
-		arg.Cluster,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []ReadRangeChangesRow
-	for rows.Next() {
-		var i ReadRangeChangesRow
-		if err := rows.Scan(
-			&i.Current,
-			&i.Compacted,
-			&i.ResourceVersion,
-			&i.Key,
-			&i.Object,
-			&i.PrevObject,
 		); err != nil {
 			return nil, err
 		}
