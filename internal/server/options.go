@@ -53,6 +53,9 @@ type Options struct {
 	MaxRequestBodyBytes int64
 	// RequestTimeout bounds requests other than watches (the generic server's RequestTimeout).
 	RequestTimeout time.Duration
+	// Migrate applies pending migrations at start; without it the server only checks that the
+	// schema is current (for a role that owns nothing: docs/operations.md, "Database roles").
+	Migrate bool
 
 	// Analytics are the flags of the SQL analytics (analytics_options.go).
 	Analytics *AnalyticsOptions
@@ -83,6 +86,7 @@ func NewOptions() *Options {
 		MaxUnpagedListBytes: pgstorage.DefaultMaxUnpagedListBytes,
 		MaxRequestBodyBytes: DefaultMaxRequestBodyBytes,
 		RequestTimeout:      DefaultRequestTimeout,
+		Migrate:             true,
 		Analytics:           NewAnalyticsOptions(),
 		Watch:               NewWatchOptions(),
 		Kube:                NewKubeOptions(),
@@ -113,6 +117,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RequestTimeout, "request-timeout", o.RequestTimeout,
 		"How long a request other than a watch may take (as kube-apiserver's flag; a client's ?timeout= can shorten it). "+
 			"A request the database does not answer in time gets 503 with Retry-After shortly before this.")
+	fs.BoolVar(&o.Migrate, "migrate", o.Migrate,
+		"Apply pending database migrations at start (under a lock, so replicas apply them once). With --migrate=false the "+
+			"server refuses to start on an older schema: run `reports-server migrate up` as the owner first, and let the "+
+			"server log in as a role granted reports_server, which owns nothing.")
 	o.Analytics.AddFlags(fs)
 	o.Watch.AddFlags(fs)
 	o.Kube.AddFlags(fs)

@@ -106,9 +106,14 @@ func (o *Options) openDatabase(ctx context.Context, m *metrics.Metrics) (*pgxpoo
 		databaseURL = url
 	}
 	// Migrations take an advisory lock, so replicas starting together apply them once.
-	if err := db.Migrate(ctx, databaseURL); err != nil {
+	if o.Migrate || o.DatabaseURL == "" {
+		if err := db.Migrate(ctx, databaseURL); err != nil {
+			stopLocal()
+			return nil, nil, fmt.Errorf("migrate database: %w", err)
+		}
+	} else if err := db.CheckMigrated(ctx, databaseURL); err != nil {
 		stopLocal()
-		return nil, nil, fmt.Errorf("migrate database: %w", err)
+		return nil, nil, err
 	}
 	pool, err := db.OpenTraced(ctx, databaseURL, m.QueryTracer())
 	if err != nil {

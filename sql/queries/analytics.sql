@@ -132,16 +132,18 @@ SELECT coalesce(sum(revision), 0)::bigint AS generation FROM analytics_checkpoin
 SELECT name, generation FROM analytics_refreshes ORDER BY name;
 
 -- name: AnalyticsRefreshClusterSummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_cluster_summary;
+-- The summaries are refreshed (and the projection analyzed) through SECURITY DEFINER functions
+-- (migration 00011): both statements are the owner's alone, and the server need not own anything.
+SELECT analytics_refresh('cluster_summary')::text;
 
 -- name: AnalyticsRefreshNamespaceSummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_namespace_summary;
+SELECT analytics_refresh('namespace_summary')::text;
 
 -- name: AnalyticsRefreshPolicySummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_policy_summary;
+SELECT analytics_refresh('policy_summary')::text;
 
 -- name: AnalyticsRefreshResourceSummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_resource_summary;
+SELECT analytics_refresh('resource_summary')::text;
 
 -- name: AnalyticsRecordRefresh :exec
 UPDATE analytics_refreshes
@@ -171,7 +173,7 @@ DELETE FROM analytics_cluster_history WHERE at < clock_timestamp() - interval '4
 -- name: AnalyticsAnalyze :exec
 -- Planner statistics of the projection, after a rebuild replaced a cluster's rows: the summaries'
 -- and readers' joins are planned from them, and autovacuum would take about a minute.
-ANALYZE analytics_results, analytics_reports, analytics_outcomes;
+SELECT analytics_analyze()::text;
 
 -- name: MetricsAnalyticsLag :one
 -- How far the projection of a cluster is behind its committed revision, in revisions and in

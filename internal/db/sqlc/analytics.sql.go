@@ -10,7 +10,7 @@ import (
 )
 
 const analyticsAnalyze = `-- name: AnalyticsAnalyze :exec
-ANALYZE analytics_results, analytics_reports, analytics_outcomes
+SELECT analytics_analyze()::text
 `
 
 // Planner statistics of the projection, after a rebuild replaced a cluster's rows: the summaries'
@@ -301,16 +301,18 @@ func (q *Queries) AnalyticsRecordRefresh(ctx context.Context, db DBTX, arg Analy
 }
 
 const analyticsRefreshClusterSummary = `-- name: AnalyticsRefreshClusterSummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_cluster_summary
+SELECT analytics_refresh('cluster_summary')::text
 `
 
+// The summaries are refreshed (and the projection analyzed) through SECURITY DEFINER functions
+// (migration 00011): both statements are the owner's alone, and the server need not own anything.
 func (q *Queries) AnalyticsRefreshClusterSummary(ctx context.Context, db DBTX) error {
 	_, err := db.Exec(ctx, analyticsRefreshClusterSummary)
 	return err
 }
 
 const analyticsRefreshNamespaceSummary = `-- name: AnalyticsRefreshNamespaceSummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_namespace_summary
+SELECT analytics_refresh('namespace_summary')::text
 `
 
 func (q *Queries) AnalyticsRefreshNamespaceSummary(ctx context.Context, db DBTX) error {
@@ -319,7 +321,7 @@ func (q *Queries) AnalyticsRefreshNamespaceSummary(ctx context.Context, db DBTX)
 }
 
 const analyticsRefreshPolicySummary = `-- name: AnalyticsRefreshPolicySummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_policy_summary
+SELECT analytics_refresh('policy_summary')::text
 `
 
 func (q *Queries) AnalyticsRefreshPolicySummary(ctx context.Context, db DBTX) error {
@@ -328,7 +330,7 @@ func (q *Queries) AnalyticsRefreshPolicySummary(ctx context.Context, db DBTX) er
 }
 
 const analyticsRefreshResourceSummary = `-- name: AnalyticsRefreshResourceSummary :exec
-REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_resource_summary
+SELECT analytics_refresh('resource_summary')::text
 `
 
 func (q *Queries) AnalyticsRefreshResourceSummary(ctx context.Context, db DBTX) error {
