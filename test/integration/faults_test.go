@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/db"
@@ -446,6 +447,7 @@ func (a *answerLog) check(phase, what string, r faultResponse, allowed ...int) {
 
 type faultLoad struct {
 	e       *faultEnv
+	writers int
 	phase   atomic.Value // string: before, fault, after
 	answers answerLog
 	stopped atomic.Bool
@@ -469,7 +471,7 @@ var faultSharedNames = func() []string {
 
 func (l *faultLoad) start(seed uint64) {
 	l.phase.Store("before")
-	for w := range faultWriters {
+	for w := range l.writers {
 		rng := rand.New(rand.NewPCG(seed, uint64(w)))
 		l.wg.Go(func() {
 			for op := 0; !l.stopped.Load(); op++ {
@@ -622,9 +624,14 @@ func (l *faultLoad) update(name, tag string, rng *rand.Rand) {
 // rawWatch watches the load's namespace as a careful client does: when the watch ends it is
 // re-opened from the last resourceVersion seen (bookmarks included); on 410 the client relists.
 type rawWatch struct {
-	e        *faultEnv
+	e *faultEnv
+	// light watches keep no events: they only check that revisions increase (the soak runs
+	// hundreds of them).
+	light    bool
 	mu       sync.Mutex
 	events   []event // relists show as events of Type "relist" at the list's revision
+	count    int     // events received (not bookmarks)
+	prev     int64   // the revision of the last event or relist
 	last     int64
 	reopened int
 	problems []string
@@ -645,6 +652,9 @@ func (w *rawWatch) lastRV() int64 {
 
 func (w *rawWatch) run(ctx context.Context, from int64) {
 	defer close(w.done)
+	w.mu.Lock()
+	w.prev = from
+	w.mu.Unlock()
 	rv := from
 	for ctx.Err() == nil {
 		q := url.Values{"watch": {"1"}, "allowWatchBookmarks": {"true"}, "resourceVersion": {strconv.FormatInt(rv, 10)}}
@@ -737,7 +747,13 @@ func (w *rawWatch) read(body io.Reader, rv int64) (int64, bool) {
 		w.mu.Lock()
 		w.last = max(w.last, erv)
 		if ev.Type != "BOOKMARK" {
-			w.events = append(w.events, event{Type: changeEventTypes[ev.Type], Key: obj.Metadata.Namespace + "/" + obj.Metadata.Name, RV: erv})
+			if erv <= w.prev {
+				w.problems = append(w.problems, fmt.Sprintf("%s event at revision %d after revision %d", ev.Type, erv, w.prev))
+			}
+			w.prev, w.count = erv, w.count+1
+			if !w.light {
+				w.events = append(w.events, event{Type: changeEventTypes[ev.Type], Key: obj.Metadata.Namespace + "/" + obj.Metadata.Name, RV: erv})
+			}
 		}
 		w.mu.Unlock()
 	}
@@ -756,8 +772,10 @@ func (w *rawWatch) relist(ctx context.Context) int64 {
 			if err := json.Unmarshal(r.body, &list); err == nil {
 				if rv, err := strconv.ParseInt(list.Metadata.ResourceVersion, 10, 64); err == nil {
 					w.mu.Lock()
-					w.events = append(w.events, event{Type: "relist", RV: rv})
-					w.last = max(w.last, rv)
+					if !w.light {
+						w.events = append(w.events, event{Type: "relist", RV: rv})
+					}
+					w.last, w.prev = max(w.last, rv), rv
 					w.mu.Unlock()
 					return rv
 				}
@@ -772,63 +790,96 @@ func (w *rawWatch) relist(ctx context.Context) int64 {
 // ---- one scenario
 
 func runFault(t *testing.T, e *faultEnv, fault func(*testing.T, *faultEnv), felt bool) {
-	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	prefix := keyPrefix(e.kind)
-	var from int64
+	r := startRun(ctx, t, e, faultWriters)
+	time.Sleep(1500 * time.Millisecond)
+
+	r.load.phase.Store("fault")
+	faultStart := time.Now()
+	fault(t, e)
+	faultTook := time.Since(faultStart)
+	recoveredIn := r.recover(ctx, t)
+	time.Sleep(1500 * time.Millisecond)
+	r.verify(ctx, t, felt, fmt.Sprintf("fault took %v; a write succeeded %v after it", faultTook.Round(time.Millisecond), recoveredIn.Round(time.Millisecond)))
+}
+
+// faultRun is a ledger load against a faultEnv, watched from its first write by a client-go
+// informer (its requests logged) and by a raw watch.
+type faultRun struct {
+	e        *faultEnv
+	start    time.Time
+	from     int64 // the revision before the first write
+	log      *requestLog
+	informer cache.SharedIndexInformer
+	rec      *recorder
+	watch    *rawWatch
+	load     *faultLoad
+	stop     func() // stops the informer and the raw watch
+	probe    string // the name recover writes
+}
+
+// startRun starts the observers, waits until the informer has synced, and starts the load with
+// writers writers.
+func startRun(ctx context.Context, t *testing.T, e *faultEnv, writers int) *faultRun {
+	r := &faultRun{e: e, start: time.Now(), log: &requestLog{}, rec: &recorder{}, probe: "after-the-fault"}
 	if err := e.admin(ctx, func(c *pgx.Conn) error {
-		return c.QueryRow(ctx, "SELECT current FROM revisions WHERE cluster = $1", server.DefaultClusterName).Scan(&from)
+		return c.QueryRow(ctx, "SELECT current FROM revisions WHERE cluster = $1", server.DefaultClusterName).Scan(&r.from)
 	}); err != nil {
 		t.Fatalf("read the start revision: %v", err)
 	}
-
-	// The informer, with its requests logged, and the raw watch, both from before the first write.
-	log := &requestLog{}
-	dyn, err := dynamic.NewForConfig(log.wrap(e.srv.Config))
+	dyn, err := dynamic.NewForConfig(r.log.wrap(e.srv.Config))
 	if err != nil {
 		t.Fatal(err)
 	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, e.ns, nil)
-	informer := factory.ForResource(e.kind.GroupVersionResource()).Informer()
-	rec := &recorder{}
-	if _, err := informer.AddEventHandler(rec.handler()); err != nil {
+	r.informer = factory.ForResource(e.kind.GroupVersionResource()).Informer()
+	if _, err := r.informer.AddEventHandler(r.rec.handler()); err != nil {
 		t.Fatal(err)
 	}
 	informerCtx, stopInformer := context.WithCancel(ctx)
 	factory.Start(informerCtx.Done())
-	defer func() { stopInformer(); factory.Shutdown() }()
-	if !waitFor(30*time.Second, informer.HasSynced) {
-		t.Fatalf("informer not synced within 30s; requests: %v", log.requests())
+	if !waitFor(30*time.Second, r.informer.HasSynced) {
+		stopInformer()
+		factory.Shutdown()
+		t.Fatalf("informer not synced within 30s; requests: %v", r.log.requests())
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	w := &rawWatch{e: e, done: make(chan struct{})}
-	go w.run(watchCtx, from)
-	defer func() { stopWatch(); <-w.done }()
+	r.watch = &rawWatch{e: e, done: make(chan struct{})}
+	go r.watch.run(watchCtx, r.from)
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			stopWatch()
+			<-r.watch.done
+			stopInformer()
+			factory.Shutdown()
+		})
+	}
+	t.Cleanup(r.stop)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("writer seed %d", seed)
-	l := &faultLoad{e: e}
-	l.start(seed)
-	time.Sleep(1500 * time.Millisecond)
+	r.load = &faultLoad{e: e, writers: writers}
+	r.load.start(seed)
+	return r
+}
 
-	l.phase.Store("fault")
-	faultStart := time.Now()
-	fault(t, e)
-	faultTook := time.Since(faultStart)
-
-	// Recovery without a restart of the server: a write succeeds soon after PostgreSQL is back.
-	l.phase.Store("after")
+// recover waits until a write succeeds after the fault (without a restart of the server) and
+// /readyz is ready again, and returns how long the write took to succeed.
+func (r *faultRun) recover(ctx context.Context, t *testing.T) time.Duration {
+	e := r.e
+	r.load.phase.Store("after")
 	recovered := time.Now()
-	probe := sample(e.kind, e.ns, "after-the-fault", nil, "Pod", "pass")
+	probe := sample(e.kind, e.ns, r.probe, nil, "Pod", "pass")
 	for {
-		r := e.do(ctx, http.MethodPost, e.collection, encodeObject(t, probe))
-		if r.code == http.StatusCreated {
+		resp := e.do(ctx, http.MethodPost, e.collection, encodeObject(t, probe))
+		if resp.code == http.StatusCreated {
 			break
 		}
-		l.answers.check("after", "create after the fault", r, http.StatusCreated)
+		r.load.answers.check("after", "create after the fault", resp, http.StatusCreated)
 		if time.Since(recovered) > 30*time.Second {
-			t.Fatalf("no write succeeded within 30s of the database being back: %d %s", r.code, r.body)
+			t.Fatalf("no write succeeded within 30s of the database being back: %d %s", resp.code, resp.body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -837,8 +888,15 @@ func runFault(t *testing.T, e *faultEnv, fault func(*testing.T, *faultEnv), felt
 		_, got := e.healthy("/readyz")
 		t.Errorf("/readyz not ready within 30s of the database being back: %s", got)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	return recoveredIn
+}
+
+// verify stops the load and checks everything the top of this file promises; summary starts
+// the closing log line.
+func (r *faultRun) verify(ctx context.Context, t *testing.T, felt bool, summary string) {
+	e, l, w, rec, log := r.e, r.load, r.watch, r.rec, r.log
 	l.stop()
+	prefix := keyPrefix(e.kind)
 
 	// Every answer was one the server may give.
 	l.answers.mu.Lock()
@@ -860,10 +918,10 @@ func runFault(t *testing.T, e *faultEnv, fault func(*testing.T, *faultEnv), felt
 	// The database, read directly.
 	store := openStore(t, e.dbURL)
 	current, compacted := store.revisions(t)
-	if compacted > from {
-		t.Fatalf("the change log was compacted during the test (%d > %d)", compacted, from)
+	if compacted > r.from {
+		t.Fatalf("the change log was compacted during the test (%d > %d)", compacted, r.from)
 	}
-	changes := store.changes(t, prefix, from)
+	changes := store.changes(t, prefix, r.from)
 	objects := store.objects(t, prefix)
 
 	// The ledger: every acknowledged write is in the change log at its revision, and the newest
@@ -909,7 +967,7 @@ func runFault(t *testing.T, e *faultEnv, fault func(*testing.T, *faultEnv), felt
 	}
 	unacknowledged := 0
 	for _, c := range changes {
-		if !acknowledged[c.RV] && c.Key != e.ns+"/"+probe.GetName() {
+		if !acknowledged[c.RV] && c.Key != e.ns+"/"+r.probe {
 			unacknowledged++
 		}
 	}
@@ -926,18 +984,17 @@ func runFault(t *testing.T, e *faultEnv, fault func(*testing.T, *faultEnv), felt
 	if relisted {
 		checkMonotonic(t, "informer", rec)
 	} else {
-		checkEvents(t, "informer", rec, map[string]storedObject{}, from, changes)
+		checkEvents(t, "informer", rec, map[string]storedObject{}, r.from, changes)
 	}
-	checkCache(t, "informer", informer.GetStore(), objects, true)
-	stopWatch()
-	<-w.done
-	checkRawWatch(t, w, from, changes)
+	checkCache(t, "informer", r.informer.GetStore(), objects, true)
+	r.stop()
+	checkRawWatch(t, w, r.from, changes)
 
-	t.Logf("fault took %v; a write succeeded %v after it; %d acknowledged writes (%d names), %d stored writes "+
+	t.Logf("%s; %d acknowledged writes (%d names), %d stored writes "+
 		"answered 503 or never answered, %d names overwritten by one; answers by phase and code %s; slowest answer %v; "+
 		"informer relisted: %v (requests %d); raw watch re-opened %d times; total %v",
-		faultTook.Round(time.Millisecond), recoveredIn.Round(time.Millisecond), len(ledger), len(newest), unacknowledged,
-		overwritten, codes, slowest.Round(time.Millisecond), relisted, len(log.requests()), w.reopened, time.Since(start).Round(time.Millisecond))
+		summary, len(ledger), len(newest), unacknowledged,
+		overwritten, codes, slowest.Round(time.Millisecond), relisted, len(log.requests()), w.reopened, time.Since(r.start).Round(time.Millisecond))
 }
 
 // informerRelisted says whether the informer started over (a LIST, or a watch-list with initial
