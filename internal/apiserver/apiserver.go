@@ -53,6 +53,10 @@ type Config struct {
 type ExtraConfig struct {
 	// Pool is the database the reports are kept in. The server does not close it.
 	Pool *pgxpool.Pool
+	// ReadPool, when set, is a streaming replica of Pool's database that serves the lists and
+	// watches' initial state it has caught up with (pgstorage.Replica). The server does not
+	// close it.
+	ReadPool *pgxpool.Pool
 	// Cluster scopes every stored row, so several clusters can share one database.
 	Cluster string
 	// Kinds are the served kinds; reports.All() when nil.
@@ -219,6 +223,10 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
 		return chain(m.WithHandler(withReadShape(h, codecs)), cfg)
 	}
+	var replica *pgstorage.Replica
+	if c.Extra.ReadPool != nil {
+		replica = pgstorage.NewReplica(c.Extra.ReadPool)
+	}
 	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
 		Pool:      c.Extra.Pool,
 		Cluster:   c.Extra.Cluster,
@@ -226,6 +234,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Writer:    pgstorage.NewWriter(c.Extra.Pool, c.Extra.Cluster).WithMetrics(m),
 		Follower:  follower,
 		Compactor: compactor,
+		Replica:   replica,
 
 		MaxUnpagedListBytes: c.Extra.MaxUnpagedListBytes,
 	}

@@ -42,7 +42,9 @@ type Options struct {
 	// features, admission) without etcd: storage is PostgreSQL.
 	Recommended *genericoptions.RecommendedOptions
 
-	DatabaseURL     string
+	DatabaseURL string
+	// DatabaseReadURL is an optional streaming replica for reads (pgstorage.Replica).
+	DatabaseReadURL string
 	ClusterName     string
 	Standalone      bool
 	DataDir         string
@@ -78,10 +80,11 @@ func NewOptions() *Options {
 	// directory of a pod may be read-only. Standalone mode keeps it in the data directory.
 	rec.SecureServing.ServerCert.CertDirectory = ""
 	return &Options{
-		Recommended: rec,
-		DatabaseURL: os.Getenv("DATABASE_URL"),
-		ClusterName: DefaultClusterName,
-		DataDir:     DefaultDataDir,
+		Recommended:     rec,
+		DatabaseURL:     os.Getenv("DATABASE_URL"),
+		DatabaseReadURL: os.Getenv("DATABASE_READ_URL"),
+		ClusterName:     DefaultClusterName,
+		DataDir:         DefaultDataDir,
 
 		MaxUnpagedListBytes: pgstorage.DefaultMaxUnpagedListBytes,
 		MaxRequestBodyBytes: DefaultMaxRequestBodyBytes,
@@ -99,6 +102,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DatabaseURL, "database-url", o.DatabaseURL,
 		"PostgreSQL URL (postgres://user:pass@host:5432/db?sslmode=...) or keyword/value string. Default $DATABASE_URL. "+
 			"With --standalone and no URL, a local PostgreSQL is started in <data-dir>/postgres.")
+	fs.StringVar(&o.DatabaseReadURL, "database-read-url", o.DatabaseReadURL,
+		"Optional PostgreSQL streaming replica of the database (same form as --database-url; default $DATABASE_READ_URL). "+
+			"Lists and watches' initial state are read from it whenever it has replayed the revision they need, never older "+
+			"than a resourceVersion the client has seen; otherwise, and while it is away, from the primary.")
 	fs.StringVar(&o.ClusterName, "cluster-name", o.ClusterName,
 		"Name of the cluster the reports belong to. Every stored row is scoped by it, so several clusters can share a database.")
 	fs.BoolVar(&o.Standalone, "standalone", o.Standalone,

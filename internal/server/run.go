@@ -59,6 +59,13 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 		return err
 	}
 	defer closeDB()
+	readPool, err := o.openReadReplica(ctx, m)
+	if err != nil {
+		return err
+	}
+	if readPool != nil {
+		defer readPool.Close()
+	}
 
 	cfg, err := apiserver.NewConfig()
 	if err != nil {
@@ -69,6 +76,7 @@ func (o *Options) Run(ctx context.Context, hooks Hooks) error {
 		return err
 	}
 	o.applyExtra(cfg, pool)
+	cfg.Extra.ReadPool = readPool
 	cfg.Extra.Metrics = m
 	completed, err := cfg.Complete()
 	if err != nil {
@@ -121,6 +129,28 @@ func (o *Options) openDatabase(ctx context.Context, m *metrics.Metrics) (*pgxpoo
 		return nil, nil, err
 	}
 	return pool, func() { pool.Close(); stopLocal() }, nil
+}
+
+// openReadReplica opens the pool of the read replica, if one is configured. It does not connect:
+// a replica that is away at start (or later) only sends reads to the primary.
+func (o *Options) openReadReplica(ctx context.Context, m *metrics.Metrics) (*pgxpool.Pool, error) {
+	if o.DatabaseReadURL == "" {
+		return nil, nil
+	}
+	cfg, err := db.ParseConfig(o.DatabaseReadURL)
+	if err != nil {
+		return nil, fmt.Errorf("--database-read-url: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// A replica that does not answer should cost a read little before it goes to the primary.
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	cfg.ConnConfig.Tracer = m.QueryTracer()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create the read replica's pool: %w", err)
+	}
+	return pool, nil
 }
 
 // applyServing is step 2: serving, authentication and authorization. Standalone mode gets its

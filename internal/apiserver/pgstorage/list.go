@@ -135,10 +135,13 @@ const initialEventsPage = 500
 // fails with 410 Expired once the change log no longer reaches back to at.
 func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, before string, limit int32) ([]row, error) {
 	var rows []row
-	err := db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := s.readTx(ctx, func(tx pgx.Tx, onReplica bool) error {
 		cur, err := s.rev.read(ctx, tx)
 		if err != nil {
 			return db.NoRows(err)
+		}
+		if onReplica && at > cur.Current {
+			return errReplicaBehind
 		}
 		s.observeCompacted(cur.Compacted)
 		if at < cur.Compacted {
@@ -166,13 +169,24 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 		return err
 	}
 	newItem := newItemFunc(listObj, v, s.newFunc)
+	floor, err := s.primaryFloor(ctx, req)
+	if err != nil {
+		return s.dbError(req.keyPrefix, "list", err)
+	}
 	var page listPage
-	err = db.Tx(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err = s.readTx(ctx, func(tx pgx.Tx, onReplica bool) error {
+		if onReplica {
+			if err := s.replicaCaughtUp(ctx, tx, req, floor); err != nil {
+				return err
+			}
+		}
 		r, err := s.chooseRevision(ctx, tx, req)
 		if err != nil {
 			return err
 		}
 		page = listPage{rev: r.at}
+		// A retry on the primary starts from an empty list.
+		v.SetLen(0)
 		if err := s.readItems(ctx, r, req, v, s.itemMaker(ctx, r, listObj, newItem), &page); err != nil {
 			return err
 		}
@@ -256,6 +270,26 @@ func (s *Store) chooseRevision(ctx context.Context, tx pgx.Tx, req listRequest) 
 	}
 	r.at, r.atCurrent = req.withRev, req.withRev == cur.Current
 	return r, nil
+}
+
+// replicaCaughtUp fails with errReplicaBehind unless the replica's snapshot in tx holds every
+// revision the request may need: the primary's current one for a list of the most recent state
+// (floor), the one it names for a list not older than it, the exact one of a continuation.
+func (s *Store) replicaCaughtUp(ctx context.Context, tx pgx.Tx, req listRequest, floor int64) error {
+	cur, err := s.rev.read(ctx, tx)
+	if err != nil {
+		return db.NoRows(err)
+	}
+	need := max(floor, req.withRev)
+	if req.withRev == 0 && req.opts.ResourceVersion != "" {
+		if minRV, err := s.versioner.ParseResourceVersion(req.opts.ResourceVersion); err == nil {
+			need = max(need, int64(minRV))
+		}
+	}
+	if need > cur.Current {
+		return errReplicaBehind
+	}
+	return nil
 }
 
 // itemMaker makes a list's items from its rows.

@@ -27,6 +27,8 @@ type RESTOptionsGetter struct {
 	Writer *Writer
 	// Compactor compacts the cluster's change log; one per process (see NewCompactor).
 	Compactor *Compactor
+	// Replica, when set, serves reads it has caught up with; one per process (see Replica).
+	Replica *Replica
 	// BookmarkInterval and SlowWatcherTimeout tune every watcher (see Config).
 	BookmarkInterval   time.Duration
 	SlowWatcherTimeout time.Duration
@@ -71,6 +73,7 @@ func (g *RESTOptionsGetter) decorate(
 		Follower:       g.Follower,
 		Writer:         g.Writer,
 		Compactor:      g.Compactor,
+		Replica:        g.Replica,
 
 		BookmarkInterval:    g.BookmarkInterval,
 		SlowWatcherTimeout:  g.SlowWatcherTimeout,

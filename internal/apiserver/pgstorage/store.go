@@ -63,6 +63,9 @@ type Config struct {
 	// JSON into them, without the codec's first pass over it to find its kind (half the cost
 	// of decoding). Leave it unset for a codec that converts (internal types).
 	PlainJSON bool
+	// Replica, when set, serves lists, continuation pages and watches' initial state whenever
+	// it has replayed the revision they need (see Replica). Share one per process.
+	Replica *Replica
 	// MaxUnpagedListBytes is the most stored JSON a list without a limit may return: beyond it
 	// the list is refused (400) and the client told to page, so one request cannot take the
 	// server's memory (DefaultMaxUnpagedListBytes when zero; negative: no bound).
@@ -89,6 +92,7 @@ type Store struct {
 	writer         *Writer
 	follower       *Follower
 	compactor      *Compactor
+	replica        *Replica
 
 	bookmarkInterval    time.Duration
 	slowWatcherTimeout  time.Duration
@@ -130,6 +134,7 @@ func New(cfg Config) (*Store, error) {
 		writer:         cfg.Writer,
 		follower:       cfg.Follower,
 		compactor:      cfg.Compactor,
+		replica:        cfg.Replica,
 
 		bookmarkInterval:    cfg.BookmarkInterval,
 		slowWatcherTimeout:  cfg.SlowWatcherTimeout,
