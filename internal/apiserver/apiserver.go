@@ -53,9 +53,9 @@ type Config struct {
 type ExtraConfig struct {
 	// Pool is the database the reports are kept in. The server does not close it.
 	Pool *pgxpool.Pool
-	// ReadPool, when set, is a streaming replica of Pool's database that serves the lists and
-	// watches' initial state it has caught up with (pgstorage.Replica). The server does not
-	// close it.
+	// ReadPool, when set, is a streaming replica of Pool's database that serves the lists,
+	// watches' initial state and findings it has caught up with (db.Replica). The server does
+	// not close it.
 	ReadPool *pgxpool.Pool
 	// Cluster scopes every stored row, so several clusters can share one database.
 	Cluster string
@@ -174,6 +174,7 @@ type completedConfig struct {
 	codecs    serializer.CodecFactory
 	notifier  *db.Notifier
 	compactor *pgstorage.Compactor
+	replica   *db.Replica
 }
 
 // CompletedConfig is a Config with defaults filled in, ready for New.
@@ -223,9 +224,9 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
 		return chain(m.WithHandler(withReadShape(h, codecs)), cfg)
 	}
-	var replica *pgstorage.Replica
+	var replica *db.Replica
 	if c.Extra.ReadPool != nil {
-		replica = pgstorage.NewReplica(c.Extra.ReadPool)
+		replica = db.NewReplica(c.Extra.ReadPool, slog.Default().With("component", "replica"))
 	}
 	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
 		Pool:      c.Extra.Pool,
@@ -245,6 +246,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		codecs:    c.Codecs,
 		notifier:  notifier,
 		compactor: compactor,
+		replica:   replica,
 	}}, nil
 }
 
@@ -347,6 +349,7 @@ func (c CompletedConfig) apiGroups(stores map[schema.GroupVersionResource]*regis
 func (c CompletedConfig) analyticsGroup() (*genericapiserver.APIGroupInfo, error) {
 	storage, err := findings.NewStorage(findings.Config{
 		Pool:       c.extra.Pool,
+		Replica:    c.replica,
 		Cluster:    c.extra.Cluster,
 		Projecting: c.extra.Analytics != nil,
 	})

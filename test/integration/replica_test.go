@@ -25,8 +25,9 @@ import (
 // which tells which of the two served a list: a list that may be served from an older state
 // (resourceVersion=0) is served by the replica; a list of the most recent state, a list not older
 // than a newer resourceVersion and a watch's initial state never are (the primary serves them);
-// continuation pages are; and while the replica hangs or once it is stopped every read goes to
-// the primary, without an error.
+// continuation pages are; findings follow the primary's projection while the replica's is
+// behind; and while the replica hangs or once it is stopped every read goes to the primary,
+// without an error.
 func TestReadReplica(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -119,6 +120,20 @@ func TestReadReplica(t *testing.T) {
 		t.Errorf("watch-list initial events = %v, want a..d", got)
 	}
 
+	// Findings follow the primary's projection, which has the newest write; the replica's does not.
+	findings := "/apis/analytics.reports-server.io/v1alpha1/namespaces/" + ns + "/findings"
+	countFindings := func() int {
+		r := c.do(http.MethodGet, findings, "", nil)
+		var l unstructured.UnstructuredList
+		if r.code != http.StatusOK || l.UnmarshalJSON(r.body) != nil {
+			return -1
+		}
+		return len(l.Items)
+	}
+	if !waitFor(time.Minute, func() bool { return countFindings() == 4 }) {
+		t.Errorf("findings with the replica behind: %d, want the 4 results of a..d", countFindings())
+	}
+
 	// Replay again: the replica catches up and serves the newest state.
 	if _, err := replicaConn.Exec(ctx, "SELECT pg_wal_replay_resume()"); err != nil {
 		t.Fatal(err)
@@ -153,6 +168,9 @@ func TestReadReplica(t *testing.T) {
 		if r.code != http.StatusOK {
 			t.Errorf("list %q with the replica stopped: %d %s", q, r.code, r.body)
 		}
+	}
+	if n := countFindings(); n < 0 {
+		t.Error("findings with the replica stopped: not answered")
 	}
 	if got, _, _ := list("list with the replica stopped", "resourceVersion=0"); len(got) != 6 {
 		t.Errorf("list with the replica stopped = %v, want a..f from the primary", got)

@@ -31,6 +31,9 @@ import (
 type Config struct {
 	// Pool is the reports database.
 	Pool *pgxpool.Pool
+	// Replica, when set, serves the reads whose projection it has replayed up to the primary's
+	// (db.Replica).
+	Replica *db.Replica
 	// Cluster is the server's cluster: only its rows are served.
 	Cluster string
 	// Projecting tells whether this server runs the analytics projector (--analytics). Without it nothing
@@ -64,13 +67,44 @@ func (s *source) read(ctx context.Context, gr schema.GroupResource, fn func(pgx.
 	if !s.cfg.Projecting {
 		return notProjecting(gr)
 	}
-	err := db.Tx(ctx, s.cfg.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	floor, err := s.primaryCheckpoint(ctx)
+	if err != nil {
+		return apiError(gr, err)
+	}
+	err = s.cfg.Replica.ReadTx(ctx, s.cfg.Pool, func(tx pgx.Tx, onReplica bool) error {
+		if onReplica {
+			// Never older than what the primary serves now: the replica's projection must have
+			// reached the primary's checkpoint (so also every continue token's).
+			state, err := s.q.AnalyticsClusterState(ctx, tx, s.cfg.Cluster)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if state.Checkpoint < floor {
+				return db.ErrReplicaBehind
+			}
+		}
 		if err := s.q.FindingsCustomPlans(ctx, tx); err != nil {
 			return fmt.Errorf("set plan cache mode: %w", err)
 		}
 		return fn(tx)
 	})
 	return apiError(gr, err)
+}
+
+// primaryCheckpoint is the primary's projection checkpoint when there is a replica (what a read
+// on the replica must have reached), else 0 without a query.
+func (s *source) primaryCheckpoint(ctx context.Context) (int64, error) {
+	if !s.cfg.Replica.Active() {
+		return 0, nil
+	}
+	state, err := s.q.AnalyticsClusterState(ctx, s.cfg.Pool, s.cfg.Cluster)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the projection checkpoint: %w", err)
+	}
+	return state.Checkpoint, nil
 }
 
 // checkpoint returns the revision of the cluster that the projection reflects: every report write

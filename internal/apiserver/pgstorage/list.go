@@ -141,7 +141,7 @@ func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, be
 			return db.NoRows(err)
 		}
 		if onReplica && at > cur.Current {
-			return errReplicaBehind
+			return db.ErrReplicaBehind
 		}
 		s.observeCompacted(cur.Compacted)
 		if at < cur.Compacted {
@@ -287,7 +287,7 @@ func (s *Store) replicaCaughtUp(ctx context.Context, tx pgx.Tx, req listRequest,
 		}
 	}
 	if need > cur.Current {
-		return errReplicaBehind
+		return db.ErrReplicaBehind
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/reports-server/reports-server/internal/db"
 )
 
 // RESTOptionsGetter hands the generic registry a Postgres-backed storage.Interface for every
@@ -27,8 +29,8 @@ type RESTOptionsGetter struct {
 	Writer *Writer
 	// Compactor compacts the cluster's change log; one per process (see NewCompactor).
 	Compactor *Compactor
-	// Replica, when set, serves reads it has caught up with; one per process (see Replica).
-	Replica *Replica
+	// Replica, when set, serves reads it has caught up with; one per process (see replica.go).
+	Replica *db.Replica
 	// BookmarkInterval and SlowWatcherTimeout tune every watcher (see Config).
 	BookmarkInterval   time.Duration
 	SlowWatcherTimeout time.Duration

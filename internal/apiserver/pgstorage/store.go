@@ -64,8 +64,8 @@ type Config struct {
 	// of decoding). Leave it unset for a codec that converts (internal types).
 	PlainJSON bool
 	// Replica, when set, serves lists, continuation pages and watches' initial state whenever
-	// it has replayed the revision they need (see Replica). Share one per process.
-	Replica *Replica
+	// it has replayed the revision they need (see replica.go). Share one per process.
+	Replica *db.Replica
 	// MaxUnpagedListBytes is the most stored JSON a list without a limit may return: beyond it
 	// the list is refused (400) and the client told to page, so one request cannot take the
 	// server's memory (DefaultMaxUnpagedListBytes when zero; negative: no bound).
@@ -92,7 +92,7 @@ type Store struct {
 	writer         *Writer
 	follower       *Follower
 	compactor      *Compactor
-	replica        *Replica
+	replica        *db.Replica
 
 	bookmarkInterval    time.Duration
 	slowWatcherTimeout  time.Duration
