@@ -177,7 +177,6 @@ func TestReadReplica(t *testing.T) {
 	}
 }
 
-
 // startStandby makes a streaming replica of primary in dataDir with pg_basebackup and starts it.
 func startStandby(ctx context.Context, t *testing.T, primary *pglocal.Server, dataDir string) *pglocal.Server {
 	t.Helper()
