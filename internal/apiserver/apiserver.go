@@ -215,7 +215,11 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		c.Extra.Metrics = metrics.New()
 	}
 	m := c.Extra.Metrics
-	m.SetSources(metricSources(c.Extra, notifier, follower))
+	var replica *db.Replica
+	if c.Extra.ReadPool != nil {
+		replica = db.NewReplica(c.Extra.ReadPool, slog.Default().With("component", "replica"))
+	}
+	m.SetSources(metricSources(c.Extra, notifier, follower, replica))
 	// GET requests read what their response holds: metadata only, or the stored JSON (readshape.go).
 	// GET /metrics answers with the generic server's metrics and ours (internal/metrics), after
 	// authentication and authorization as before.
@@ -223,10 +227,6 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	codecs := c.Codecs
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
 		return chain(m.WithHandler(withReadShape(h, codecs)), cfg)
-	}
-	var replica *db.Replica
-	if c.Extra.ReadPool != nil {
-		replica = db.NewReplica(c.Extra.ReadPool, slog.Default().With("component", "replica"))
 	}
 	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
 		Pool:      c.Extra.Pool,

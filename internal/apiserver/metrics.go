@@ -13,7 +13,7 @@ import (
 
 // metricSources are what the server's metrics read at scrape time (internal/metrics). The
 // served kinds always have a series (0 when none), so a kind does not vanish from dashboards.
-func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower) metrics.Sources {
+func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower, replica *db.Replica) metrics.Sources {
 	pool, cluster, kinds := extra.Pool, extra.Cluster, extra.Kinds
 	src := metrics.Sources{
 		Pool: pool,
@@ -28,6 +28,12 @@ func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage
 		Stored: func(ctx context.Context) ([]metrics.StoredCount, error) {
 			return storedCounts(ctx, pool, cluster, kinds)
 		},
+	}
+	if replica.Active() {
+		src.ReplicaReads = func() (int64, int64) {
+			st := replica.Stats()
+			return st.Served, st.FellBack
+		}
 	}
 	if extra.Analytics != nil {
 		src.AnalyticsLag = func(ctx context.Context) (metrics.AnalyticsLag, error) {

@@ -17,6 +17,9 @@ type Sources struct {
 	Watch func() WatchStats
 	// NotifyReconnects is how often the LISTEN connection was lost and re-established.
 	NotifyReconnects func() int64
+	// ReplicaReads counts the reads that tried the read replica: served there, or fell back to
+	// the primary (nil without a replica).
+	ReplicaReads func() (served, fellBack int64)
 	// Stored counts the stored reports and results. It queries the database: the collector
 	// caches its answer for StoredTTL.
 	Stored func(context.Context) ([]StoredCount, error)
@@ -72,18 +75,20 @@ func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
 var (
 	poolConnsDesc = desc("db_pool", "connections",
 		"Connections of the pool by state: in_use (acquired), idle; the LISTEN and analytics connections are not pooled.", "state")
-	poolMaxDesc       = desc("db_pool", "max_connections", "The most connections the pool opens.")
-	poolWaitsDesc     = desc("db_pool", "acquire_waits_total", "Acquires that had to wait for a connection (none was idle).")
-	poolWaitSecsDesc  = desc("db_pool", "acquire_wait_seconds_total", "Time spent acquiring connections, waits included.")
-	poolCanceledDesc  = desc("db_pool", "acquire_canceled_total", "Acquires given up (their context ended) before a connection was free.")
-	watchLagDesc      = desc("watch", "changelog_lag_revisions", "Revisions notified but not yet read into the watch window (0 while nobody watches).")
-	watchersDesc      = desc("", "watchers", "Open watches, by resource.", "resource")
-	notifyDesc        = desc("notify", "reconnects_total", "Times the LISTEN connection was lost and re-established.")
+	poolMaxDesc      = desc("db_pool", "max_connections", "The most connections the pool opens.")
+	poolWaitsDesc    = desc("db_pool", "acquire_waits_total", "Acquires that had to wait for a connection (none was idle).")
+	poolWaitSecsDesc = desc("db_pool", "acquire_wait_seconds_total", "Time spent acquiring connections, waits included.")
+	poolCanceledDesc = desc("db_pool", "acquire_canceled_total", "Acquires given up (their context ended) before a connection was free.")
+	watchLagDesc     = desc("watch", "changelog_lag_revisions", "Revisions notified but not yet read into the watch window (0 while nobody watches).")
+	watchersDesc     = desc("", "watchers", "Open watches, by resource.", "resource")
+	notifyDesc       = desc("notify", "reconnects_total", "Times the LISTEN connection was lost and re-established.")
+	replicaReadsDesc = desc("db", "replica_reads_total",
+		"Reads that tried the read replica, by outcome: served (on the replica), primary (it was behind, away or hung).", "outcome")
 	storedReportsDesc = desc("", "stored_reports", "Stored reports of this server's cluster, by kind (refreshed at most every 30 s).", "kind")
 	storedResultsDesc = desc("", "stored_results", "Results of the stored reports (sum of their summaries), by kind (refreshed at most every 30 s).", "kind")
 	analyticsRevsDesc = desc("analytics", "projection_lag_revisions", "Committed revisions not yet projected into the analytics tables (refreshed at most every 30 s).")
 	analyticsSecsDesc = desc("analytics", "projection_lag_seconds", "Seconds since the projection checkpoint last moved while it is behind; 0 when caught up.")
-	allDescs          = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
+	allDescs          = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, replicaReadsDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
 )
 
 // cached is a database-backed answer and when it was taken.
@@ -141,6 +146,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for resource, n := range w.Watchers {
 			ch <- prometheus.MustNewConstMetric(watchersDesc, prometheus.GaugeValue, float64(n), resource)
 		}
+	}
+	if c.src.ReplicaReads != nil {
+		served, fellBack := c.src.ReplicaReads()
+		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(served), "served")
+		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(fellBack), "primary")
 	}
 	if c.src.NotifyReconnects != nil {
 		ch <- prometheus.MustNewConstMetric(notifyDesc, prometheus.CounterValue, float64(c.src.NotifyReconnects()))

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -156,6 +157,12 @@ func TestReadReplica(t *testing.T) {
 	}
 	if err := replica.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
+	}
+
+	// The metrics say where reads went.
+	if m := c.do(http.MethodGet, "/metrics", "", nil); !strings.Contains(string(m.body), `reports_server_db_replica_reads_total{outcome="served"}`) ||
+		!strings.Contains(string(m.body), `reports_server_db_replica_reads_total{outcome="primary"}`) {
+		t.Errorf("/metrics has no replica read counts")
 	}
 
 	// The replica away: every read goes to the primary, none fails.
