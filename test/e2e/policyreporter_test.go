@@ -76,6 +76,7 @@ var (
 // deletes and a deletecollection, polling until both sides agree.
 func TestPolicyReporter(t *testing.T) {
 	bin := policyReporterBinary(t)
+	queries := policyReporterQueries(t, (&policyReporter{}).views())
 	polrGVR := kindByResource(t, "policyreports").GroupVersionResource()
 	cpolrGVR := kindByResource(t, "clusterpolicyreports").GroupVersionResource()
 	c := startCluster(t)
@@ -98,7 +99,7 @@ func TestPolicyReporter(t *testing.T) {
 		start := time.Now()
 		var last prComparison
 		eventually(t, "Policy Reporter and reporting views agree ("+phase+")", prConvergence, func(ctx context.Context) (bool, string, error) {
-			last = comparePolicyReporter(ctx, t, pr, db)
+			last = comparePolicyReporter(ctx, pr, db, queries)
 			return last.equal(), last.diff(), nil
 		})
 		t.Logf("%s: equal after %s; %s", phase, time.Since(start).Round(time.Millisecond), last.summary())
@@ -340,75 +341,110 @@ func (c prComparison) summary() string {
 	return strings.Join(out, "; ")
 }
 
-// comparePolicyReporter reads every compared view from Policy Reporter and from the reporting
-// views. Policy Reporter reads the final reports only (wgpolicyk8s.io and openreports.io), so
-// the SQL counts WHERE NOT ephemeral; it files a result under its report's namespace
-// (report_namespace), and a resource under the resource's own (resource_namespace).
-func comparePolicyReporter(ctx context.Context, t *testing.T, pr *policyReporter, db *pgx.Conn) prComparison {
-	t.Helper()
-	var views []prView
-	add := func(name string, reporter func(context.Context) (map[string]int, error), sql string) error {
-		got, err := reporter(ctx)
-		if err != nil {
-			return fmt.Errorf("%s from Policy Reporter: %w", name, err)
-		}
-		want, err := sqlCounts(ctx, db, sql)
-		if err != nil {
-			return fmt.Errorf("%s from SQL: %w", name, err)
-		}
-		views = append(views, prView{name, got, want})
-		return nil
+// policyReporterViews are the views compared, by their heading in the "Policy Reporter's views"
+// section of docs/sql.md, whose query answers them from the reporting views.
+func (pr *policyReporter) views() map[string]func(context.Context) (map[string]int, error) {
+	return map[string]func(context.Context) (map[string]int, error){
+		"Status counts per namespace": pr.namespacedStatusCounts,
+		"Namespaces":                  pr.namespaces,
+		"Results per policy":          pr.policies,
+		"Severities per namespace":    pr.namespacedSeverityCounts,
+		"Results per resource":        pr.resourceResults,
+		"Metric series":               pr.metricSeries,
 	}
-	steps := []struct {
-		name     string
-		reporter func(context.Context) (map[string]int, error)
-		sql      string
-	}{
-		{"status counts per namespace", pr.namespacedStatusCounts, `
-			SELECT report_namespace || '/' || result, count(*) FROM reporting.results
-			WHERE NOT ephemeral AND report_namespace <> '' AND result IS NOT NULL GROUP BY 1`},
-		{"namespaces", pr.namespaces, `
-			SELECT DISTINCT report_namespace, 1 FROM reporting.results WHERE NOT ephemeral AND report_namespace <> ''`},
-		{"results per policy", pr.policies, `
-			SELECT coalesce(policy, '') || '/' || result, count(*) FROM reporting.results
-			WHERE NOT ephemeral AND result IS NOT NULL GROUP BY 1`},
-		{"kyverno severities per namespace", pr.namespacedSeverityCounts, `
-			SELECT report_namespace || '/' || coalesce(severity, ''), count(*) FROM reporting.results
-			WHERE NOT ephemeral AND report_namespace <> '' AND source = 'kyverno' GROUP BY 1`},
-		{"results per resource", pr.resourceResults, `
-			SELECT resource_namespace || '/' || resource_kind || '/' || resource_name || '/' || result, count(*)
-			FROM reporting.results
-			WHERE NOT ephemeral AND resource_namespace <> '' AND result IS NOT NULL GROUP BY 1`},
-		{"metric series", pr.metricSeries, `
-			SELECT CASE WHEN report_namespace = '' THEN 'cluster_policy_report_result' ELSE 'policy_report_result' END, count(DISTINCT (
-				report_namespace, report_name, coalesce(policy, ''), coalesce(rule, ''), coalesce(result, ''),
-				coalesce(severity, ''), coalesce(category, ''), coalesce(source, ''),
-				coalesce(resources->0->>'kind', ''), coalesce(resources->0->>'name', '')))
-			FROM reporting.results WHERE NOT ephemeral GROUP BY 1`},
-	}
-	for _, s := range steps {
-		if err := add(s.name, s.reporter, s.sql); err != nil {
-			return prComparison{err: err}
-		}
-	}
-	return prComparison{views: views}
 }
 
-// sqlCounts runs a query of (key, count) rows.
+// comparePolicyReporter reads every compared view from Policy Reporter and, with the documented
+// query, from the reporting views.
+func comparePolicyReporter(ctx context.Context, pr *policyReporter, db *pgx.Conn, queries map[string]string) prComparison {
+	var out prComparison
+	for _, name := range slices.Sorted(maps.Keys(queries)) {
+		got, err := pr.views()[name](ctx)
+		if err != nil {
+			return prComparison{err: fmt.Errorf("%s from Policy Reporter: %w", name, err)}
+		}
+		want, err := sqlCounts(ctx, db, queries[name])
+		if err != nil {
+			return prComparison{err: fmt.Errorf("%s from SQL: %w", name, err)}
+		}
+		out.views = append(out.views, prView{name, got, want})
+	}
+	return out
+}
+
+// policyReporterQueries reads the queries of the "Policy Reporter's views" section of docs/sql.md,
+// by heading, and fails unless there is one for every compared view and no other.
+func policyReporterQueries(t *testing.T, views map[string]func(context.Context) (map[string]int, error)) map[string]string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(wd, "..", "..", "docs", "sql.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries := map[string]string{}
+	var in, inBlock bool
+	var heading string
+	var sql []string
+	for line := range strings.SplitSeq(string(doc), "\n") {
+		switch {
+		case inBlock && strings.HasPrefix(line, "```"):
+			inBlock = false
+			if in {
+				queries[heading] = strings.Join(sql, "\n")
+			}
+		case inBlock:
+			sql = append(sql, line)
+		case strings.HasPrefix(line, "```sql"):
+			inBlock, sql = true, nil
+		case strings.HasPrefix(line, "## "):
+			in = strings.TrimSpace(line) == "## Policy Reporter's views"
+		case strings.HasPrefix(line, "### "):
+			heading = strings.TrimSpace(strings.TrimPrefix(line, "### "))
+		}
+	}
+	for name := range views {
+		if queries[name] == "" {
+			t.Errorf("docs/sql.md, \"Policy Reporter's views\", has no query under \"### %s\"", name)
+		}
+	}
+	for name := range queries {
+		if views[name] == nil {
+			t.Errorf("docs/sql.md, \"Policy Reporter's views\": \"### %s\" is compared with nothing in this test", name)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	return queries
+}
+
+// sqlCounts runs a documented query: its leading columns are the key (joined with "/"), its last
+// one the count; a query of one column lists keys, each counted once.
 func sqlCounts(ctx context.Context, db *pgx.Conn, sql string) (map[string]int, error) {
-	rows, err := db.Query(ctx, sql)
+	rows, err := db.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
 	out := map[string]int{}
 	for rows.Next() {
-		var k string
-		var n int64
-		if err := rows.Scan(&k, &n); err != nil {
-			rows.Close()
-			return nil, err
+		// The simple protocol returns every value as text.
+		var cols []string
+		for _, v := range rows.RawValues() {
+			cols = append(cols, string(v))
 		}
-		out[k] = int(n)
+		if len(cols) == 1 {
+			out[cols[0]]++
+			continue
+		}
+		n, err := strconv.Atoi(cols[len(cols)-1])
+		if err != nil {
+			return nil, fmt.Errorf("the last column is no count: %w", err)
+		}
+		out[strings.Join(cols[:len(cols)-1], "/")] += n
 	}
 	return out, rows.Err()
 }
