@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 
@@ -94,14 +95,21 @@ func TestPolicyReporter(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	// compare first waits until the results reflect every write made so far, so that neither side
+	// can agree with the other on a state both have yet to leave; the API's own count of results
+	// pins what both must show.
 	compare := func(phase string) {
 		t.Helper()
 		start := time.Now()
+		waitResultsCurrent(t, db)
 		var last prComparison
 		eventually(t, "Policy Reporter and reporting views agree ("+phase+")", prConvergence, func(ctx context.Context) (bool, string, error) {
 			last = comparePolicyReporter(ctx, pr, db, queries)
 			return last.equal(), last.diff(), nil
 		})
+		if want, got := finalResults(t, dyn, polrGVR, cpolrGVR), last.total("Results per policy"); got != want {
+			t.Errorf("%s: Policy Reporter and SQL agree on %d results, the API holds %d in PolicyReports and ClusterPolicyReports", phase, got, want)
+		}
 		t.Logf("%s: equal after %s; %s", phase, time.Since(start).Round(time.Millisecond), last.summary())
 	}
 	compare("initial")
@@ -326,6 +334,48 @@ func (c prComparison) diff() string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// total is the sum of a view's counts.
+func (c prComparison) total(view string) int {
+	sum := 0
+	for _, v := range c.views {
+		if v.name == view {
+			for _, n := range v.sql {
+				sum += n
+			}
+		}
+	}
+	return sum
+}
+
+// waitResultsCurrent waits until reporting.results reflects every write of the cluster so far.
+func waitResultsCurrent(t *testing.T, db *pgx.Conn) {
+	t.Helper()
+	eventually(t, "reporting.results reflects every write", prConvergence, func(ctx context.Context) (bool, string, error) {
+		var pending int64
+		err := db.QueryRow(ctx, `SELECT coalesce(sum(pending_revisions), -1) FROM reporting.refresh_status
+			WHERE object = 'results' AND refreshed_at IS NOT NULL`).Scan(&pending)
+		return err == nil && pending == 0, fmt.Sprintf("pending revisions %d (%v)", pending, err), nil
+	})
+}
+
+// finalResults counts, through kube-apiserver, the results of every PolicyReport and
+// ClusterPolicyReport: what Policy Reporter reads.
+func finalResults(t *testing.T, dyn dynamic.Interface, gvrs ...schema.GroupVersionResource) int {
+	t.Helper()
+	n := 0
+	for _, gvr := range gvrs {
+		list, err := dyn.Resource(gvr).List(testContext(t, time.Minute), metav1.ListOptions{})
+		if err != nil {
+			t.Fatalf("list %s: %v", gvr.Resource, err)
+		}
+		for _, item := range list.Items {
+			results, _, _ := unstructured.NestedSlice(item.Object, "results")
+			n += len(results)
+		}
+	}
+	return n
 }
 
 // summary says what was compared: each view's keys and the sum of its counts.
