@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -225,61 +224,6 @@ func TestDocQueries(t *testing.T) {
 			t.Errorf("expectation %q has no query in docs/sql.md", title)
 		}
 	}
-}
-
-var grafanaMacro = regexp.MustCompile(`\$__timeFilter\(([^)]+)\)`)
-
-// TestGrafanaDashboardQueries runs every panel and variable query of the Grafana dashboard as
-// reports_reader, with Grafana's macros and variables filled in.
-func TestGrafanaDashboardQueries(t *testing.T) {
-	t.Parallel()
-	data, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "grafana", "reports-dashboard.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash any
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatalf("dashboard JSON: %v", err)
-	}
-	var queries []string
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, v := range x {
-				if s, ok := v.(string); ok && (k == "rawSql" || (k == "query" && strings.Contains(s, "reporting."))) {
-					queries = append(queries, s)
-				}
-				walk(v)
-			}
-		case []any:
-			for _, v := range x {
-				walk(v)
-			}
-		}
-	}
-	walk(dash)
-	if len(queries) < 5 {
-		t.Fatalf("the dashboard has %d queries", len(queries))
-	}
-	e := newEnv(t)
-	e.createAll("prod", generated("prod"))
-	e.createAll("staging", generated("staging"))
-	e.projectAndRefresh()
-	asReader(e.ctx, t, e.pool, func(tx pgx.Tx) {
-		for _, q := range queries {
-			sql := grafanaMacro.ReplaceAllString(q, "$1 BETWEEN now() - interval '7 days' AND now() + interval '1 minute'")
-			sql = strings.ReplaceAll(sql, "${cluster:sqlstring}", "'prod','staging'")
-			sql = strings.ReplaceAll(sql, "$cluster", "'prod','staging'")
-			if strings.Contains(sql, "$") && !strings.Contains(sql, "$$") {
-				t.Errorf("unreplaced Grafana macro or variable in %q", q)
-				continue
-			}
-			if _, rows := queryRows(e.ctx, t, tx, sql); len(rows) == 0 {
-				t.Errorf("dashboard query returns no rows on the test data:\n%s", q)
-			}
-		}
-	})
 }
 
 // oracle holds the expected data and sorts rows the way PostgreSQL does.
