@@ -364,11 +364,17 @@ func (c CompletedConfig) apiGroups(stores map[schema.GroupVersionResource]*regis
 }
 
 // installNamespaces serves core/v1 namespaces under /api (standalone mode), with "default"
-// ensured at start and a namespace's reports deleted with it.
+// ensured at start, a report's namespace created on its first report, and a namespace's reports
+// deleted with it.
 func (c CompletedConfig) installNamespaces(s *Server) error {
 	ns := namespaces.New(c.extra.Pool, c.extra.Cluster, s.purgeNamespace)
 	info := genericapiserver.NewDefaultAPIGroupInfo(corev1.GroupName, c.scheme, metav1.ParameterCodec, c.codecs)
 	info.VersionedResourcesStorageMap[corev1.SchemeGroupVersion.Version] = map[string]rest.Storage{"namespaces": ns}
+	for _, store := range s.stores {
+		if store.NamespaceScoped() {
+			store.BeginCreate = ns.Provision
+		}
+	}
 	if err := s.GenericAPIServer.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &info); err != nil {
 		return fmt.Errorf("install core/v1 namespaces: %w", err)
 	}

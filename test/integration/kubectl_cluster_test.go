@@ -180,6 +180,8 @@ func TestKubectlLikeACluster(t *testing.T) {
 		if out := k.mustRun(t, "get", "polr", "-n", "sweep", "-o", "name"); out != "" {
 			t.Errorf("reports left after delete --all: %q", out)
 		}
+		// The namespace made on first use stays when its last report goes.
+		k.wantError(t, `Error from server (NotFound): policyreports.wgpolicyk8s.io "a" not found`, "get", "polr", "-n", "sweep", "a")
 	})
 }
 

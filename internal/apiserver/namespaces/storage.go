@@ -5,8 +5,9 @@
 // Behind kube-apiserver namespaces are kube-apiserver's and this package is not installed.
 //
 // The model is deliberately small (sql/schema/00010_namespaces.sql): a namespace exists when it
-// was created (`kubectl create namespace`, and "default", ensured at start) or when reports are in
-// it (created on first use, as Kubernetes' NamespaceAutoProvision admission would). Namespaces
+// was created (`kubectl create namespace`; "default", ensured at start; the namespace of a report,
+// on its first report, as Kubernetes' NamespaceAutoProvision admission would: Provision) or when
+// reports are in it (those written before the namespaces table, say). Namespaces
 // have a name, a uid and a creation time; they support get, list (with field selectors on
 // metadata.name and status.phase), create and delete. Deleting a namespace deletes its reports
 // first, as the namespace controller of a cluster does, but at once rather than through a
@@ -27,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -37,6 +39,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"github.com/reports-server/reports-server/internal/apiserver/tables"
@@ -104,6 +107,22 @@ func (s *Storage) GetSingularName() string { return "namespace" }
 // GroupVersionKind is core/v1 Namespace, whatever version the scheme prefers.
 func (s *Storage) GroupVersionKind(schema.GroupVersion) schema.GroupVersionKind {
 	return corev1.SchemeGroupVersion.WithKind("Namespace")
+}
+
+// Provision gives a report's namespace a row before the report is created, so a namespace made on
+// first use stays when its last report goes, as in a cluster. It is the store's BeginCreate hook
+// (a create, or an apply or update that creates); dry runs provision nothing.
+func (s *Storage) Provision(ctx context.Context, obj runtime.Object, options *metav1.CreateOptions) (genericregistry.FinishFunc, error) {
+	nothing := func(context.Context, bool) {}
+	m, err := meta.Accessor(obj)
+	if err != nil || m.GetNamespace() == "" || (options != nil && isDryRun(options.DryRun)) {
+		return nothing, nil
+	}
+	err = s.queries.EnsureNamespace(ctx, s.pool, sqlc.EnsureNamespaceParams{Cluster: s.cluster, Name: m.GetNamespace()})
+	if err != nil {
+		return nil, apiError(fmt.Errorf("create namespace %q on first use: %w", m.GetNamespace(), err))
+	}
+	return nothing, nil
 }
 
 // Get returns the namespace name, or NotFound worded as kube-apiserver words it.
