@@ -386,8 +386,9 @@ func (c CompletedConfig) installNamespaces(s *Server) error {
 	return nil
 }
 
-// purgeNamespace deletes every report in namespace, kind by kind, through the stores, so watchers
-// see each deletion as they would see a cluster's namespace controller delete them.
+// purgeNamespace deletes every report in namespace, kind by kind, through the stores (which page
+// their lists), so watchers see each deletion as they would see a cluster's namespace controller
+// delete them.
 func (s *Server) purgeNamespace(ctx context.Context, namespace string) error {
 	ctx = genericapirequest.WithNamespace(ctx, namespace)
 	for gvr, store := range s.stores {
