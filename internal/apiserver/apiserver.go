@@ -16,11 +16,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/healthz"
@@ -30,6 +33,7 @@ import (
 	analyticsv1alpha1 "github.com/reports-server/reports-server/internal/apis/analytics/v1alpha1"
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/apiserver/findings"
+	"github.com/reports-server/reports-server/internal/apiserver/namespaces"
 	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 	"github.com/reports-server/reports-server/internal/apiserver/registry"
 	"github.com/reports-server/reports-server/internal/db"
@@ -76,6 +80,11 @@ type ExtraConfig struct {
 	// Analytics, when set, runs the projector and summary refresher behind the SQL schema
 	// `reporting` (one replica at a time each; see internal/analytics). nil: not in this process.
 	Analytics *analytics.Config
+
+	// CoreNamespaces serves core/v1 namespaces (package namespaces): standalone mode only, where
+	// no kube-apiserver serves them and kubectl needs them. Behind kube-apiserver the server must
+	// never claim the core group.
+	CoreNamespaces bool
 
 	// Metrics are the server's own metrics, served at /metrics beside the generic server's;
 	// the pool's query tracer should be Metrics.QueryTracer(). nil: Complete makes them
@@ -125,6 +134,14 @@ func NewScheme() (*runtime.Scheme, error) {
 	}
 	// The options types (ListOptions, …) and unversioned types under v1, as every API server has them.
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
+	// Namespaces, served in standalone mode only; the internal version is the same Go type, as
+	// for the reports, so the handlers' conversions are identities.
+	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, {Version: runtime.APIVersionInternal}} {
+		scheme.AddKnownTypes(gv, &corev1.Namespace{}, &corev1.NamespaceList{})
+	}
+	if err := scheme.AddFieldLabelConversionFunc(corev1.SchemeGroupVersion.WithKind("Namespace"), namespaces.FieldLabelConversion); err != nil {
+		return nil, fmt.Errorf("register namespace field selectors: %w", err)
+	}
 	scheme.AddUnversionedTypes(schema.GroupVersion{Group: "", Version: "v1"},
 		&metav1.Status{},
 		&metav1.APIVersions{},
@@ -211,6 +228,14 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Follower:  follower,
 		Log:       slog.Default().With("component", "compactor"),
 	})
+	if c.Extra.CoreNamespaces {
+		// Namespaces have no OpenAPI definitions here (they would be all of core/v1's): their
+		// paths stay out of the OpenAPI documents and of the server-side apply type converter,
+		// and namespaces do not support apply.
+		core := genericapiserver.DefaultLegacyAPIPrefix + "/"
+		c.Generic.OpenAPIConfig.IgnorePrefixes = append(c.Generic.OpenAPIConfig.IgnorePrefixes, core)
+		c.Generic.OpenAPIV3Config.IgnorePrefixes = append(c.Generic.OpenAPIV3Config.IgnorePrefixes, core)
+	}
 	if c.Extra.Metrics == nil {
 		c.Extra.Metrics = metrics.New()
 	}
@@ -282,6 +307,12 @@ func (c CompletedConfig) New() (*Server, error) {
 		return nil, fmt.Errorf("install %s: %w", analyticsv1alpha1.GroupName, err)
 	}
 
+	if c.extra.CoreNamespaces {
+		if err := c.installNamespaces(s); err != nil {
+			return nil, err
+		}
+	}
+
 	notifier := c.notifier
 	if err := generic.AddPostStartHook("reports-notifier", func(ctx genericapiserver.PostStartHookContext) error {
 		go notifier.Run(ctx)
@@ -341,6 +372,45 @@ func (c CompletedConfig) apiGroups(stores map[schema.GroupVersionResource]*regis
 		stores[kind.GroupVersionResource()] = storage
 	}
 	return groups, nil
+}
+
+// installNamespaces serves core/v1 namespaces under /api (standalone mode), with "default"
+// ensured at start, a report's namespace created on its first report, and a namespace's reports
+// deleted with it.
+func (c CompletedConfig) installNamespaces(s *Server) error {
+	ns := namespaces.New(c.extra.Pool, c.extra.Cluster, s.purgeNamespace)
+	info := genericapiserver.NewDefaultAPIGroupInfo(corev1.GroupName, c.scheme, metav1.ParameterCodec, c.codecs)
+	info.VersionedResourcesStorageMap[corev1.SchemeGroupVersion.Version] = map[string]rest.Storage{"namespaces": ns}
+	for _, store := range s.stores {
+		if store.NamespaceScoped() {
+			store.BeginCreate = ns.Provision
+		}
+	}
+	if err := s.GenericAPIServer.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &info); err != nil {
+		return fmt.Errorf("install core/v1 namespaces: %w", err)
+	}
+	if err := s.GenericAPIServer.AddPostStartHook("reports-default-namespace", func(ctx genericapiserver.PostStartHookContext) error {
+		return ns.EnsureDefault(ctx)
+	}); err != nil {
+		return fmt.Errorf("add default namespace hook: %w", err)
+	}
+	return nil
+}
+
+// purgeNamespace deletes every report in namespace, kind by kind, through the stores (which page
+// their lists), so watchers see each deletion as they would see a cluster's namespace controller
+// delete them.
+func (s *Server) purgeNamespace(ctx context.Context, namespace string) error {
+	ctx = genericapirequest.WithNamespace(ctx, namespace)
+	for gvr, store := range s.stores {
+		if !store.NamespaceScoped() {
+			continue
+		}
+		if _, err := store.DeleteCollection(ctx, rest.ValidateAllObjectFunc, &metav1.DeleteOptions{}, &metainternalversion.ListOptions{}); err != nil {
+			return fmt.Errorf("delete %s in %s: %w", gvr.GroupResource(), namespace, err)
+		}
+	}
+	return nil
 }
 
 // analyticsGroup is the read-only group over the SQL analytics (findings, clusterfindings,

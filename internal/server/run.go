@@ -197,6 +197,7 @@ func (o *Options) applyExtra(cfg *apiserver.Config, pool *pgxpool.Pool) {
 	cfg.Generic.RequestTimeout = o.RequestTimeout
 	cfg.Extra.Kinds = o.Kube.Kinds()
 	cfg.Extra.Analytics = o.Analytics.Config()
+	cfg.Extra.CoreNamespaces = o.Standalone
 	o.Watch.ApplyTo(&cfg.Extra)
 }
 

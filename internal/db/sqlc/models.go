@@ -204,6 +204,13 @@ type Change struct {
 	RecordedAt          pgtype.Timestamptz
 }
 
+type Namespace struct {
+	Cluster   string
+	Name      string
+	Uid       string
+	CreatedAt pgtype.Timestamptz
+}
+
 type Report struct {
 	Cluster         string
 	Key             string
