@@ -56,7 +56,7 @@ GRANT EXECUTE ON FUNCTION analytics_refresh(text), analytics_analyze() TO report
 
 GRANT USAGE ON SCHEMA public TO reports_server;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
-    reports, changes, revisions,
+    reports, changes, revisions, namespaces,
     analytics_checkpoints, analytics_refreshes, analytics_cluster_history,
     analytics_reports, analytics_results, analytics_outcomes
     TO reports_server;
@@ -68,7 +68,7 @@ GRANT SELECT ON
 
 -- +goose Down
 REVOKE ALL ON
-    reports, changes, revisions,
+    reports, changes, revisions, namespaces,
     analytics_checkpoints, analytics_refreshes, analytics_cluster_history,
     analytics_reports, analytics_results, analytics_outcomes,
     analytics_cluster_summary, analytics_namespace_summary, analytics_policy_summary, analytics_resource_summary,

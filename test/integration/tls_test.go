@@ -54,8 +54,7 @@ func TestDatabaseTLSAndPassword(t *testing.T) {
 	pki := newTestPKI(t, dir, user)
 	enableTLS(ctx, t, pg, pki, user, password, database)
 
-	passfile := filepath.Join(dir, "pgpass")
-	writeFile(t, passfile, fmt.Sprintf("127.0.0.1:%d:%s:%s:%s\n", pg.Port(), database, user, password), 0o600)
+	passfile := writeFile(t, dir, "pgpass", fmt.Sprintf("127.0.0.1:%d:%s:%s:%s\n", pg.Port(), database, user, password), 0o600)
 	url := func(extra string) string {
 		return fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s%s",
 			pg.Port(), user, database, pki.ca, pki.clientCert, pki.clientKey, extra)
@@ -253,14 +252,7 @@ func selfSignedCA(t *testing.T, cn string) (*ecdsa.PrivateKey, *x509.Certificate
 
 func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
 	t.Helper()
-	writeFile(t, path, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})), mode)
-}
-
-func writeFile(t *testing.T, path, content string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, filepath.Dir(path), filepath.Base(path), string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})), mode)
 }
 
 // enableTLS turns on TLS in pg with the server certificate, lets user in only over TLS with a
@@ -279,8 +271,7 @@ func enableTLS(ctx context.Context, t *testing.T, pg *pglocal.Server, pki testPK
 		if err != nil {
 			t.Fatal(err)
 		}
-		dst := filepath.Join(pg.DataDir(), "tls-"+filepath.Base(f))
-		writeFile(t, dst, string(b), 0o600)
+		dst := writeFile(t, pg.DataDir(), "tls-"+filepath.Base(f), string(b), 0o600)
 		if err := os.Chown(dst, uid, gid); err != nil {
 			t.Fatal(err)
 		}
@@ -291,8 +282,7 @@ func enableTLS(ctx context.Context, t *testing.T, pg *pglocal.Server, pki testPK
 		"host all " + user + " 127.0.0.1/32 reject",
 		"host all all 127.0.0.1/32 trust",
 	}, "\n") + "\n"
-	hbaPath := filepath.Join(pg.DataDir(), "pg_hba.conf")
-	writeFile(t, hbaPath, hba, 0o600)
+	hbaPath := writeFile(t, pg.DataDir(), "pg_hba.conf", hba, 0o600)
 	if err := os.Chown(hbaPath, uid, gid); err != nil {
 		t.Fatal(err)
 	}
