@@ -74,35 +74,30 @@ func TestDatabaseTLSAndPassword(t *testing.T) {
 	}
 
 	bin := buildServer(t, dir)
-	serve := func(t *testing.T, dbURL string, extraEnv ...string) *process {
-		dataDir := filepath.Join(t.TempDir(), "data")
-		return startCommand(t, []string{"DATABASE_URL", "PGPASSWORD", "PGPASSFILE"}, extraEnv, bin,
-			"serve", "--standalone", "--secure-port", "0", "--data-dir", dataDir, "--database-url", dbURL, "-v", "4")
+	unset := []string{"DATABASE_URL", "PGPASSWORD", "PGPASSFILE"}
+	args := func(t *testing.T, dbURL string) []string {
+		return []string{"serve", "--standalone", "--secure-port", "0", "--data-dir", filepath.Join(t.TempDir(), "data"),
+			"--database-url", dbURL, "-v", "4"}
 	}
-	t.Run("PasswordFile", func(t *testing.T) {
-		p := serve(t, url(" passfile="+passfile))
-		createThroughServer(t, p)
-		p.stop(t, syscall.SIGTERM)
-		expectNoSecret(t, p, password)
-	})
-	t.Run("PasswordEnvironment", func(t *testing.T) {
-		p := serve(t, url(""), "PGPASSWORD="+password)
-		createThroughServer(t, p)
-		p.stop(t, syscall.SIGTERM)
-		expectNoSecret(t, p, password)
-	})
-	t.Run("PasswordInURL", func(t *testing.T) {
+	for _, c := range []struct {
+		name, url string
+		env       []string
+	}{
+		{"PasswordFile", url(" passfile=" + passfile), nil},
+		{"PasswordEnvironment", url(""), []string{"PGPASSWORD=" + password}},
 		// A URL from a Secret ($DATABASE_URL) may hold the password: it is not logged either.
-		p := serve(t, url(" password="+password))
-		createThroughServer(t, p)
-		p.stop(t, syscall.SIGTERM)
-		expectNoSecret(t, p, password)
-	})
+		{"PasswordInURL", url(" password=" + password), nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := startCommand(t, unset, c.env, bin, args(t, c.url)...)
+			createThroughServer(t, p)
+			p.stop(t, syscall.SIGTERM)
+			expectNoSecret(t, p, password)
+		})
+	}
 	t.Run("WrongPassword", func(t *testing.T) {
 		wrong := "wrong-" + randomSuffix(t)
-		dataDir := filepath.Join(t.TempDir(), "data")
-		p := startFailing(t, bin, []string{"DATABASE_URL", "PGPASSWORD", "PGPASSFILE"}, []string{"PGPASSWORD=" + wrong},
-			"serve", "--standalone", "--secure-port", "0", "--data-dir", dataDir, "--database-url", url(""), "-v", "4")
+		p := startFailing(t, bin, unset, []string{"PGPASSWORD=" + wrong}, args(t, url(""))...)
 		if !strings.Contains(p.stderr(0), "password authentication failed") {
 			t.Errorf("the refusal does not say why:\n%s", p.stderr(4096))
 		}
