@@ -98,7 +98,8 @@ func (r *REST) sentAsOtherKind(obj runtime.Object) error {
 	if m, err := meta.Accessor(obj); err == nil {
 		name = m.GetName()
 	}
-	gk := schema.GroupKind{Group: r.kind.GroupVersion.Group, Kind: r.kind.Kind}
+	// The Status names the kind sent, as kube-apiserver's does.
+	gk := schema.GroupKind{Group: r.kind.GroupVersion.Group, Kind: sent}
 	return apierrors.NewInvalid(gk, name, field.ErrorList{field.Invalid(field.NewPath("kind"), sent, "must be "+r.kind.Kind)})
 }
 
