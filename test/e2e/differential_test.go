@@ -446,6 +446,9 @@ func (sd *side) readEvents(t *testing.T, s step, body io.Reader, stop func()) an
 		events = append(events, normalize(v))
 	}
 	stop()
+	if len(events) < s.watchEvents {
+		t.Errorf("%s: %s: %d watch events in 10 s, want %d", s.name, sd.name, len(events), s.watchEvents)
+	}
 	return events
 }
 
