@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -370,10 +371,30 @@ func (sd *side) url(k reports.Kind, s step) string {
 		p += "/namespaces/" + diffNamespace
 	}
 	p += "/" + k.Resource + sd.fill(s.path, k)
-	if s.query != "" {
-		p += "?" + sd.fill(s.query, k)
+	query := sd.fill(s.query, k)
+	if s.path == "" {
+		query = withSuiteSelector(query)
+	}
+	if query != "" {
+		p += "?" + query
 	}
 	return sd.host + p
+}
+
+// suiteLabel marks every object the sequence creates; its collection requests select it, so
+// that cluster-scoped reports the earlier checks left behind are not part of the comparison.
+const suiteLabel = "differential.reports-server.io/suite"
+
+// withSuiteSelector adds the selector of suiteLabel to a collection request's label selector.
+func withSuiteSelector(query string) string {
+	sel := url.QueryEscape(suiteLabel + "=yes")
+	if strings.Contains(query, "labelSelector=") {
+		return strings.Replace(query, "labelSelector=", "labelSelector="+sel+"%2C", 1)
+	}
+	if query == "" {
+		return "labelSelector=" + sel
+	}
+	return query + "&labelSelector=" + sel
 }
 
 func (sd *side) send(t *testing.T, k reports.Kind, s step) answer {
@@ -596,9 +617,9 @@ const (
 func diffReport(k reports.Kind, name string, labels map[string]string, result, scopeName string) map[string]any {
 	u := report(k, diffNamespace, name, result, scopeName)
 	u.SetAPIVersion("{{apiVersion}}")
-	if labels != nil {
-		u.SetLabels(labels)
-	}
+	all := map[string]string{suiteLabel: "yes"}
+	maps.Copy(all, labels)
+	u.SetLabels(all)
 	return u.Object
 }
 
