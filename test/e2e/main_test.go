@@ -79,6 +79,7 @@ func TestBehindKubeAPIServer(t *testing.T) {
 	t.Run("Informer", func(t *testing.T) { testInformer(t, c) })
 	t.Run("DeployManifestsDryRun", func(t *testing.T) { testManifestsDryRun(t, c) })
 	t.Run("HelmChartDryRun", func(t *testing.T) { testChartDryRun(t, c) })
+	t.Run("Differential", func(t *testing.T) { testDifferential(t, c) })
 	t.Run("Availability", func(t *testing.T) { testAvailability(t, c) })
 	t.Run("MigrationFromCRDs", func(t *testing.T) { testMigrationFromCRDs(t, c) })
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/registry/generic"
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -70,6 +73,36 @@ func NewREST(kind reports.Kind, optsGetter generic.RESTOptionsGetter) (*REST, er
 	return &REST{Store: store, kind: kind}, nil
 }
 
+// Create is the generic store's, for an object of this kind only: the report groups' decoder
+// hands on a body of the group's other kind as that kind (see otherkind.go in package
+// apiserver), and that is refused here as kube-apiserver refuses it for a CRD.
+func (r *REST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
+	if err := r.sentAsOtherKind(obj); err != nil {
+		return nil, err
+	}
+	return r.Store.Create(ctx, obj, createValidation, options)
+}
+
+// sentAsOtherKind is a 422 on `kind` ("must be PolicyReport") for an object that is not of this
+// REST's kind, nil otherwise. Like kube-apiserver for a CRD, it is the only error reported: the
+// rest of the object was written for another kind.
+func (r *REST) sentAsOtherKind(obj runtime.Object) error {
+	if reflect.TypeOf(obj) == reflect.TypeOf(r.kind.New()) {
+		return nil
+	}
+	sent := obj.GetObjectKind().GroupVersionKind().Kind
+	if sent == "" {
+		sent = reflect.TypeOf(obj).String()
+	}
+	var name string
+	if m, err := meta.Accessor(obj); err == nil {
+		name = m.GetName()
+	}
+	// The Status names the kind sent, as kube-apiserver's does.
+	gk := schema.GroupKind{Group: r.kind.GroupVersion.Group, Kind: sent}
+	return apierrors.NewInvalid(gk, name, field.ErrorList{field.Invalid(field.NewPath("kind"), sent, "must be "+r.kind.Kind)})
+}
+
 // Update is the generic store's, with the errors of applying the request to the stored object
 // (patches of every type, server-side apply) reported as the client's: the field manager
 // answers an applied object that does not fit the schema ("failed to create typed patch
@@ -77,7 +110,7 @@ func NewREST(kind reports.Kind, optsGetter generic.RESTOptionsGetter) (*REST, er
 // turn into a 500, as kube-apiserver does. The request is what is wrong, so it is a 400.
 func (r *REST) Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc,
 	updateValidation rest.ValidateObjectUpdateFunc, forceAllowCreate bool, options *metav1.UpdateOptions) (runtime.Object, bool, error) {
-	return r.Store.Update(ctx, name, clientErrors{objInfo}, createValidation, updateValidation, forceAllowCreate, options)
+	return r.Store.Update(ctx, name, clientErrors{objInfo, r}, createValidation, updateValidation, forceAllowCreate, options)
 }
 
 // List is the generic store's, with a list that storage read for a plain JSON response (its
@@ -99,8 +132,12 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 	return out, nil
 }
 
-// clientErrors makes the plain errors of computing the updated object 400s.
-type clientErrors struct{ rest.UpdatedObjectInfo }
+// clientErrors makes the plain errors of computing the updated object 400s, and an updated
+// object of another kind (a PUT of a ClusterPolicyReport to a policyreport) a 422 on `kind`.
+type clientErrors struct {
+	rest.UpdatedObjectInfo
+	r *REST
+}
 
 func (c clientErrors) UpdatedObject(ctx context.Context, old runtime.Object) (runtime.Object, error) {
 	obj, err := c.UpdatedObjectInfo.UpdatedObject(ctx, old)
@@ -108,7 +145,13 @@ func (c clientErrors) UpdatedObject(ctx context.Context, old runtime.Object) (ru
 	if err != nil && !errors.As(err, &status) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("the request cannot be applied to the object: %v", err))
 	}
-	return obj, err
+	if err != nil {
+		return obj, err
+	}
+	if err := c.r.sentAsOtherKind(obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
 }
 
 // checkKind rejects a Kind that would give a broken resource, so a mistake in the kinds registry
