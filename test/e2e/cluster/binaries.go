@@ -24,6 +24,10 @@ type Binaries struct {
 	// RenderChart renders the Helm chart (test/deploy/cmd/render-chart; Helm is in test/deploy's
 	// module, not this one), built like ReportsServer.
 	RenderChart string
+	// Extra are binaries other test modules build outside the namespace and run inside it with
+	// StartProcess (test/ecosystem: Kyverno's controllers), by a name of their choosing. Build
+	// leaves it empty.
+	Extra map[string]string `json:",omitempty"`
 }
 
 // tool is an executable built from a package of the e2e module's build list and cached.
