@@ -223,6 +223,15 @@ func createNamespaces(ctx context.Context, t *testing.T, client kubernetes.Inter
 			t.Fatalf("create namespace %s: %v", name, err)
 		}
 	}
+	// Pods need the namespace's default ServiceAccount, which kube-controller-manager creates.
+	eventually(t, "the namespaces' default ServiceAccounts", within, func(ctx context.Context) error {
+		for _, name := range names {
+			if _, err := client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // within is a deadline for settling: generous, as the machine may be busy; waits poll and end as

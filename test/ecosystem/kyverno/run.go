@@ -147,13 +147,13 @@ func env(name string) []string {
 
 // commonArgs are the flags both controllers get: the cluster's admin kubeconfig (out of cluster
 // there is no in-cluster configuration), no metrics or profiling servers (they would compete for
-// ports), and a leader-election period long enough that Freeze can stop a controller for half a
-// minute without it losing its lease (the lease lasts six periods).
+// ports), and a leader-election period long enough that Freeze can stop a controller for a minute
+// without it losing its lease (a leader gives up five periods after its last renewal).
 func commonArgs(c *cluster.Cluster) []string {
 	return []string{
 		"--kubeconfig=" + c.AdminKubeconfig,
 		"--disableMetrics=true",
-		"--leaderElectionRetryPeriod=10s",
+		"--leaderElectionRetryPeriod=20s",
 		"--loggingFormat=text",
 		"--v=2",
 	}
