@@ -60,7 +60,9 @@ func TestKyverno(t *testing.T) {
 	if err := kyverno.Install(ctx, c, bins); err != nil {
 		t.Fatal(err)
 	}
-	if s.reportsController, err = kyverno.StartReportsController(ctx, c, bins, kyverno.ReportsControllerOptions{BackgroundScanInterval: time.Minute}); err != nil {
+	// Changed resources and policies are scanned as they change; a periodic rescan of everything
+	// within a step would only make "no ephemeral report left" harder to observe.
+	if s.reportsController, err = kyverno.StartReportsController(ctx, c, bins, kyverno.ReportsControllerOptions{BackgroundScanInterval: 10 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	if s.admission, err = kyverno.StartAdmissionController(ctx, c, bins); err != nil {
