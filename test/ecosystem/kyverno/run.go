@@ -149,14 +149,23 @@ func env(name string) []string {
 // there is no in-cluster configuration), no metrics or profiling servers (they would compete for
 // ports), and a leader-election period long enough that Freeze can stop a controller for a minute
 // without it losing its lease (a leader gives up five periods after its last renewal).
-func commonArgs(c *cluster.Cluster) []string {
+func commonArgs(c *cluster.Cluster) ([]string, error) {
+	// The metrics server starts even with --disableMetrics (which only stops the export), on
+	// port 8000 of every address unless told otherwise: one port each, on loopback.
+	port, err := freePort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
 	return []string{
 		"--kubeconfig=" + c.AdminKubeconfig,
 		"--disableMetrics=true",
+		"--metricsHost=127.0.0.1",
+		"--metricsPort=" + strconv.Itoa(port),
 		"--leaderElectionRetryPeriod=20s",
 		"--loggingFormat=text",
+		"--disableLogColor=true",
 		"--v=2",
-	}
+	}, nil
 }
 
 // ReportsControllerOptions tune the reports controller for tests.
@@ -171,7 +180,11 @@ type ReportsControllerOptions struct {
 // reports-server must set too: the controller otherwise exits because the report CRDs, which
 // reports-server replaces by APIServices, are absent.
 func StartReportsController(ctx context.Context, c *cluster.Cluster, b *Binaries, o ReportsControllerOptions) (*cluster.Process, error) {
-	args := append(commonArgs(c),
+	args, err := commonArgs(c)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args,
 		"--reportsCRDsSanityChecks=false",
 		"--backgroundScanInterval="+o.BackgroundScanInterval.String(),
 	)
@@ -196,7 +209,11 @@ func StartAdmissionController(ctx context.Context, c *cluster.Cluster, b *Binari
 		return nil, err
 	}
 	ip := c.NodeIP.String()
-	args := append(commonArgs(c),
+	args, err := commonArgs(c)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args,
 		"--serverIP="+net.JoinHostPort(ip, strconv.Itoa(port)),
 		"--webhookServerHost="+ip,
 		"--webhookServerPort="+strconv.Itoa(port),
