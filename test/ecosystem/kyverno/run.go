@@ -2,9 +2,11 @@ package kyverno
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -230,6 +232,16 @@ func StartAdmissionController(ctx context.Context, c *cluster.Cluster, b *Binari
 	if err := waitLeader(ctx, c, p, "kyverno", AdmissionControllerName+"-0"); err != nil {
 		return p, err
 	}
+	// The webhooks are registered before the server has loaded the certificate it generates;
+	// until then kube-apiserver's calls fail the TLS handshake. Probe as the chart's readiness
+	// probe does (HTTPS, certificate not verified: the kubelet does not either).
+	probe := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a readiness probe
+	readiness := "https://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/health/readiness"
+	if err := poll(ctx, p, "its webhook server's "+readiness, 3*time.Minute, func(ctx context.Context) error {
+		return httpGetOK(ctx, probe, readiness)
+	}); err != nil {
+		return p, err
+	}
 	client, err := kubernetes.NewForConfig(c.AdminConfig)
 	if err != nil {
 		return p, err
@@ -295,6 +307,23 @@ func Freeze(p *cluster.Process) (resume func() error, err error) {
 		}
 		return nil
 	}, nil
+}
+
+// httpGetOK fails unless GET url answers 200.
+func httpGetOK(ctx context.Context, client *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 // freePort asks the kernel for a free TCP port on ip.
