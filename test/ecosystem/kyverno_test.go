@@ -166,8 +166,19 @@ func (s *scenario) waitSettled(t *testing.T) {
 		return settled(ctx, s.dc, s.namespaces, want)
 	})
 	t.Logf("%d resources, each with its PolicyReport, no ephemeral reports left", len(want))
+	s.waitConsistent(t)
+}
+
+// waitConsistent waits until the views agree, and logs the counts they agree on.
+func (s *scenario) waitConsistent(t *testing.T) {
+	t.Helper()
 	eventually(t, "kubectl, the findings API, reporting.results, namespace_summary and findingsummaries agree", within,
 		func(ctx context.Context) error { return s.views.consistent(ctx, s.namespaces) })
+	reports, perNS, err := s.views.policyReportCounts(testContext(t, time.Minute), s.namespaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d PolicyReports; results by namespace: %v", reports, perNS)
 }
 
 // testAdmissionReportsDuringScan stops the reports controller (SIGSTOP), creates a second
@@ -211,12 +222,14 @@ func (s *scenario) testAdmissionReportsDuringScan(t *testing.T) {
 		}
 		return nil
 	})
+	var ephemeral int64
 	eventually(t, "during the scan, the summaries and findings count the aggregated PolicyReports only", within,
 		func(ctx context.Context) error {
 			if err := s.views.consistent(ctx, s.namespaces); err != nil {
 				return err
 			}
 			sql, api, err := s.views.ephemeralResults(ctx, s.namespaces)
+			ephemeral = sql
 			switch {
 			case err != nil:
 				return err
@@ -225,6 +238,7 @@ func (s *scenario) testAdmissionReportsDuringScan(t *testing.T) {
 			}
 			return nil
 		})
+	t.Logf("held scan: %d results of ephemeral reports in reporting.results and the findings API (report.ephemeral=true), counted by no summary", ephemeral)
 	// The frozen controller keeps leading for 100 s after its last renewal (kyverno.commonArgs);
 	// past that it would give up, which is not what this step is about.
 	if held := time.Since(frozenAt); held > 80*time.Second {
@@ -316,8 +330,7 @@ func (s *scenario) waitSettledAllowingEmpty(t *testing.T) {
 		// Empty reports of Deployments are acceptable: drop them and check again.
 		return settled(ctx, s.dc, s.namespaces, append(want, s.emptyDeploymentReports(ctx)...))
 	})
-	eventually(t, "kubectl, the findings API, reporting.results, namespace_summary and findingsummaries agree", within,
-		func(ctx context.Context) error { return s.views.consistent(ctx, s.namespaces) })
+	s.waitConsistent(t)
 }
 
 // emptyDeploymentReports are the Deployments with a report without results.
