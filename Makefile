@@ -5,7 +5,7 @@ GO ?= go
 SQLC := $(GO) tool -modfile=tools/go.mod sqlc
 GOOSE := $(GO) tool -modfile=tools/go.mod goose
 
-.PHONY: all build generate generate-sqlc generate-apis verify test e2e bench-compare migration
+.PHONY: all build generate generate-sqlc generate-apis verify test e2e e2e-ecosystem bench-compare migration
 
 all: build
 
@@ -32,6 +32,11 @@ test: verify
 # e2e runs reports-server behind a real kube-apiserver (test/e2e; also the last step of `make test`).
 e2e:
 	GO=$(GO) ./hack/e2e.sh
+
+# e2e-ecosystem runs Kyverno, built from its module, against reports-server in the e2e cluster
+# (test/ecosystem). Opt-in: a cold Kyverno build takes 15 minutes or more; cached like e2e.
+e2e-ecosystem:
+	GO=$(GO) ./hack/e2e-ecosystem.sh
 
 # bench-compare reads the same reports from kube-apiserver + etcd (a CRD) and from reports-server
 # (aggregated and direct) in one cluster and one run, and prints a Markdown table of medians and

@@ -19,6 +19,7 @@ echo "==> go vet ./..."
 echo "==> go test -race ./..."
 "$GO" test ./... -race -count=1 -timeout 25m "$@"
 (cd test/deploy && "$GO" test ./... -count=1)  # deploy/ manifests and chart: a module of its own
+(cd test/ecosystem && "$GO" vet ./...)  # Kyverno end to end: compiled here, run by make e2e-ecosystem
 
 echo "==> end-to-end tests (hack/e2e.sh)"
 GO="$GO" ./hack/e2e.sh

@@ -24,6 +24,10 @@ type Binaries struct {
 	// RenderChart renders the Helm chart (test/deploy/cmd/render-chart; Helm is in test/deploy's
 	// module, not this one), built like ReportsServer.
 	RenderChart string
+	// Extra are binaries other test modules build outside the namespace and run inside it with
+	// StartProcess (test/ecosystem: Kyverno's controllers), by a name of their choosing. Build
+	// leaves it empty.
+	Extra map[string]string `json:",omitempty"`
 }
 
 // tool is an executable built from a package of the e2e module's build list and cached.
@@ -35,9 +39,9 @@ type tool struct {
 // CacheEnv overrides where built cluster binaries are cached.
 const CacheEnv = "REPORTS_E2E_CACHE"
 
-// cacheDir is $REPORTS_E2E_CACHE, else reports-server-e2e in the user's cache directory
-// ($XDG_CACHE_HOME or ~/.cache on Linux).
-func cacheDir() (string, error) {
+// CacheDir is $REPORTS_E2E_CACHE, else reports-server-e2e in the user's cache directory
+// ($XDG_CACHE_HOME or ~/.cache on Linux). Other test modules cache their builds there too.
+func CacheDir() (string, error) {
 	if d := os.Getenv(CacheEnv); d != "" {
 		return filepath.Abs(d)
 	}
@@ -94,7 +98,7 @@ func Build(ctx context.Context, o BuildOptions) (*Binaries, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := cacheDir()
+	root, err := CacheDir()
 	if err != nil {
 		return nil, err
 	}

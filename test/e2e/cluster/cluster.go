@@ -66,7 +66,10 @@ type Options struct {
 	// Replicas is how many reports-server processes run behind the Service; 0 means as many as
 	// the Deployment has.
 	Replicas int
-	Logf     func(format string, args ...any)
+	// ServerArgs are added to every replica's command line, after the Deployment's (a later flag
+	// wins), e.g. a shorter --summary-refresh-interval for tests that wait for the summaries.
+	ServerArgs []string
+	Logf       func(format string, args ...any)
 }
 
 // Cluster is a running control plane with reports-server behind it.
@@ -92,6 +95,8 @@ type Cluster struct {
 	// ReportsServers are the Deployment's replicas: processes on NodeIP, each on a port of its
 	// own, each the one endpoint of an EndpointSlice of the Service.
 	ReportsServers []*Replica
+	// extra are the processes of StartProcess, stopped before the cluster.
+	extra []*Process
 
 	logf    func(string, ...any)
 	pki     *pki
@@ -151,7 +156,8 @@ func (c *Cluster) EtcdURL() string { return c.etcdURL }
 // Stop stops every process (the reports-server replicas first, etcd last). It does not remove
 // Dir, which holds the logs.
 func (c *Cluster) Stop() {
-	for _, p := range append(c.replicaProcesses(), c.ControllerManager, c.APIServer, c.Etcd) {
+	stop := append(slices.Clone(c.extra), c.replicaProcesses()...)
+	for _, p := range append(stop, c.ControllerManager, c.APIServer, c.Etcd) {
 		if p == nil {
 			continue
 		}
@@ -159,6 +165,19 @@ func (c *Cluster) Stop() {
 			c.logf("stop %s: %v", p.Name, err)
 		}
 	}
+}
+
+// StartProcess runs bin as a process of the cluster, like its components: in the cluster's
+// network namespace, logging to logs/<name>.log, stopped by Stop (before the cluster) and killed
+// if the test binary dies. env is its whole environment besides HOME, PATH and TMPDIR. Other test
+// modules run their own components with it (test/ecosystem: Kyverno, from Binaries.Extra).
+func (c *Cluster) StartProcess(name, bin string, args, env []string) (*Process, error) {
+	p := c.newProcess(name, bin, args, c.processEnv(env...))
+	if err := p.start(); err != nil {
+		return nil, err
+	}
+	c.extra = append(c.extra, p)
+	return p, nil
 }
 
 func (c *Cluster) newProcess(name, bin string, args, env []string) *Process {

@@ -102,12 +102,12 @@ func (c *Cluster) startReportsServers(ctx context.Context, o Options) error {
 			certDir:     filepath.Join(podDir, "certs"),
 			databaseURL: o.DatabaseURL,
 			podName:     name,
-			extraArgs: []string{
+			extraArgs: append([]string{
 				"--bind-address=" + c.NodeIP.String(),
 				"--kubeconfig=" + kubeconfig,
 				"--authentication-kubeconfig=" + kubeconfig,
 				"--authorization-kubeconfig=" + kubeconfig,
-			},
+			}, o.ServerArgs...),
 		})
 		if err != nil {
 			return err

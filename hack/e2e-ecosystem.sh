@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Ecosystem tests (`make e2e-ecosystem`, opt-in, not part of `make test`): Kyverno's reports and
+# admission controllers, built from Kyverno's Go module, against reports-server behind the e2e
+# cluster (test/ecosystem, a module of its own; see "Kyverno" in deploy/README.md). The cluster's
+# binaries and Kyverno's are cached in ${REPORTS_E2E_CACHE:-${XDG_CACHE_HOME:-~/.cache}/reports-server-e2e};
+# a cold Kyverno build takes 15 minutes or more on 2 cores (an hour on a busy machine), later runs
+# about three minutes. Extra arguments go to go test, e.g. hack/e2e-ecosystem.sh -v -run TestKyverno.
+set -euo pipefail
+cd "$(dirname "$0")/../test/ecosystem"
+
+GO=${GO:-go}
+export GOWORK=off
+"$GO" vet ./...
+"$GO" test ./... -count=1 -timeout 60m "$@"
