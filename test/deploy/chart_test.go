@@ -8,11 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/lint"
-	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -25,7 +25,15 @@ import (
 var chartDir = filepath.Join(repoRoot, "deploy", "helm", "reports-server")
 
 // kubeVersion is the cluster version the chart is rendered for.
-var kubeVersion = &chartutil.KubeVersion{Version: "v1.37.0", Major: "1", Minor: "37"}
+var kubeVersion = mustParseKubeVersion("v1.37.0")
+
+func mustParseKubeVersion(v string) *common.KubeVersion {
+	kv, err := common.ParseKubeVersion(v)
+	if err != nil {
+		panic(err) // only with a malformed constant of this file
+	}
+	return kv
+}
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
@@ -45,7 +53,7 @@ type rendered struct {
 // render renders the chart for a cluster of version kube, like `helm template` (no cluster
 // access: lookup finds nothing). It checks the values against values.schema.json and the
 // chart's kubeVersion constraint, as helm install does.
-func render(t *testing.T, c *chart.Chart, kube *chartutil.KubeVersion, releaseName, namespace, values string) (rendered, error) {
+func render(t *testing.T, c *chart.Chart, kube *common.KubeVersion, releaseName, namespace, values string) (rendered, error) {
 	t.Helper()
 	vals := map[string]any{}
 	if err := yaml.Unmarshal([]byte(values), &vals); err != nil {
@@ -599,7 +607,7 @@ func TestChartRender(t *testing.T) {
 			kube := kubeVersion
 			if tc.kube != "" {
 				var err error
-				if kube, err = chartutil.ParseKubeVersion(tc.kube); err != nil {
+				if kube, err = common.ParseKubeVersion(tc.kube); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -655,7 +663,7 @@ func checkReleaseObjects(t *testing.T, objs []object, release, namespace string)
 // producing an installation that cannot work.
 func TestChartRejects(t *testing.T) {
 	c := loadChart(t)
-	old, err := chartutil.ParseKubeVersion("v1.29.9")
+	old, err := common.ParseKubeVersion("v1.29.9")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -702,7 +710,7 @@ func TestChartLint(t *testing.T) {
 		"static":     {"apiService": map[string]any{"managed": false, "insecureSkipTLSVerify": true}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			linter := lint.AllWithKubeVersion(chartDir, values, "reports-server", kubeVersion)
+			linter := lint.RunAll(chartDir, values, "reports-server", lint.WithKubeVersion(kubeVersion))
 			for _, m := range linter.Messages {
 				if m.Severity >= support.WarningSev {
 					t.Errorf("helm lint: %s", m)

@@ -14,8 +14,8 @@ import (
 	"slices"
 	"strings"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"sigs.k8s.io/yaml"
 
 	"github.com/reports-server/reports-server/test/deploy"
@@ -40,7 +40,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("load chart: %w", err)
 	}
-	kube, err := chartutil.ParseKubeVersion(*kubeVersion)
+	kube, err := common.ParseKubeVersion(*kubeVersion)
 	if err != nil {
 		return err
 	}
