@@ -118,12 +118,20 @@ func chartDir(t *testing.T) string {
 	return dir
 }
 
-// valuesFile writes values (YAML) to a file for helm --values.
+// valuesFile writes values (YAML) to a file for helm --values. Not in t.TempDir: helm splits
+// --values at commas, which subtest names (and so those directories) may have.
 func valuesFile(t *testing.T, values string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(path, []byte(values), 0o600); err != nil {
+	f, err := os.CreateTemp("", "helm-values-*.yaml")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return path
+	t.Cleanup(func() { _ = os.Remove(f.Name()) })
+	if _, err := f.WriteString(values); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
 }
