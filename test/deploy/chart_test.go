@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/lint"
-	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -25,7 +26,15 @@ import (
 var chartDir = filepath.Join(repoRoot, "deploy", "helm", "reports-server")
 
 // kubeVersion is the cluster version the chart is rendered for.
-var kubeVersion = &chartutil.KubeVersion{Version: "v1.37.0", Major: "1", Minor: "37"}
+var kubeVersion = mustParseKubeVersion("v1.37.0")
+
+func mustParseKubeVersion(v string) *common.KubeVersion {
+	kv, err := common.ParseKubeVersion(v)
+	if err != nil {
+		panic(err) // only with a malformed constant of this file
+	}
+	return kv
+}
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
@@ -45,7 +54,7 @@ type rendered struct {
 // render renders the chart for a cluster of version kube, like `helm template` (no cluster
 // access: lookup finds nothing). It checks the values against values.schema.json and the
 // chart's kubeVersion constraint, as helm install does.
-func render(t *testing.T, c *chart.Chart, kube *chartutil.KubeVersion, releaseName, namespace, values string) (rendered, error) {
+func render(t *testing.T, c *chart.Chart, kube *common.KubeVersion, releaseName, namespace, values string) (rendered, error) {
 	t.Helper()
 	vals := map[string]any{}
 	if err := yaml.Unmarshal([]byte(values), &vals); err != nil {
@@ -460,6 +469,142 @@ var chartCases = []chartCase{
 		},
 	},
 	{
+		name: "names, pod settings, scheduling, disruption budget, service monitor",
+		values: `
+nameOverride: reports
+fullnameOverride: policy-reports
+replicaCount: 3
+groups: {openreports: false}
+imagePullSecrets: [{name: registry-creds}]
+extraEnv: [{name: GOGC, value: "50"}]
+goMemLimit: ""
+podAnnotations: {example.io/team: policy}
+podLabels: {example.io/tier: api}
+podSecurityContext: {runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: {type: RuntimeDefault}}
+securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+resources: {requests: {cpu: 250m, memory: 200Mi}, limits: {memory: 200Mi}}
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64]}]}]}}}
+topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app.kubernetes.io/name: reports}}}]
+podDisruptionBudget: {minAvailable: 2}
+serviceMonitor: {enabled: true, interval: 1m, scrapeTimeout: 20s, tlsConfig: {insecureSkipVerify: true}}
+`,
+		want: expectation{
+			apiServices: []string{"v1alpha2.wgpolicyk8s.io", "v1.reports.kyverno.io"},
+			dbSecret:    "policy-reports-database", dbKey: "url", tls: "managed",
+		},
+		check: func(t *testing.T, r rendered, idx index) {
+			d := deploymentOf(idx)
+			spec := d.Spec.Template.Spec
+			c := spec.Containers[0]
+			if d.Name != "policy-reports" || *d.Spec.Replicas != 3 || d.Spec.Template.Labels["app.kubernetes.io/name"] != "reports" {
+				t.Errorf("Deployment %s, %d replicas, pod labels %v", d.Name, *d.Spec.Replicas, d.Spec.Template.Labels)
+			}
+			checkArgs(t, idx, "--service-name=policy-reports", "--serving-cert-secret=policy-reports-tls", "--api-groups=reports.kyverno.io,wgpolicyk8s.io")
+			if len(spec.ImagePullSecrets) != 1 || spec.ImagePullSecrets[0].Name != "registry-creds" {
+				t.Errorf("imagePullSecrets %v", spec.ImagePullSecrets)
+			}
+			env := map[string]string{}
+			for _, e := range c.Env {
+				env[e.Name] = e.Value
+			}
+			if _, ok := env["GOMEMLIMIT"]; ok || env["GOGC"] != "50" {
+				t.Errorf("env %v: want GOGC and no GOMEMLIMIT", env)
+			}
+			if d.Spec.Template.Annotations["example.io/team"] != "policy" || d.Spec.Template.Labels["example.io/tier"] != "api" {
+				t.Errorf("pod annotations %v, labels %v", d.Spec.Template.Annotations, d.Spec.Template.Labels)
+			}
+			if *spec.SecurityContext.RunAsUser != 10001 || *spec.SecurityContext.RunAsGroup != 10001 {
+				t.Errorf("pod securityContext %+v", spec.SecurityContext)
+			}
+			if c.Resources.Requests.Cpu().String() != "250m" || c.Resources.Limits.Memory().String() != "200Mi" {
+				t.Errorf("resources %+v", c.Resources)
+			}
+			if spec.Affinity.NodeAffinity == nil || spec.Affinity.PodAntiAffinity != nil {
+				t.Errorf("affinity %+v: want the given one instead of the default", spec.Affinity)
+			}
+			if len(spec.TopologySpreadConstraints) != 1 || spec.TopologySpreadConstraints[0].WhenUnsatisfiable != corev1.DoNotSchedule {
+				t.Errorf("topologySpreadConstraints %+v", spec.TopologySpreadConstraints)
+			}
+			pdb := find(idx, "PodDisruptionBudget", "policy-reports")
+			if pdb == nil || pdb.typed.(*policyv1.PodDisruptionBudget).Spec.MinAvailable.IntValue() != 2 {
+				t.Errorf("PodDisruptionBudget %v: want minAvailable 2", pdb)
+			}
+			sm := find(idx, "ServiceMonitor", "policy-reports")
+			if sm == nil {
+				t.Fatal("no ServiceMonitor policy-reports")
+			}
+			checkServiceMonitorTargets(t, sm.u, idx)
+			endpoints, _, _ := unstructured.NestedSlice(sm.u.Object, "spec", "endpoints")
+			ep := endpoints[0].(map[string]any)
+			if ep["interval"] != "1m" || ep["scrapeTimeout"] != "20s" || serviceMonitorTLS(sm)["insecureSkipVerify"] != true {
+				t.Errorf("ServiceMonitor endpoint %v", ep)
+			}
+		},
+	},
+	{
+		name:   "provided service account, no disruption budget",
+		values: "serviceAccount: {create: false, name: reports-sa}\npodDisruptionBudget: {enabled: false}",
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "managed", saProvided: true},
+		check: func(t *testing.T, r rendered, idx index) {
+			if sa := deploymentOf(idx).Spec.Template.Spec.ServiceAccountName; sa != "reports-sa" {
+				t.Errorf("the server runs as %q, want reports-sa", sa)
+			}
+			if len(idx["ServiceAccount"]) != 0 || len(idx["PodDisruptionBudget"]) != 0 {
+				t.Errorf("unexpected ServiceAccount or PodDisruptionBudget:\n%s", names(append(idx["ServiceAccount"], idx["PodDisruptionBudget"]...)))
+			}
+		},
+	},
+	{
+		name:   "static, cert-manager durations, other priorities",
+		values: "apiService: {managed: false, groupPriorityMinimum: 2000, versionPriority: 50, certManager: {enabled: true, duration: 720h, renewBefore: 240h}}",
+		want:   expectation{dbSecret: "reports-server-database", dbKey: "url", tls: "certManager", otherPriorities: true},
+		check: func(t *testing.T, r rendered, idx index) {
+			for _, as := range typedOf[*apiregistrationv1.APIService](idx, "APIService") {
+				if as.Spec.GroupPriorityMinimum != 2000 || as.Spec.VersionPriority != 50 {
+					t.Errorf("APIService %s priorities %d, %d; want 2000, 50", as.Name, as.Spec.GroupPriorityMinimum, as.Spec.VersionPriority)
+				}
+			}
+			var durations []string
+			for _, c := range idx["Certificate"] {
+				if isCA, _, _ := unstructured.NestedBool(c.u.Object, "spec", "isCA"); !isCA {
+					d, _, _ := unstructured.NestedString(c.u.Object, "spec", "duration")
+					rb, _, _ := unstructured.NestedString(c.u.Object, "spec", "renewBefore")
+					durations = append(durations, d, rb)
+				}
+			}
+			if !slices.Equal(durations, []string{"720h", "240h"}) {
+				t.Errorf("serving Certificate duration, renewBefore %v; want 720h, 240h", durations)
+			}
+			checkCertManager(t, idx)
+		},
+	},
+	{
+		name: "bundled postgresql, every setting",
+		values: `
+postgresql:
+  enabled: true
+  password: Sup3rSecretPassw0rd
+  database: policy
+  username: policy
+  image: {repository: registry.example/postgres, tag: "16", pullPolicy: Always}
+  resources: {requests: {cpu: 200m, memory: 512Mi}, limits: {memory: 1Gi}}
+`,
+		want: expectation{dbSecret: "reports-server-postgresql", dbKey: "url", dbSecretRendered: true, tls: "managed"},
+		check: func(t *testing.T, r rendered, idx index) {
+			secret := find(idx, "Secret", "reports-server-postgresql").typed.(*corev1.Secret)
+			if got, want := string(secret.Data["url"]), "postgres://policy:Sup3rSecretPassw0rd@reports-server-postgresql.reports-server.svc:5432/policy?sslmode=disable"; got != want {
+				t.Errorf("url %q, want %q", got, want)
+			}
+			c := find(idx, "StatefulSet", "reports-server-postgresql").typed.(*appsv1.StatefulSet).Spec.Template.Spec.Containers[0]
+			if c.Image != "registry.example/postgres:16" || c.ImagePullPolicy != corev1.PullAlways {
+				t.Errorf("PostgreSQL image %s %s", c.Image, c.ImagePullPolicy)
+			}
+			if c.Resources.Requests.Cpu().String() != "200m" || c.Resources.Limits.Memory().String() != "1Gi" {
+				t.Errorf("PostgreSQL resources %+v", c.Resources)
+			}
+		},
+	},
+	{
 		name:      "other release, one replica, scheduling",
 		release:   "rs",
 		namespace: "policy",
@@ -599,7 +744,7 @@ func TestChartRender(t *testing.T) {
 			kube := kubeVersion
 			if tc.kube != "" {
 				var err error
-				if kube, err = chartutil.ParseKubeVersion(tc.kube); err != nil {
+				if kube, err = common.ParseKubeVersion(tc.kube); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -655,7 +800,7 @@ func checkReleaseObjects(t *testing.T, objs []object, release, namespace string)
 // producing an installation that cannot work.
 func TestChartRejects(t *testing.T) {
 	c := loadChart(t)
-	old, err := chartutil.ParseKubeVersion("v1.29.9")
+	old, err := common.ParseKubeVersion("v1.29.9")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -694,15 +839,20 @@ func TestChartRejects(t *testing.T) {
 	}
 }
 
-// TestChartLint runs helm lint (Chart.yaml, values schema, templates) and fails on warnings.
+// TestChartLint runs helm lint (Chart.yaml, values schema, templates) with the values of every
+// rendering case and fails on warnings.
 func TestChartLint(t *testing.T) {
-	for name, values := range map[string]map[string]any{
-		"defaults":   nil,
-		"postgresql": {"postgresql": map[string]any{"enabled": true}},
-		"static":     {"apiService": map[string]any{"managed": false, "insecureSkipTLSVerify": true}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			linter := lint.AllWithKubeVersion(chartDir, values, "reports-server", kubeVersion)
+	for _, tc := range chartCases {
+		t.Run(tc.name, func(t *testing.T) {
+			kube := kubeVersion
+			if tc.kube != "" {
+				kube = mustParseKubeVersion(tc.kube)
+			}
+			namespace := tc.namespace
+			if namespace == "" {
+				namespace = "reports-server"
+			}
+			linter := lint.RunAll(chartDir, caseValues(t, tc), namespace, lint.WithKubeVersion(kube))
 			for _, m := range linter.Messages {
 				if m.Severity >= support.WarningSev {
 					t.Errorf("helm lint: %s", m)
@@ -712,4 +862,47 @@ func TestChartLint(t *testing.T) {
 			}
 		})
 	}
+}
+
+func caseValues(t *testing.T, tc chartCase) map[string]any {
+	t.Helper()
+	vals := map[string]any{}
+	if err := yaml.Unmarshal([]byte(tc.values), &vals); err != nil {
+		t.Fatalf("values of %s: %v", tc.name, err)
+	}
+	return vals
+}
+
+// TestChartCasesCoverValues checks that the rendering (and lint) cases set every value
+// values.yaml documents, so none goes untried: a value counts as set when a case sets it, a map
+// that holds it, or something inside it.
+func TestChartCasesCoverValues(t *testing.T) {
+	c := loadChart(t)
+	var set [][]string
+	for _, tc := range chartCases {
+		set = append(set, valuePaths(nil, caseValues(t, tc))...)
+	}
+	for _, doc := range valuePaths(nil, c.Values) {
+		covered := slices.ContainsFunc(set, func(p []string) bool {
+			n := min(len(p), len(doc))
+			return slices.Equal(p[:n], doc[:n])
+		})
+		if !covered {
+			t.Errorf("no case of chartCases sets %s", strings.Join(doc, "."))
+		}
+	}
+}
+
+// valuePaths are the paths of the leaves of values: scalars, lists and empty maps.
+func valuePaths(prefix []string, values map[string]any) [][]string {
+	var paths [][]string
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		path := append(slices.Clone(prefix), k)
+		if m, ok := values[k].(map[string]any); ok && len(m) > 0 {
+			paths = append(paths, valuePaths(path, m)...)
+		} else {
+			paths = append(paths, path)
+		}
+	}
+	return paths
 }

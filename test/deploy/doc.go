@@ -4,6 +4,8 @@
 // needs (flags the server has, APIServices pointing at the Service, RBAC bindings, restricted pod
 // security).
 //
-// It is a module of its own, so Helm and kustomize stay out of the server's dependencies. Validation
-// by a real kube-apiserver (kubectl apply --dry-run=server) is left to the end-to-end harness.
+// It is a module of its own, so Helm and kustomize stay out of the server's dependencies. It also
+// pins the helm command (a tool directive in go.mod), which the end-to-end tests build with
+// `go tool` and run against a real kube-apiserver: server-side dry runs of `helm template`, and
+// install, upgrade and uninstall.
 package deploy

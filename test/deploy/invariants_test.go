@@ -95,6 +95,11 @@ type expectation struct {
 	// part of the set (else the user provides it).
 	dbSecret, dbKey  string
 	dbSecretRendered bool
+	// saProvided: the server's ServiceAccount is the user's (serviceAccount.create=false), not
+	// part of the set.
+	saProvided bool
+	// otherPriorities: static APIServices with priorities other than a CRD's (1000/100).
+	otherPriorities bool
 	// tls says who makes the serving certificate and the APIServices:
 	//   - "managed": the server (--manage-apiservices, a certificate shared through a Secret it
 	//     creates); nothing renders APIService objects;
@@ -477,7 +482,8 @@ func checkAPIService(t *testing.T, as *apiregistrationv1.APIService, svc *corev1
 	if ref == nil || ref.Name != svc.Name || ref.Namespace != svc.Namespace || ref.Port == nil || *ref.Port != 443 {
 		t.Errorf("APIService %s: service %+v, want %s/%s port 443", as.Name, ref, svc.Namespace, svc.Name)
 	}
-	if as.Spec.GroupPriorityMinimum != 1000 || as.Spec.VersionPriority != 100 {
+	// With otherPriorities the case checks the values it gave.
+	if !want.otherPriorities && (as.Spec.GroupPriorityMinimum != 1000 || as.Spec.VersionPriority != 100) {
 		t.Errorf("APIService %s: priorities %d/%d, want those of a CRD (1000/100)", as.Name, as.Spec.GroupPriorityMinimum, as.Spec.VersionPriority)
 	}
 	injected := as.Annotations["cert-manager.io/inject-ca-from"]
@@ -522,8 +528,8 @@ func checkRBAC(t *testing.T, idx index, deploy *appsv1.Deployment, want expectat
 	for _, s := range typedOf[*corev1.ServiceAccount](idx, "ServiceAccount") {
 		found = found || (s.Name == sa && s.Namespace == deploy.Namespace)
 	}
-	if !found {
-		t.Errorf("ServiceAccount %s/%s is not part of the set", deploy.Namespace, sa)
+	if found == want.saProvided {
+		t.Errorf("ServiceAccount %s/%s: part of the set %v, want %v", deploy.Namespace, sa, found, !want.saProvided)
 	}
 
 	clusterRoles := map[string]*rbacv1.ClusterRole{}

@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"context"
-	"os/exec"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,8 +21,8 @@ func testManifestsDryRun(t *testing.T, c *cluster.Cluster) {
 	dryRunApply(t, c, nil, 1, "apply", "-f", filepath.Join(dir, "database-secret.example.yaml"), "--dry-run=server")
 }
 
-// testChartDryRun renders the Helm chart with several value sets (test/deploy/cmd/render-chart,
-// the same rendering test/deploy checks statically) and gives each to the real kube-apiserver.
+// testChartDryRun renders the Helm chart with several value sets (`helm template`, the helm
+// command test/deploy pins) and gives each to the real kube-apiserver.
 // Value sets that need CRDs this cluster does not have (the cert-manager Certificate and Issuer,
 // the Prometheus Operator ServiceMonitor) are left to test/deploy's static checks.
 func testChartDryRun(t *testing.T, c *cluster.Cluster) {
@@ -30,11 +30,7 @@ func testChartDryRun(t *testing.T, c *cluster.Cluster) {
 	// As `helm install --create-namespace` would, plus the warning label of the restricted Pod
 	// Security Standard, so the chart's pod templates are checked against it.
 	ensureNamespace(t, c, ns, map[string]string{"pod-security.kubernetes.io/warn": "restricted"})
-	renderChart := network.Binaries.RenderChart
-	chartDir, err := filepath.Abs(filepath.Join("..", "..", "deploy", "helm", "reports-server"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	chartDir := chartDir(t)
 	caBundle := strings.ReplaceAll(strings.TrimSpace(string(c.CA.CertPEM)), "\n", "\n      ")
 	for _, tc := range []struct {
 		name, kubeVersion, values string
@@ -55,17 +51,16 @@ func testChartDryRun(t *testing.T, c *cluster.Cluster) {
 		{name: "static, provided certificate", values: "apiService:\n  managed: false\n  tls:\n    existingSecret: reports-server-tls\n    caBundle: |\n      " + caBundle + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := []string{"-chart", chartDir, "-namespace", ns, "-values", tc.values}
-			if tc.kubeVersion != "" {
-				args = append(args, "-kube-version", tc.kubeVersion)
+			kubeVersion := tc.kubeVersion
+			if kubeVersion == "" {
+				kubeVersion = "v1.37.0"
 			}
-			var stderr strings.Builder
-			cmd := exec.CommandContext(testContext(t, time.Minute), renderChart, args...)
-			cmd.Stderr = &stderr
-			rendered, err := cmd.Output()
+			out, _, err := c.Helm(testContext(t, time.Minute), nil, "template", "reports-server", chartDir,
+				"--namespace", ns, "--kube-version", kubeVersion, "--values", valuesFile(t, tc.values))
 			if err != nil {
-				t.Fatalf("render-chart %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+				t.Fatal(err)
 			}
+			rendered := []byte(out)
 			if strings.Contains(tc.values, "managed: false") {
 				rendered = withoutAPIServices(rendered)
 			}
@@ -111,4 +106,32 @@ func dryRunApply(t *testing.T, c *cluster.Cluster, stdin []byte, objects int, ar
 	if len(lines) != objects {
 		t.Errorf("kubectl %s reported %d objects, want %d:\n%s", strings.Join(args, " "), len(lines), objects, out)
 	}
+}
+
+// chartDir is deploy/helm/reports-server.
+func chartDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "deploy", "helm", "reports-server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// valuesFile writes values (YAML) to a file for helm --values. Not in t.TempDir: helm splits
+// --values at commas, which subtest names (and so those directories) may have.
+func valuesFile(t *testing.T, values string) string {
+	t.Helper()
+	f, err := os.CreateTemp("", "helm-values-*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(f.Name()) })
+	if _, err := f.WriteString(values); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
 }

@@ -6,5 +6,6 @@
 // shows its share); server-side dry runs of deploy/manifests and the Helm chart; availability as
 // replicas are killed and restarted; and the migration from CRDs, including the takeover of an
 // APIService in the older static form, a copy killed midway and resumed, and replicas starting
-// at once, only one of which copies.
+// at once, only one of which copies. TestHelm starts a control plane of its own and installs,
+// upgrades and uninstalls the Helm chart there with the helm command.
 package e2e

@@ -88,6 +88,12 @@ func TestBehindKubeAPIServer(t *testing.T) {
 // whatever the outcome.
 func startCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
+	return startClusterWith(t, cluster.Options{Replicas: replicasFromEnv(t)})
+}
+
+// startClusterWith is startCluster with o's Replicas and ControlPlaneOnly.
+func startClusterWith(t *testing.T, o cluster.Options) *cluster.Cluster {
+	t.Helper()
 	moduleDir, err := os.Getwd() // go test runs in the package directory: test/e2e
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +124,8 @@ func startCluster(t *testing.T) *cluster.Cluster {
 	databaseURL := dbtest.URL(t)
 	start := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{
-		Dir: dir, Binaries: network.Binaries, RepoRoot: repoRoot, DatabaseURL: databaseURL, Replicas: replicasFromEnv(t), Logf: t.Logf,
+		Dir: dir, Binaries: network.Binaries, RepoRoot: repoRoot, DatabaseURL: databaseURL,
+		Replicas: o.Replicas, ControlPlaneOnly: o.ControlPlaneOnly, Logf: t.Logf,
 	})
 	if err != nil {
 		t.Fatalf("start cluster (logs in %s): %v", filepath.Join(dir, "logs"), err)

@@ -21,13 +21,14 @@ type Binaries struct {
 	// ReportsServer is built from the checkout on every run (cheap with the Go build cache), so
 	// the tests always run the code under test.
 	ReportsServer string
-	// RenderChart renders the Helm chart (test/deploy/cmd/render-chart; Helm is in test/deploy's
-	// module, not this one), built like ReportsServer.
-	RenderChart string
 	// Extra are binaries other test modules build outside the namespace and run inside it with
 	// StartProcess (test/ecosystem: Kyverno's controllers), by a name of their choosing. Build
 	// leaves it empty.
 	Extra map[string]string `json:",omitempty"`
+	// Helm is the helm command, helm.sh/helm/v4/cmd/helm at the version test/deploy's go.mod
+	// pins (a tool directive there: Helm stays out of this module), built by `go tool`, which
+	// keeps the linked binary in the Go build cache.
+	Helm string
 }
 
 // tool is an executable built from a package of the e2e module's build list and cached.
@@ -110,21 +111,41 @@ func Build(ctx context.Context, o BuildOptions) (*Binaries, error) {
 		*t.dst = filepath.Join(dir, t.name)
 	}
 
-	for _, p := range []struct {
-		dst      *string
-		dir, pkg string
-	}{
-		{&b.ReportsServer, o.RepoRoot, "./cmd/reports-server"},
-		{&b.RenderChart, filepath.Join(o.RepoRoot, "test", "deploy"), "./cmd/render-chart"},
-	} {
-		start := time.Now()
-		*p.dst = filepath.Join(o.OutDir, filepath.Base(p.pkg))
-		if out, err := goCmd(ctx, goBin, p.dir, "build", "-o", *p.dst, p.pkg).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build %s in %s: %w\n%s", p.pkg, p.dir, err, out)
-		}
-		o.Logf("built %s in %s", filepath.Base(p.pkg), time.Since(start).Round(time.Millisecond))
+	start := time.Now()
+	b.ReportsServer = filepath.Join(o.OutDir, "reports-server")
+	if out, err := goCmd(ctx, goBin, o.RepoRoot, "build", "-o", b.ReportsServer, "./cmd/reports-server").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build ./cmd/reports-server in %s: %w\n%s", o.RepoRoot, err, out)
+	}
+	o.Logf("built reports-server in %s", time.Since(start).Round(time.Millisecond))
+	if b.Helm, err = helmTool(ctx, goBin, filepath.Join(o.RepoRoot, "test", "deploy"), o.Logf); err != nil {
+		return nil, err
 	}
 	return b, nil
+}
+
+// helmTool builds the helm tool of the module in dir and returns the path of the cached
+// executable. `go tool helm` builds and caches it; `go tool -n helm` then prints the cached
+// path instead of running it (on the run that builds, it would name a temporary directory).
+func helmTool(ctx context.Context, goBin, dir string, logf func(string, ...any)) (string, error) {
+	start := time.Now()
+	version, err := goOutput(ctx, goBin, dir, "tool", "helm", "version", "--template", "{{.Version}}")
+	if err != nil {
+		return "", fmt.Errorf("build helm: %w", err)
+	}
+	cmdline, err := goOutput(ctx, goBin, dir, "tool", "-n", "helm")
+	if err != nil {
+		return "", err
+	}
+	fields := strings.Fields(cmdline)
+	if len(fields) == 0 {
+		return "", errors.New("go tool -n helm printed nothing")
+	}
+	path := fields[0]
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("go tool -n helm names %s: %w", path, err)
+	}
+	logf("helm %s ready after %s", version, time.Since(start).Round(time.Millisecond))
+	return path, nil
 }
 
 // versionLDFlags stamps the Kubernetes binaries with their module version, as the release build

@@ -16,6 +16,10 @@
 // (--enable-aggregator-routing=true), picking a random ready endpoint per request. The harness
 // plays the kubelet: a replica's endpoint is marked ready once it passes the Deployment's probes,
 // and not ready when a test stops it or says its probes would fail.
+//
+// With Options.ControlPlaneOnly nothing is installed: a test installs reports-server itself (with
+// Helm) and has the harness run that installation's Deployment the same way (Deploy, RollOut,
+// RemoveReplicas).
 package cluster
 
 import (
@@ -69,7 +73,11 @@ type Options struct {
 	// ServerArgs are added to every replica's command line, after the Deployment's (a later flag
 	// wins), e.g. a shorter --summary-refresh-interval for tests that wait for the summaries.
 	ServerArgs []string
-	Logf       func(format string, args ...any)
+	// ControlPlaneOnly starts etcd, kube-apiserver and kube-controller-manager without installing
+	// reports-server: the test installs it (e.g. with Helm) and runs the installation's Deployment
+	// with Deploy.
+	ControlPlaneOnly bool
+	Logf             func(format string, args ...any)
 }
 
 // Cluster is a running control plane with reports-server behind it.
@@ -88,7 +96,10 @@ type Cluster struct {
 	AdminKubeconfig string
 	AdminConfig     *rest.Config
 	KubectlBin      string
-	// Manifests are the objects of deploy/manifests (kustomize output), as installed.
+	// ReportsServerBin is the reports-server binary the replicas run; HelmBin the helm command.
+	ReportsServerBin, HelmBin string
+	// Manifests are the objects of the installation whose Deployment the replicas run: those of
+	// deploy/manifests (kustomize output), as installed, unless Deploy or RollOut ran another's.
 	Manifests *Manifests
 
 	Etcd, APIServer, ControllerManager *Process
@@ -101,14 +112,19 @@ type Cluster struct {
 	logf    func(string, ...any)
 	pki     *pki
 	etcdURL string
-	// replicas is how many reports-server processes to run.
-	replicas int
+	// replicas is how many reports-server processes to run; serverArgs are added to each one's
+	// command line (Options.ServerArgs).
+	replicas   int
+	serverArgs []string
+	// nextReplica is the index of the next replica started: a rollout's new replicas get new
+	// names, logs and EndpointSlices, as new pods would.
+	nextReplica int
 }
 
 // Start brings the cluster up, in dependency order, each step waiting until the previous
 // component is ready. On error everything already started is stopped.
 func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
-	c := &Cluster{Dir: o.Dir, DatabaseURL: o.DatabaseURL, KubectlBin: o.Binaries.Kubectl, logf: o.Logf, replicas: o.Replicas}
+	c := &Cluster{Dir: o.Dir, DatabaseURL: o.DatabaseURL, KubectlBin: o.Binaries.Kubectl, ReportsServerBin: o.Binaries.ReportsServer, HelmBin: o.Binaries.Helm, logf: o.Logf, replicas: o.Replicas, serverArgs: o.ServerArgs}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -138,7 +154,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		{"kube-apiserver", c.startAPIServer},
 		{"kube-controller-manager", c.startControllerManager},
 		{"deploy/manifests", c.installManifests},
-		{"reports-server", c.startReportsServers},
+		{"reports-server", func(ctx context.Context, o Options) error { return c.Deploy(ctx, c.Manifests) }},
+	}
+	if o.ControlPlaneOnly {
+		steps = steps[:3]
 	}
 	for _, s := range steps {
 		start := time.Now()
@@ -364,7 +383,13 @@ func (c *Cluster) installManifests(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	if _, stderr, err := c.Kubectl(ctx, installed, "apply", "-f", "-"); err != nil {
+	// With the database Secret the Deployment reads, as the README has users apply it (a copy of
+	// database-secret.example.yaml, filled in).
+	secret, err := m.databaseSecret(o.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	if _, stderr, err := c.Kubectl(ctx, append(installed, secret...), "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("kubectl apply deploy/manifests: %w\n%s", err, stderr)
 	}
 	return nil

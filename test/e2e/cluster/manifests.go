@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -24,9 +25,10 @@ import (
 	"github.com/reports-server/reports-server/internal/apiservice"
 )
 
-// Manifests are the objects of deploy/manifests, as `kubectl kustomize` renders them.
+// Manifests are the objects of an installation of reports-server: deploy/manifests as `kubectl
+// kustomize` renders them, or a Helm release's manifest (DecodeManifests).
 type Manifests struct {
-	// Dir is deploy/manifests.
+	// Dir is deploy/manifests (empty for a Helm release).
 	Dir     string
 	Objects []*unstructured.Unstructured
 
@@ -47,12 +49,24 @@ type Manifests struct {
 // loadManifests renders deploy/manifests with the repository's kubectl (its embedded kustomize)
 // and picks out what the harness needs to run the server as the Deployment would.
 func loadManifests(ctx context.Context, c *Cluster, repoRoot string) (*Manifests, error) {
-	m := &Manifests{Dir: filepath.Join(repoRoot, "deploy", "manifests")}
-	out, stderr, err := c.Kubectl(ctx, nil, "kustomize", m.Dir)
+	dir := filepath.Join(repoRoot, "deploy", "manifests")
+	out, stderr, err := c.Kubectl(ctx, nil, "kustomize", dir)
 	if err != nil {
-		return nil, fmt.Errorf("kubectl kustomize %s: %w\n%s", m.Dir, err, stderr)
+		return nil, fmt.Errorf("kubectl kustomize %s: %w\n%s", dir, err, stderr)
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
+	m, err := DecodeManifests(dir, out)
+	if err != nil {
+		return nil, err
+	}
+	m.Dir = dir
+	return m, nil
+}
+
+// DecodeManifests decodes the YAML documents of an installation (what is its source, for
+// messages) and picks out what the harness needs to run the server as its Deployment would.
+func DecodeManifests(what, docs string) (*Manifests, error) {
+	m := &Manifests{}
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(docs), 4096)
 	for {
 		u := &unstructured.Unstructured{}
 		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
@@ -70,6 +84,11 @@ func loadManifests(ctx context.Context, c *Cluster, repoRoot string) (*Manifests
 			m.Deployment = &appsv1.Deployment{}
 			err = fromUnstructured(u, m.Deployment)
 		case "Service":
+			if m.Service != nil {
+				// The bundled PostgreSQL of the chart has one; the harness uses the test's database.
+				err = errors.New("a second Service: the harness expects only the server's")
+				break
+			}
 			m.Service = &corev1.Service{}
 			err = fromUnstructured(u, m.Service)
 		case "ServiceAccount":
@@ -86,14 +105,14 @@ func loadManifests(ctx context.Context, c *Cluster, repoRoot string) (*Manifests
 		}
 	}
 	if m.Deployment == nil || m.Service == nil || m.ServiceAccount == nil {
-		return nil, fmt.Errorf("%s lacks a Deployment, Service or ServiceAccount", m.Dir)
+		return nil, fmt.Errorf("%s lacks a Deployment, Service or ServiceAccount", what)
 	}
 	if len(m.Deployment.Spec.Template.Spec.Containers) != 1 {
-		return nil, fmt.Errorf("the Deployment of %s has %d containers, the harness expects one", m.Dir, len(m.Deployment.Spec.Template.Spec.Containers))
+		return nil, fmt.Errorf("the Deployment of %s has %d containers, the harness expects one", what, len(m.Deployment.Spec.Template.Spec.Containers))
 	}
 	if m.ServiceAccount.Name != m.Deployment.Spec.Template.Spec.ServiceAccountName {
-		return nil, fmt.Errorf("the Deployment runs as ServiceAccount %q, the manifests create %q",
-			m.Deployment.Spec.Template.Spec.ServiceAccountName, m.ServiceAccount.Name)
+		return nil, fmt.Errorf("the Deployment of %s runs as ServiceAccount %q, it creates %q",
+			what, m.Deployment.Spec.Template.Spec.ServiceAccountName, m.ServiceAccount.Name)
 	}
 	if err := m.apiServices(); err != nil {
 		return nil, err
@@ -215,18 +234,20 @@ func (m *Manifests) installable() ([]byte, error) {
 
 // serverOverrides are what differs between the Deployment's pod and a local process.
 type serverOverrides struct {
-	port        int
-	certDir     string
-	databaseURL string
+	port    int
+	certDir string
+	// secret reads the value of a key of a Secret in the Deployment's namespace from
+	// kube-apiserver, as the kubelet does for a secretKeyRef.
+	secret func(name, key string) (string, error)
 	// podName stands in for the pod's metadata.name.
 	podName   string
 	extraArgs []string
 }
 
 // serverCommand is the Deployment container's command line and environment, with the port and
-// certificate directory (if any) replaced, the database URL in place of the Secret reference,
-// the pod's namespace and name in place of the downward API, and the extra flags a process
-// outside a pod needs.
+// certificate directory (if any) replaced, Secret references resolved (the database URL), the
+// pod's namespace and name in place of the downward API, and the extra flags a process outside
+// a pod needs.
 func (m *Manifests) serverCommand(o serverOverrides) (args, env []string, err error) {
 	container := m.Deployment.Spec.Template.Spec.Containers[0]
 	if len(container.Command) > 0 {
@@ -248,8 +269,12 @@ func (m *Manifests) serverCommand(o serverOverrides) (args, env []string, err er
 		switch {
 		case e.ValueFrom == nil:
 			env = append(env, e.Name+"="+e.Value)
-		case e.Name == "DATABASE_URL" && e.ValueFrom.SecretKeyRef != nil:
-			env = append(env, "DATABASE_URL="+o.databaseURL)
+		case e.ValueFrom.SecretKeyRef != nil:
+			v, err := o.secret(e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key)
+			if err != nil {
+				return nil, nil, fmt.Errorf("the Deployment's variable %s: %w", e.Name, err)
+			}
+			env = append(env, e.Name+"="+v)
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
 			env = append(env, e.Name+"="+m.Deployment.Namespace)
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
@@ -259,6 +284,23 @@ func (m *Manifests) serverCommand(o serverOverrides) (args, env []string, err er
 		}
 	}
 	return args, env, nil
+}
+
+// databaseSecret is the YAML of the Secret the Deployment reads DATABASE_URL from, holding url
+// under its key (deploy/README.md, "The database Secret").
+func (m *Manifests) databaseSecret(url string) ([]byte, error) {
+	for _, e := range m.Deployment.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "DATABASE_URL" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			ref := e.ValueFrom.SecretKeyRef
+			b, err := yaml.Marshal(&corev1.Secret{
+				TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+				ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: m.Deployment.Namespace},
+				StringData: map[string]string{ref.Key: url},
+			})
+			return append([]byte("---\n"), b...), err
+		}
+	}
+	return nil, errors.New("the Deployment does not take DATABASE_URL from a Secret")
 }
 
 // cutFlag returns the value of arg if it is --name=value.

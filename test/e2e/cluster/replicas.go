@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -58,73 +60,164 @@ func (c *Cluster) replicaProcesses() processes {
 	return ps
 }
 
-// startReportsServers runs the Deployment's replicas, as the kubelet would run its pods, and
-// adds each to the Service's endpoints once it passes the Deployment's probes.
-func (c *Cluster) startReportsServers(ctx context.Context, o Options) error {
-	m := c.Manifests
+// Deploy runs the Deployment of the installation m, whose objects are in kube-apiserver, as the
+// kubelet would run its pods (the harness has no kubelet): as many replicas as the Deployment
+// has (or Options.Replicas), each added to the Service's endpoints once it passes the
+// Deployment's probes. It returns once the APIServices the server registers are available.
+func (c *Cluster) Deploy(ctx context.Context, m *Manifests) error {
 	n := c.replicas
 	if n <= 0 {
 		n = int(ptr.Deref(m.Deployment.Spec.Replicas, 1))
+	}
+	c.Manifests = m
+	rs, err := c.newReplicas(ctx, m, n)
+	if err != nil {
+		return err
+	}
+	c.ReportsServers = append(c.ReportsServers, rs...)
+	if err := c.StartReplicas(ctx, rs...); err != nil {
+		return err
+	}
+	return c.WaitAPIServices(ctx, true, 3*time.Minute)
+}
+
+// RollOut replaces the running replicas by those of m, an updated Deployment of the same
+// installation (Service and ServiceAccount unchanged), as the Deployment controller rolls out a
+// changed pod template with the chart's strategy (maxSurge 1, maxUnavailable 0): new replicas
+// are started, no more than one beyond the desired count at a time, and an old one is stopped
+// only once a new one is ready, so kube-apiserver always has as many ready replicas to proxy to
+// as the Deployment wants.
+func (c *Cluster) RollOut(ctx context.Context, m *Manifests) error {
+	if m.Service.Namespace != c.Manifests.Service.Namespace || m.Service.Name != c.Manifests.Service.Name {
+		return fmt.Errorf("the new Deployment is behind Service %s/%s, the running one behind %s/%s",
+			m.Service.Namespace, m.Service.Name, c.Manifests.Service.Namespace, c.Manifests.Service.Name)
+	}
+	desired := int(ptr.Deref(m.Deployment.Spec.Replicas, 1))
+	if d := m.Deployment.Spec.Strategy.RollingUpdate; d == nil || d.MaxSurge == nil || d.MaxSurge.IntValue() != 1 || d.MaxUnavailable == nil || d.MaxUnavailable.IntValue() != 0 {
+		return errors.New("the harness rolls out maxSurge 1, maxUnavailable 0 only")
+	}
+	old := slices.Clone(c.ReportsServers)
+	c.Manifests = m // the new replicas' probes
+	var started []*Replica
+	for len(old) > 0 || len(started) < desired {
+		// Surge: at most desired+1 replicas at once.
+		if add := min(desired-len(started), desired+1-len(old)-len(started)); add > 0 {
+			rs, err := c.newReplicas(ctx, m, add)
+			if err != nil {
+				return err
+			}
+			if err := c.StartReplicas(ctx, rs...); err != nil {
+				return err
+			}
+			started = append(started, rs...)
+			c.ReportsServers = append(c.ReportsServers, rs...)
+		}
+		// Every started replica is ready: stop old ones down to the desired count.
+		remove := min(len(old), len(old)+len(started)-desired)
+		if remove <= 0 {
+			return fmt.Errorf("rollout stuck with %d old and %d new replicas, %d wanted", len(old), len(started), desired)
+		}
+		if err := c.RemoveReplicas(ctx, old[:remove]...); err != nil {
+			return err
+		}
+		old = old[remove:]
+	}
+	return nil
+}
+
+// RemoveReplicas stops the replicas rs as their pods are deleted (StopReplicas), removes their
+// EndpointSlices and forgets them.
+func (c *Cluster) RemoveReplicas(ctx context.Context, rs ...*Replica) error {
+	rs = slices.Clone(rs) // it may share its array with c.ReportsServers, which changes below
+	if err := c.StopReplicas(ctx, rs...); err != nil {
+		return err
 	}
 	client, err := kubernetes.NewForConfig(c.AdminConfig)
 	if err != nil {
 		return err
 	}
-	// The Deployment runs as its ServiceAccount; outside a pod the server cannot use the
-	// in-cluster configuration, so the replicas get a kubeconfig with a token of that
-	// ServiceAccount.
+	for _, r := range rs {
+		err := client.DiscoveryV1().EndpointSlices(c.Manifests.Service.Namespace).Delete(ctx, r.sliceName(), metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete EndpointSlice of %s: %w", r.Name, err)
+		}
+		c.ReportsServers = slices.DeleteFunc(c.ReportsServers, func(x *Replica) bool { return x == r })
+	}
+	return nil
+}
+
+// newReplicas makes n replicas of m's Deployment (not started), each with a not-ready endpoint
+// of its own. They run as its ServiceAccount: outside a pod the server cannot use the in-cluster
+// configuration, so they get a kubeconfig with a token of that ServiceAccount.
+func (c *Cluster) newReplicas(ctx context.Context, m *Manifests, n int) ([]*Replica, error) {
+	client, err := kubernetes.NewForConfig(c.AdminConfig)
+	if err != nil {
+		return nil, err
+	}
 	tr, err := client.CoreV1().ServiceAccounts(m.ServiceAccount.Namespace).CreateToken(ctx, m.ServiceAccount.Name,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)}},
 		metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("create a token for ServiceAccount %s/%s: %w", m.ServiceAccount.Namespace, m.ServiceAccount.Name, err)
+		return nil, fmt.Errorf("create a token for ServiceAccount %s/%s: %w", m.ServiceAccount.Namespace, m.ServiceAccount.Name, err)
 	}
-	kubeconfig := filepath.Join(c.Dir, "reports-server.kubeconfig")
 	user := "system:serviceaccount:" + m.ServiceAccount.Namespace + ":" + m.ServiceAccount.Name
+	// A file per token: running replicas keep the one they started with.
+	kubeconfig := filepath.Join(c.Dir, fmt.Sprintf("reports-server-%d.kubeconfig", c.nextReplica))
 	if err := c.writeKubeconfig(kubeconfig, user, &clientcmdapi.AuthInfo{Token: tr.Status.Token}); err != nil {
-		return err
+		return nil, err
+	}
+	// As the kubelet resolves a secretKeyRef: from kube-apiserver, when the pod starts.
+	secret := func(name, key string) (string, error) {
+		s, err := client.CoreV1().Secrets(m.Deployment.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		v, ok := s.Data[key]
+		if !ok {
+			return "", fmt.Errorf("Secret %s/%s has no key %s", s.Namespace, name, key)
+		}
+		return string(v), nil
 	}
 
-	for i := range n {
+	var rs []*Replica
+	for range n {
+		i := c.nextReplica
+		c.nextReplica++
 		name := "reports-server-" + strconv.Itoa(i)
 		port, err := freePort(c.NodeIP.String())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// A pod's own /tmp: the server writes the serving certificate from the Secret there.
 		podDir := filepath.Join(c.Dir, "pods", name)
 		tmp := filepath.Join(podDir, "tmp")
 		if err := os.MkdirAll(tmp, 0o700); err != nil {
-			return err
+			return nil, err
 		}
 		args, env, err := m.serverCommand(serverOverrides{
-			port:        port,
-			certDir:     filepath.Join(podDir, "certs"),
-			databaseURL: o.DatabaseURL,
-			podName:     name,
+			port:    port,
+			certDir: filepath.Join(podDir, "certs"),
+			secret:  secret,
+			podName: name,
 			extraArgs: append([]string{
 				"--bind-address=" + c.NodeIP.String(),
 				"--kubeconfig=" + kubeconfig,
 				"--authentication-kubeconfig=" + kubeconfig,
 				"--authorization-kubeconfig=" + kubeconfig,
-			}, o.ServerArgs...),
+			}, c.serverArgs...),
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		env = append([]string{"HOME=" + podDir, "PATH=/usr/bin:/bin", "TMPDIR=" + tmp}, env...)
-		p := newProcess(name, filepath.Join(c.Dir, "logs", name+".log"), podDir, o.Binaries.ReportsServer, args, env)
-		c.ReportsServers = append(c.ReportsServers, &Replica{Process: p, Index: i, Port: port, c: c})
-	}
-	for _, r := range c.ReportsServers {
+		p := newProcess(name, filepath.Join(c.Dir, "logs", name+".log"), podDir, c.ReportsServerBin, args, env)
+		r := &Replica{Process: p, Index: i, Port: port, c: c}
 		if err := c.createEndpointSlice(ctx, client, r); err != nil {
-			return err
+			return nil, err
 		}
+		rs = append(rs, r)
 	}
-	if err := c.StartReplicas(ctx, c.ReportsServers...); err != nil {
-		return err
-	}
-	return c.WaitAPIServices(ctx, true, 3*time.Minute)
+	return rs, nil
 }
 
 // createEndpointSlice creates r's slice, with its endpoint not ready (the pod has not passed its

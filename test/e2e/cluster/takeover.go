@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -10,6 +11,9 @@ import (
 
 // Binary is the path of the process's executable.
 func (p *Process) Binary() string { return p.bin }
+
+// Args are the process's arguments.
+func (p *Process) Args() []string { return slices.Clone(p.args) }
 
 // EtcdCount counts etcd's keys under prefix, read from etcd itself: what kube-apiserver keeps,
 // whatever the aggregation layer routes to.

@@ -68,3 +68,25 @@ func (c *Cluster) KubectlAs(ctx context.Context, kubeconfig string, stdin []byte
 	}
 	return out.String(), errOut.String(), err
 }
+
+// Helm runs the helm command (Binaries.Helm) as the admin, with stdin if not nil.
+func (c *Cluster) Helm(ctx context.Context, stdin []byte, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, c.HelmBin, args...)
+	// Its own HOME and Helm directories (repositories, registry logins, caches): no user
+	// configuration applies and nothing outlives the run.
+	home := filepath.Join(c.Dir, "home")
+	cmd.Env = append(os.Environ(), "HOME="+home, "KUBECONFIG="+c.AdminKubeconfig, "NO_COLOR=1",
+		"HELM_CACHE_HOME="+filepath.Join(home, "helm", "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "helm", "config"),
+		"HELM_DATA_HOME="+filepath.Join(home, "helm", "data"))
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errOut.String()))
+	}
+	return out.String(), errOut.String(), err
+}
