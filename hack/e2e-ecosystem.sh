@@ -4,7 +4,9 @@
 # cluster (test/ecosystem, a module of its own; see "Kyverno" in deploy/README.md). The cluster's
 # binaries and Kyverno's are cached in ${REPORTS_E2E_CACHE:-${XDG_CACHE_HOME:-~/.cache}/reports-server-e2e};
 # a cold Kyverno build takes 15 minutes or more on 2 cores (an hour on a busy machine), later runs
-# about three minutes. Extra arguments go to go test, e.g. hack/e2e-ecosystem.sh -v -run TestKyverno.
+# about three minutes. Then Policy Reporter and Helm (test/e2e TestPolicyReporter, which skips unless
+# REPORTS_E2E_POLICY_REPORTER names a checkout or binary, and TestHelm, which `make test` runs too).
+# Extra arguments go to the Kyverno tests, e.g. hack/e2e-ecosystem.sh -v -run TestKyverno.
 set -euo pipefail
 cd "$(dirname "$0")/../test/ecosystem"
 
@@ -12,3 +14,6 @@ GO=${GO:-go}
 export GOWORK=off
 "$GO" vet ./...
 "$GO" test ./... -count=1 -timeout 60m "$@"
+cd ../e2e
+"$GO" test ./... -count=1 -timeout 40m -v -run 'TestPolicyReporter|TestHelm' | grep -E '^(=== RUN|--- |\s+--- |ok|FAIL|PASS)|SKIP|policyreporter_test|helm_test' || true
+test "${PIPESTATUS[0]}" -eq 0

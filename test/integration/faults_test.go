@@ -997,6 +997,18 @@ func (r *faultRun) verify(ctx context.Context, t *testing.T, felt bool, summary 
 		overwritten, codes, slowest.Round(time.Millisecond), relisted, len(log.requests()), w.reopened, time.Since(r.start).Round(time.Millisecond))
 }
 
+// release drops what the run recorded, once verify has checked it.
+func (r *faultRun) release() {
+	r.stop()
+	r.informer, r.rec, r.log = nil, nil, nil
+	r.watch.mu.Lock()
+	r.watch.events = nil
+	r.watch.mu.Unlock()
+	r.load.mu.Lock()
+	r.load.ledger = nil
+	r.load.mu.Unlock()
+}
+
 // informerRelisted says whether the informer started over (a LIST, or a watch-list with initial
 // events) after its first sync, rather than resuming its watch from a resourceVersion.
 func informerRelisted(log *requestLog) bool {
