@@ -342,7 +342,12 @@ func tamper(token string) string {
 // under a raised body limit; the default refuses it with a 413, see TestRequestBodyLimit).
 func TestHugeReport(t *testing.T) {
 	t.Parallel()
-	srv := startServerWith(t, dbtest.URL(t), func(o *server.Options, _ *server.Hooks) { o.MaxRequestBodyBytes = 64 << 20 })
+	srv := startServerWith(t, dbtest.URL(t), func(o *server.Options, _ *server.Hooks) {
+		o.MaxRequestBodyBytes = 64 << 20
+		// Each request moves ~10 MB of JSON through decoding, PostgreSQL and encoding: under the
+		// race detector on a busy machine that takes longer than the default minute.
+		o.RequestTimeout = 5 * time.Minute
+	})
 	c := newRawClient(t, srv.Config)
 	polr := kindNamed(t, "PolicyReport")
 	const ns = "huge"

@@ -38,8 +38,10 @@ const (
 // process's goroutines, heap and the server's database connections stay flat: no quarter of the
 // run after the first holds more than the first quarter's most plus a margin, and once the load
 // has stopped they fall back to near where they started.
+//
+// It is not parallel: the server runs in this test binary, and the goroutines and heap it samples
+// must be its own and the soak's, not those of other tests running beside it.
 func TestSoak(t *testing.T) {
-	t.Parallel()
 	length := soakShort
 	if v := os.Getenv(SoakEnv); v != "" {
 		d, err := time.ParseDuration(v)
