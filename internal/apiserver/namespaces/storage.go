@@ -42,6 +42,7 @@ import (
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 
+	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 	"github.com/reports-server/reports-server/internal/apiserver/tables"
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/sqlc"
@@ -118,7 +119,9 @@ func (s *Storage) Provision(ctx context.Context, obj runtime.Object, options *me
 	if err != nil || m.GetNamespace() == "" || (options != nil && isDryRun(options.DryRun)) {
 		return nothing, nil
 	}
-	err = s.queries.EnsureNamespace(ctx, s.pool, sqlc.EnsureNamespaceParams{Cluster: s.cluster, Name: m.GetNamespace()})
+	qctx, cancel := pgstorage.WithDatabaseDeadline(ctx)
+	defer cancel()
+	err = s.queries.EnsureNamespace(qctx, s.pool, sqlc.EnsureNamespaceParams{Cluster: s.cluster, Name: m.GetNamespace()})
 	if err != nil {
 		return nil, apiError(fmt.Errorf("create namespace %q on first use: %w", m.GetNamespace(), err))
 	}
@@ -331,7 +334,7 @@ func isDryRun(dryRun []string) bool { return len(dryRun) > 0 }
 // apiError maps a database failure to an API status: 503 with a retry hint when the database is
 // unreachable, 500 otherwise.
 func apiError(err error) error {
-	if db.IsUnavailable(err) {
+	if db.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
 		return &apierrors.StatusError{ErrStatus: metav1.Status{
 			Status:  metav1.StatusFailure,
 			Code:    http.StatusServiceUnavailable,

@@ -663,6 +663,13 @@ func (s *Store) dbError(key, op string, err error) error {
 // second, or a quarter of the time left for short deadlines. Without a deadline (watches are
 // bounded otherwise, tests call the store directly) ctx is returned as it is.
 func withDatabaseDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	return WithDatabaseDeadline(ctx)
+}
+
+// WithDatabaseDeadline is withDatabaseDeadline for the server's other storage (namespaces): every
+// query a request runs ends a little before the request does, so a hung database is a 503 with
+// Retry-After, not the request timeout's 504.
+func WithDatabaseDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return ctx, func() {}
