@@ -381,7 +381,8 @@ func TestHugeReport(t *testing.T) {
 	if err := list.UnmarshalJSON(r.body); err != nil || len(list.Items) != 1 {
 		t.Fatalf("list: %d %v (%d items)", r.code, err, len(list.Items))
 	}
-	r = c.do(http.MethodPatch, collection+"/huge", "application/merge-patch+json", []byte(`{"metadata":{"labels":{"patched":"yes"}}}`))
+	// A patch has its own default limit (34 s, as in kube-apiserver), which this one may need more than.
+	r = c.do(http.MethodPatch, collection+"/huge?timeout=5m", "application/merge-patch+json", []byte(`{"metadata":{"labels":{"patched":"yes"}}}`))
 	if r.code != http.StatusOK {
 		t.Errorf("merge patch: %d %.300s", r.code, r.body)
 	}
