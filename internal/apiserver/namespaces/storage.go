@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -62,6 +63,9 @@ type Storage struct {
 	cluster string
 	purge   Purge
 	queries *db.Queries
+	// provisioned are the namespaces this process has given a row: a create in one of them
+	// needs no query (standalone mode has one process; deleting a namespace forgets it).
+	provisioned sync.Map
 	tables.Convertor
 }
 
@@ -119,12 +123,16 @@ func (s *Storage) Provision(ctx context.Context, obj runtime.Object, options *me
 	if err != nil || m.GetNamespace() == "" || (options != nil && isDryRun(options.DryRun)) {
 		return nothing, nil
 	}
+	if _, ok := s.provisioned.Load(m.GetNamespace()); ok {
+		return nothing, nil
+	}
 	qctx, cancel := pgstorage.WithDatabaseDeadline(ctx)
 	defer cancel()
 	err = s.queries.EnsureNamespace(qctx, s.pool, sqlc.EnsureNamespaceParams{Cluster: s.cluster, Name: m.GetNamespace()})
 	if err != nil {
 		return nil, apiError(fmt.Errorf("create namespace %q on first use: %w", m.GetNamespace(), err))
 	}
+	s.provisioned.Store(m.GetNamespace(), struct{}{})
 	return nothing, nil
 }
 
@@ -228,12 +236,14 @@ func (s *Storage) Delete(ctx context.Context, name string, deleteValidation rest
 	if options != nil && isDryRun(options.DryRun) {
 		return ns, false, nil
 	}
+	s.provisioned.Delete(name)
 	if err := s.purge(ctx, name); err != nil {
 		return nil, false, fmt.Errorf("delete the reports of namespace %q: %w", name, err)
 	}
 	if err := s.queries.DeleteNamespace(ctx, s.pool, sqlc.DeleteNamespaceParams{Cluster: s.cluster, Name: name}); err != nil {
 		return nil, false, apiError(fmt.Errorf("delete namespace %q: %w", name, err))
 	}
+	s.provisioned.Delete(name) // again: a create may have provisioned it during the purge
 	return ns, true, nil
 }
 
