@@ -66,6 +66,8 @@ type Options struct {
 	// Kube are the flags of aggregated mode's APIServices, serving certificate and migration
 	// from CRDs (kube_options.go).
 	Kube *KubeOptions
+	// Shutdown are the flags of a graceful stop (shutdown_options.go).
+	Shutdown *ShutdownOptions
 
 	// bindAddressSet records whether --bind-address was given; standalone defaults to loopback.
 	bindAddressSet bool
@@ -93,6 +95,7 @@ func NewOptions() *Options {
 		Analytics:           NewAnalyticsOptions(),
 		Watch:               NewWatchOptions(),
 		Kube:                NewKubeOptions(),
+		Shutdown:            NewShutdownOptions(),
 	}
 }
 
@@ -131,6 +134,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Analytics.AddFlags(fs)
 	o.Watch.AddFlags(fs)
 	o.Kube.AddFlags(fs)
+	o.Shutdown.AddFlags(fs)
 }
 
 // Complete fills in derived defaults; fs tells which flags were given (nil: none).
@@ -175,6 +179,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Analytics.Validate()...)
 	errs = append(errs, o.Watch.Validate()...)
 	errs = append(errs, o.Kube.Validate()...)
+	errs = append(errs, o.Shutdown.Validate()...)
 	if o.ClusterName == "" {
 		errs = append(errs, errors.New("--cluster-name must not be empty"))
 	}

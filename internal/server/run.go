@@ -195,6 +195,7 @@ func (o *Options) applyExtra(cfg *apiserver.Config, pool *pgxpool.Pool) {
 	cfg.Extra.MaxUnpagedListBytes = o.MaxUnpagedListBytes
 	cfg.Generic.MaxRequestBodyBytes = o.MaxRequestBodyBytes
 	cfg.Generic.RequestTimeout = o.RequestTimeout
+	o.Shutdown.ApplyTo(&cfg.Generic.Config)
 	cfg.Extra.Kinds = o.Kube.Kinds()
 	cfg.Extra.Analytics = o.Analytics.Config()
 	cfg.Extra.CoreNamespaces = o.Standalone

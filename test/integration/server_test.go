@@ -6,6 +6,7 @@ package integration
 import (
 	"context"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ type testServer struct {
 	Kubeconfig string
 	// DatabaseURL is the server's own database.
 	DatabaseURL string
+	// Stop stops the server as SIGTERM does and waits until it has; the test's end calls it too.
+	Stop func()
 }
 
 // startServer runs `reports-server serve --standalone --secure-port 0` in-process with a temporary
@@ -70,23 +73,27 @@ func startServerWith(t testing.TB, databaseURL string, configure func(*server.Op
 	}()
 	// Registered after dbtest.URL's cleanup, so it runs first: the server stops before its
 	// database is dropped.
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("server exited with: %v", err)
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("server exited with: %v", err)
+				}
+			case <-time.After(90 * time.Second):
+				t.Errorf("server did not stop within 90s")
 			}
-		case <-time.After(90 * time.Second):
-			t.Errorf("server did not stop within 90s")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 
 	select {
 	case cfg := <-ready:
 		// Tests issue many requests quickly; client-go's default 5 QPS would only slow them down.
 		cfg.QPS, cfg.Burst = -1, 0
-		return &testServer{Config: cfg, Kubeconfig: o.WriteKubeconfig, DatabaseURL: o.DatabaseURL}
+		return &testServer{Config: cfg, Kubeconfig: o.WriteKubeconfig, DatabaseURL: o.DatabaseURL, Stop: stop}
 	case err := <-done:
 		t.Fatalf("server exited before it was ready: %v", err)
 	case <-time.After(2 * time.Minute):
