@@ -6,22 +6,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/informertest"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
 )
 
@@ -138,8 +132,14 @@ func testHelmUpgrade(t *testing.T, h *release, kept map[string]string) {
 	ensureNamespace(t, h.c, ns, nil)
 	polr := kindByResource(t, "policyreports")
 	res := resourceFor(dynamicClient(t, h.c), polr, ns)
-	inf := startHistoryInformer(t, res)
-	w := startWriter(ctx, res, polr, ns)
+	inf, err := informertest.StartHistory(testContext(t, time.Minute), res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inf.Stop()
+	w := informertest.StartWriter(ctx, res, "w", 3000, func(name string) *unstructured.Unstructured {
+		return report(polr, ns, name, "pass", name)
+	})
 
 	h.helm(t, "upgrade", helmRelease, h.chart, "--values", valuesFile(t, h.values("replicaCount: 2\nextraArgs: [--v=2]")))
 	m := h.manifests(t)
@@ -150,8 +150,13 @@ func testHelmUpgrade(t *testing.T, h *release, kept map[string]string) {
 		t.Fatal(err)
 	}
 	// Some writes after the rollout too, all on the new replicas.
-	w.waitFor(t, w.count()+20)
-	written, retried := w.stop(t)
+	if err := w.WaitFor(testContext(t, 2*time.Minute), w.Count()+20); err != nil {
+		t.Fatal(err)
+	}
+	written, retried, err := w.Stop()
+	if err != nil {
+		t.Fatalf("writing through the upgrade: %v", err)
+	}
 	t.Logf("%d reports written and updated during the upgrade (%d attempts retried)", len(written), retried)
 
 	if got := len(h.c.ReportsServers); got != 2 {
@@ -181,7 +186,16 @@ func testHelmUpgrade(t *testing.T, h *release, kept map[string]string) {
 			}
 		}
 	}
-	inf.check(t, res, written)
+	// The old replica ends its watches cleanly when it stops (--shutdown-watch-termination-grace-period),
+	// so the informer resumes its watch on a new replica without relisting, and sees every write as
+	// an event (test/integration TestInformerThroughRollingUpgrade is the same without kube-apiserver).
+	if err := inf.WaitEqual(testContext(t, time.Minute), res); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the informer synced %d time(s)", inf.Syncs())
+	if missed := inf.Missed(written); len(missed) > 0 {
+		t.Errorf("the informer missed %d of the writes' events (it synced %d time(s)): %s", len(missed), inf.Syncs(), strings.Join(missed, " "))
+	}
 }
 
 // testHelmUninstall uninstalls the release. Helm deletes the release's objects; the harness then
@@ -289,230 +303,4 @@ func queryString(t *testing.T, url, query string) string {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return s
-}
-
-// historyInformer is a shared informer that records every resourceVersion its handlers see for
-// each object, and counts its syncs (a list, or a watch that sends the initial state): one after
-// the first is a relist, which replaces what the informer missed without its events.
-type historyInformer struct {
-	informer cache.SharedIndexInformer
-	syncs    atomic.Int64
-	mu       sync.Mutex
-	seen     map[string][]string
-}
-
-func startHistoryInformer(t *testing.T, res dynamic.ResourceInterface) *historyInformer {
-	t.Helper()
-	h := &historyInformer{seen: map[string][]string{}}
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			h.syncs.Add(1)
-			return res.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			if o.SendInitialEvents != nil && *o.SendInitialEvents {
-				h.syncs.Add(1)
-			}
-			return res.Watch(ctx, o)
-		},
-	}
-	h.informer = cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{})
-	record := func(obj any) {
-		u := obj.(*unstructured.Unstructured)
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		h.seen[u.GetName()] = append(h.seen[u.GetName()], u.GetResourceVersion())
-	}
-	if _, err := h.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    record,
-		UpdateFunc: func(_, obj any) { record(obj) },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.informer.Run(stop)
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		<-done
-	})
-	if !cache.WaitForCacheSync(testContext(t, time.Minute).Done(), h.informer.HasSynced) {
-		t.Fatal("informer did not sync")
-	}
-	return h
-}
-
-// check waits until the informer's store equals a fresh list of res, then checks that it saw
-// each resourceVersion of written, by name, as an event.
-func (h *historyInformer) check(t *testing.T, res dynamic.ResourceInterface, written map[string][]string) {
-	t.Helper()
-	eventually(t, "the informer's store equals a fresh list", time.Minute, func(ctx context.Context) (bool, string, error) {
-		l, err := res.List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		got := map[string]string{}
-		for _, obj := range h.informer.GetStore().List() {
-			u := obj.(*unstructured.Unstructured)
-			got[u.GetName()] = u.GetResourceVersion()
-		}
-		for _, item := range l.Items {
-			if got[item.GetName()] != item.GetResourceVersion() {
-				return false, fmt.Sprintf("%s: store %q, list %q", item.GetName(), got[item.GetName()], item.GetResourceVersion()), nil
-			}
-		}
-		return len(got) == len(l.Items), fmt.Sprintf("store %d objects, list %d", len(got), len(l.Items)), nil
-	})
-	// The old replica ends its watches cleanly when it stops (--shutdown-watch-termination-grace-period),
-	// so the informer resumes its watch on a new replica without relisting, and sees every write as
-	// an event (test/integration TestInformerThroughRollingUpgrade is the same without kube-apiserver).
-	t.Logf("the informer synced %d time(s)", h.syncs.Load())
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var missed []string
-	for name, rvs := range written {
-		for _, rv := range rvs {
-			if !slices.Contains(h.seen[name], rv) {
-				missed = append(missed, name+"@"+rv)
-			}
-		}
-	}
-	if len(missed) > 0 {
-		slices.Sort(missed)
-		t.Errorf("the informer missed %d of the writes' events (it synced %d time(s)): %s", len(missed), h.syncs.Load(), strings.Join(missed, " "))
-	}
-}
-
-// writer creates reports one after the other, updating each once, until stopped. A write that
-// fails is retried (a replica going away can fail a request in flight); one that cannot be
-// completed fails the test.
-type writer struct {
-	stopCh  chan struct{}
-	done    chan struct{}
-	mu      sync.Mutex
-	written map[string][]string // resourceVersions of the writes, by name
-	retried int
-	err     error
-}
-
-// writerLimit bounds the writer whatever happens.
-const writerLimit = 3000
-
-func startWriter(ctx context.Context, res dynamic.ResourceInterface, k reports.Kind, ns string) *writer {
-	w := &writer{stopCh: make(chan struct{}), done: make(chan struct{}), written: map[string][]string{}}
-	go func() {
-		defer close(w.done)
-		for i := range writerLimit {
-			select {
-			case <-w.stopCh:
-				return
-			case <-ctx.Done():
-				w.err = ctx.Err()
-				return
-			default:
-			}
-			if err := w.write(ctx, res, k, ns, "w-"+strconv.Itoa(i)); err != nil {
-				w.err = err
-				return
-			}
-		}
-	}()
-	return w
-}
-
-// write creates name and updates it once, recording the resourceVersion of each.
-func (w *writer) write(ctx context.Context, res dynamic.ResourceInterface, k reports.Kind, ns, name string) error {
-	var created *unstructured.Unstructured
-	err := w.retry(ctx, func() (err error) {
-		created, err = res.Create(ctx, report(k, ns, name, "pass", name), metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			// An earlier attempt went through.
-			created, err = res.Get(ctx, name, metav1.GetOptions{})
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
-	}
-	w.record(name, created.GetResourceVersion())
-	var updated *unstructured.Unstructured
-	err = w.retry(ctx, func() error {
-		obj, err := res.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if obj.GetLabels()["updated"] == "true" {
-			updated = obj // an earlier attempt went through
-			return nil
-		}
-		obj.SetLabels(map[string]string{"updated": "true"})
-		updated, err = res.Update(ctx, obj, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("update %s: %w", name, err)
-	}
-	w.record(name, updated.GetResourceVersion())
-	return nil
-}
-
-func (w *writer) retry(ctx context.Context, f func() error) error {
-	var err error
-	for attempt := range 10 {
-		if attempt > 0 {
-			w.mu.Lock()
-			w.retried++
-			w.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
-		if err = f(); err == nil {
-			return nil
-		}
-	}
-	return err
-}
-
-func (w *writer) record(name, rv string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.written[name] = append(w.written[name], rv)
-}
-
-// count is how many reports were written so far.
-func (w *writer) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.written)
-}
-
-// waitFor waits until n reports were written (or the writer stopped).
-func (w *writer) waitFor(t *testing.T, n int) {
-	t.Helper()
-	eventually(t, fmt.Sprintf("%d reports written", n), 2*time.Minute, func(context.Context) (bool, string, error) {
-		select {
-		case <-w.done:
-			return true, "", nil
-		default:
-		}
-		got := w.count()
-		return got >= n, fmt.Sprintf("%d written", got), nil
-	})
-}
-
-// stop stops the writer and returns what it wrote; it fails t if a write failed.
-func (w *writer) stop(t *testing.T) (written map[string][]string, retried int) {
-	t.Helper()
-	close(w.stopCh)
-	<-w.done
-	if w.err != nil {
-		t.Fatalf("writing through the upgrade: %v", w.err)
-	}
-	return w.written, w.retried
 }

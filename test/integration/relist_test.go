@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -11,20 +10,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 
-	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/informertest"
 )
 
 // replicaProxy stands for kube-apiserver's aggregation in front of a Service's replicas: each
@@ -111,213 +104,41 @@ func TestInformerThroughRollingUpgrade(t *testing.T) {
 	defer cancel()
 
 	proxy.setReady("a", true)
-	inf := newHistoryInformer(t, res)
-	w := &seqWriter{res: res, kind: polr, ns: ns, written: map[string][]string{}}
-	writerDone := make(chan error, 1)
-	stopWriter := make(chan struct{})
-	go func() { writerDone <- w.run(ctx, stopWriter) }()
-	w.waitFor(t, 20)
+	inf, err := informertest.StartHistory(ctx, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inf.Stop()
+	w := informertest.StartWriter(ctx, res, "r", 5000, func(name string) *unstructured.Unstructured {
+		return sample(polr, ns, name, nil, "Pod", "pass")
+	})
+	waitWritten := func(n int) {
+		t.Helper()
+		if err := w.WaitFor(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitWritten(20)
 	proxy.setReady("b", true)
-	w.waitFor(t, 40)
+	waitWritten(40)
 	proxy.setReady("a", false)
 	stopping := time.Now()
 	a.Stop()
 	stopped := time.Since(stopping)
-	w.waitFor(t, w.count()+40)
-	close(stopWriter)
-	if err := <-writerDone; err != nil {
+	waitWritten(w.Count() + 40)
+	written, retried, err := w.Stop()
+	if err != nil {
 		t.Fatal(err)
 	}
 
-	inf.waitEqual(t, ctx, res)
-	missed := inf.missed(w.written)
-	relists := inf.syncs.Load() - 1
-	t.Logf("%d reports written; replica a stopped in %v; the informer relisted %d time(s) and missed %d events",
-		len(w.written), stopped.Round(time.Millisecond), relists, len(missed))
+	if err := inf.WaitEqual(ctx, res); err != nil {
+		t.Fatal(err)
+	}
+	missed := inf.Missed(written)
+	relists := inf.Syncs() - 1
+	t.Logf("%d reports written (%d attempts retried); replica a stopped in %v; the informer relisted %d time(s) and missed %d events",
+		len(written), retried, stopped.Round(time.Millisecond), relists, len(missed))
 	if relists != 0 || len(missed) != 0 {
 		t.Errorf("the informer relisted %d time(s) and missed %d of the writes' events: %s", relists, len(missed), strings.Join(missed, " "))
-	}
-}
-
-// historyInformer records every resourceVersion its handlers see for each name, and counts its
-// syncs (lists, or watches asking for the initial state).
-type historyInformer struct {
-	informer cache.SharedIndexInformer
-	syncs    atomic.Int64
-	mu       sync.Mutex
-	seen     map[string][]string
-}
-
-func newHistoryInformer(t *testing.T, res dynamic.ResourceInterface) *historyInformer {
-	t.Helper()
-	h := &historyInformer{seen: map[string][]string{}}
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			h.syncs.Add(1)
-			return res.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			if o.SendInitialEvents != nil && *o.SendInitialEvents {
-				h.syncs.Add(1)
-			}
-			return res.Watch(ctx, o)
-		},
-	}
-	h.informer = cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{})
-	record := func(obj any) {
-		u := obj.(*unstructured.Unstructured)
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		h.seen[u.GetName()] = append(h.seen[u.GetName()], u.GetResourceVersion())
-	}
-	if _, err := h.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    record,
-		UpdateFunc: func(_, obj any) { record(obj) },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.informer.Run(stop)
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		<-done
-	})
-	if !waitFor(time.Minute, h.informer.HasSynced) {
-		t.Fatal("informer did not sync")
-	}
-	return h
-}
-
-// waitEqual waits until the informer's store equals a fresh list.
-func (h *historyInformer) waitEqual(t *testing.T, ctx context.Context, res dynamic.ResourceInterface) {
-	t.Helper()
-	var why string
-	if !waitFor(time.Minute, func() bool {
-		l, err := res.List(ctx, metav1.ListOptions{})
-		if err != nil {
-			why = err.Error()
-			return false
-		}
-		store := h.informer.GetStore()
-		for _, item := range l.Items {
-			obj, ok, _ := store.GetByKey(item.GetNamespace() + "/" + item.GetName())
-			if !ok || obj.(*unstructured.Unstructured).GetResourceVersion() != item.GetResourceVersion() {
-				why = fmt.Sprintf("%s: not in the store at resourceVersion %s", item.GetName(), item.GetResourceVersion())
-				return false
-			}
-		}
-		why = fmt.Sprintf("store %d objects, list %d", len(store.ListKeys()), len(l.Items))
-		return len(store.ListKeys()) == len(l.Items)
-	}) {
-		t.Fatalf("the informer's store never equalled a fresh list: %s", why)
-	}
-}
-
-// missed lists the writes (name@resourceVersion) the informer saw no event of.
-func (h *historyInformer) missed(written map[string][]string) []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var missed []string
-	for name, rvs := range written {
-		for _, rv := range rvs {
-			if !slices.Contains(h.seen[name], rv) {
-				missed = append(missed, name+"@"+rv)
-			}
-		}
-	}
-	slices.Sort(missed)
-	return missed
-}
-
-// seqWriter creates reports one after the other and updates each once at once, retrying what
-// a replica going away fails.
-type seqWriter struct {
-	res     dynamic.ResourceInterface
-	kind    reports.Kind
-	ns      string
-	mu      sync.Mutex
-	written map[string][]string
-}
-
-func (w *seqWriter) run(ctx context.Context, stop <-chan struct{}) error {
-	for i := 0; ; i++ {
-		select {
-		case <-stop:
-			return nil
-		default:
-		}
-		if err := w.write(ctx, fmt.Sprintf("r-%04d", i)); err != nil {
-			return err
-		}
-	}
-}
-
-func (w *seqWriter) write(ctx context.Context, name string) error {
-	var created *unstructured.Unstructured
-	if err := retryWrite(ctx, func() (err error) {
-		created, err = w.res.Create(ctx, sample(w.kind, w.ns, name, nil, "Pod", "pass"), metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			created, err = w.res.Get(ctx, name, metav1.GetOptions{}) // an earlier attempt went through
-		}
-		return err
-	}); err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
-	}
-	w.record(name, created.GetResourceVersion())
-	var updated *unstructured.Unstructured
-	if err := retryWrite(ctx, func() error {
-		obj, err := w.res.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if obj.GetLabels()["updated"] == "true" {
-			updated = obj // an earlier attempt went through
-			return nil
-		}
-		obj.SetLabels(map[string]string{"updated": "true"})
-		updated, err = w.res.Update(ctx, obj, metav1.UpdateOptions{})
-		return err
-	}); err != nil {
-		return fmt.Errorf("update %s: %w", name, err)
-	}
-	w.record(name, updated.GetResourceVersion())
-	return nil
-}
-
-func retryWrite(ctx context.Context, f func() error) error {
-	var err error
-	for range 20 {
-		if err = f(); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return err
-}
-
-func (w *seqWriter) record(name, rv string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.written[name] = append(w.written[name], rv)
-}
-
-func (w *seqWriter) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.written)
-}
-
-func (w *seqWriter) waitFor(t *testing.T, n int) {
-	t.Helper()
-	if !waitFor(time.Minute, func() bool { return w.count() >= n }) {
-		t.Fatalf("%d reports written in a minute, want %d", w.count(), n)
 	}
 }
