@@ -245,7 +245,9 @@ func TestSelectorsMatchExactlyAtMaxLength(t *testing.T) {
 	// Two fields at once, with labels: the conjunction.
 	expect("scope.kind and scope.name of report 0, label of report 0",
 		metav1.ListOptions{FieldSelector: "scope.kind=" + escapeFieldValue(scope(0)) + ",scope.name=" + escapeFieldValue(scope(1)), LabelSelector: "v=" + label(0)},
-		func(i int, _ report) bool { return scope(i) == scope(0) && scope(i+1) == scope(1) && label(i) == label(0) })
+		func(i int, _ report) bool {
+			return scope(i) == scope(0) && scope(i+1) == scope(1) && label(i) == label(0)
+		})
 
 	for _, name := range nameValues {
 		expect("metadata.name="+name, metav1.ListOptions{FieldSelector: "metadata.name=" + name}, func(_ int, r report) bool { return r.name == name })
