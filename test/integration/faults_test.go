@@ -1028,8 +1028,15 @@ func (r *faultRun) verify(ctx context.Context, t *testing.T, felt bool, summary 
 	if len(changes) > 0 {
 		target = changes[len(changes)-1].RV
 	}
-	if !waitFor(30*time.Second, func() bool { return rec.lastRV() >= target && w.lastRV() >= target }) {
-		t.Errorf("watchers did not reach revision %d within 30s: informer at %d, raw watch at %d", target, rec.lastRV(), w.lastRV())
+	catchUp := 30 * time.Second
+	if !e.reconnected.IsZero() {
+		// An informer whose link was cut backed off between its refused watches, up to
+		// client-go's cap (30 s, jittered up to twice that), and waits that long once more
+		// before it relists after its 410.
+		catchUp += 60 * time.Second
+	}
+	if !waitFor(catchUp, func() bool { return rec.lastRV() >= target && w.lastRV() >= target }) {
+		t.Errorf("watchers did not reach revision %d within %v: informer at %d, raw watch at %d", target, catchUp, rec.lastRV(), w.lastRV())
 	}
 	relisted := informerRelisted(log)
 	if e.history != nil {
