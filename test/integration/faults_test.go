@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/db"
@@ -162,6 +163,9 @@ type faultSetup struct {
 	// tmpfsTablespace puts the server's database in a tablespace on a small tmpfs (needs root),
 	// so the test can fill it up.
 	tmpfsTablespace bool
+	// process runs the server as its own process (the built binary, as deployed), so that its
+	// memory and goroutines can be measured apart from the test's.
+	process bool
 	// watchTimeout, when set, is the timeoutSeconds of the watchers' watches, so that a watch
 	// open when their link is cut ends soon (as a watch through a broken network would).
 	watchTimeout int64
@@ -178,6 +182,7 @@ type faultEnv struct {
 	pg   *pglocal.Server
 
 	srv         *testServer
+	proc        *process // the server, when it runs as its own process
 	host        string
 	client      *http.Client // bounded: a request that outlives it hung
 	watchClient *http.Client // unbounded, for watches; behind link
@@ -234,9 +239,13 @@ func newFaultEnv(t *testing.T, setup faultSetup) *faultEnv {
 	if setup.poolMaxConns > 0 {
 		serverURL += "&pool_max_conns=" + strconv.Itoa(setup.poolMaxConns)
 	}
-	e.srv = startServerWith(t, serverURL, func(o *server.Options, _ *server.Hooks) {
-		o.RequestTimeout = faultRequestTimeout
-	})
+	if setup.process {
+		e.srv, e.proc = startServerProcess(t, serverURL)
+	} else {
+		e.srv = startServerWith(t, serverURL, func(o *server.Options, _ *server.Hooks) {
+			o.RequestTimeout = faultRequestTimeout
+		})
+	}
 	hc, err := rest.HTTPClientFor(e.srv.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -249,6 +258,38 @@ func newFaultEnv(t *testing.T, setup faultSetup) *faultEnv {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// startServerProcess builds the server and runs `serve --standalone` on databaseURL as its own
+// process, with the Deployment's GOMEMLIMIT, and returns a client configuration for it.
+func startServerProcess(t *testing.T, databaseURL string) (*testServer, *process) {
+	t.Helper()
+	bin := buildServer(t, t.TempDir())
+	p := startCommand(t, []string{"DATABASE_URL", "GOMEMLIMIT"}, []string{"GOMEMLIMIT=" + memGoMemLimit}, bin,
+		"serve", "--standalone", "--secure-port", "0", "--data-dir", filepath.Join(t.TempDir(), "data"),
+		"--database-url", databaseURL, "--request-timeout", faultRequestTimeout.String())
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(90 * time.Second):
+			t.Errorf("reports-server did not stop within 90s of SIGTERM")
+		}
+	})
+	var kubeconfig string
+	p.mu.Lock()
+	for _, line := range p.stdout {
+		if k, ok := strings.CutPrefix(line, "kubeconfig: "); ok {
+			kubeconfig = k
+		}
+	}
+	p.mu.Unlock()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = -1, 0
+	return &testServer{Config: cfg, Kubeconfig: kubeconfig, DatabaseURL: databaseURL}, p
 }
 
 func (e *faultEnv) postgres() *pglocal.Server {
