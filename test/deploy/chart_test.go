@@ -14,6 +14,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -73,8 +74,11 @@ func render(t *testing.T, c *chart.Chart, kube *common.KubeVersion, releaseName,
 		case strings.HasPrefix(base, "_"):
 			// Partials render to nothing.
 		default:
-			if strings.Contains(files[name], "helm.sh/hook") {
-				t.Errorf("%s: the chart should have no hooks", name)
+			// Hooks are not the release's objects (helm uninstall leaves them, GitOps tools
+			// treat them apart): only the migration Job, which must run before the server's pods,
+			// and the Secret it reads are hooks.
+			if strings.Contains(files[name], "helm.sh/hook") && base != "migrations.yaml" {
+				t.Errorf("%s: only the migration Job (migrations.yaml) may be a hook", name)
 			}
 			objs, err := decodeDocuments(name, []byte(files[name]))
 			if err != nil {
@@ -190,7 +194,10 @@ var chartCases = []chartCase{
 					t.Errorf("volume %s mounts Secret %s: the server reads its certificate through the API", v.Name, v.Secret.SecretName)
 				}
 			}
-			for _, kind := range []string{"APIService", "StatefulSet", "ServiceMonitor", "Certificate", "Issuer", "Secret"} {
+			if hasArgPrefix(idx, "--migrate=") {
+				t.Error("the server migrates at start by default: no --migrate flag")
+			}
+			for _, kind := range []string{"APIService", "StatefulSet", "ServiceMonitor", "Certificate", "Issuer", "Secret", "Job"} {
 				if len(idx[kind]) != 0 {
 					t.Errorf("unexpected %s by default", kind)
 				}
@@ -246,6 +253,40 @@ var chartCases = []chartCase{
 		check: func(t *testing.T, r rendered, idx index) {
 			if strings.Contains(r.notes, "create secret") {
 				t.Error("NOTES ask to create a Secret that was given")
+			}
+		},
+	},
+	{
+		name: "split roles, owner url",
+		values: `database:
+  existingSecret: app-db
+  migrations:
+    url: 'postgres://reports_owner:owner-pw@db.example:5432/reports?sslmode=verify-full'
+    activeDeadlineSeconds: 300
+    backoffLimit: 1`,
+		want: expectation{dbSecret: "app-db", dbKey: "url", tls: "managed"},
+		check: func(t *testing.T, r rendered, idx index) {
+			checkMigrationJob(t, idx, "reports-server-migrations", "url", 300, 1)
+			owner := find(idx, "Secret", "reports-server-migrations")
+			if owner == nil {
+				t.Fatal("no Secret reports-server-migrations for the owner's URL")
+			}
+			if url := string(owner.typed.(*corev1.Secret).Data["url"]); !strings.HasPrefix(url, "postgres://reports_owner:") {
+				t.Errorf("Secret reports-server-migrations holds %q, want the owner's URL", url)
+			}
+			checkHook(t, owner, "-10")
+		},
+	},
+	{
+		name: "split roles, existing owner secret",
+		values: `database:
+  url: 'postgres://reports_app:app-pw@db.example:5432/reports?sslmode=verify-full'
+  migrations: {existingSecret: pg-owner, secretKey: dsn}`,
+		want: expectation{dbSecret: "reports-server-database", dbKey: "url", dbSecretRendered: true, tls: "managed"},
+		check: func(t *testing.T, r rendered, idx index) {
+			checkMigrationJob(t, idx, "pg-owner", "dsn", 600, 3)
+			if find(idx, "Secret", "reports-server-migrations") != nil {
+				t.Error("Secret reports-server-migrations rendered; the user provides pg-owner")
 			}
 		},
 	},
@@ -649,6 +690,65 @@ rbac: {aggregateToDefaultRoles: false}
 }
 
 // serviceMonitorTLS is the tlsConfig of a ServiceMonitor's first endpoint.
+// checkMigrationJob checks the split-role mode: a hook Job runs `migrate up` with the owner's
+// URL from secret/key before the server (--migrate=false) is created or updated.
+func checkMigrationJob(t *testing.T, idx index, secret, key string, deadline int64, backoff int32) {
+	t.Helper()
+	checkArgs(t, idx, "--migrate=false")
+	job := find(idx, "Job", "reports-server-migrate")
+	if job == nil {
+		t.Fatal("no Job reports-server-migrate")
+	}
+	checkHook(t, job, "0")
+	j := job.typed.(*batchv1.Job)
+	spec := &j.Spec.Template.Spec
+	checkRestricted(t, "Job "+j.Name, spec)
+	if spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("Job restartPolicy %s, want Never (the Job retries, backoffLimit)", spec.RestartPolicy)
+	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("the migration Job mounts a service account token; it talks to PostgreSQL only")
+	}
+	if j.Spec.ActiveDeadlineSeconds == nil || *j.Spec.ActiveDeadlineSeconds != deadline || j.Spec.BackoffLimit == nil || *j.Spec.BackoffLimit != backoff {
+		t.Errorf("Job activeDeadlineSeconds %v, backoffLimit %v; want %d, %d", j.Spec.ActiveDeadlineSeconds, j.Spec.BackoffLimit, deadline, backoff)
+	}
+	if got := j.Spec.Template.Labels["app.kubernetes.io/component"]; got != "migrations" {
+		t.Errorf("Job pods' component label %q: the server's Service and PodDisruptionBudget must not select them", got)
+	}
+	c := spec.Containers[0]
+	if !slices.Equal(c.Args, []string{"migrate", "up"}) {
+		t.Errorf("Job args %q, want [migrate up]", c.Args)
+	}
+	if want := deploymentOf(idx).Spec.Template.Spec.Containers[0].Image; c.Image != want {
+		t.Errorf("Job image %s, want the server's %s", c.Image, want)
+	}
+	var ref *corev1.SecretKeySelector
+	for _, e := range c.Env {
+		if e.Name == "DATABASE_URL" && e.ValueFrom != nil {
+			ref = e.ValueFrom.SecretKeyRef
+		}
+	}
+	if ref == nil || ref.Name != secret || ref.Key != key {
+		t.Errorf("Job DATABASE_URL from %+v, want Secret %s key %s", ref, secret, key)
+	}
+	// The server's container never sees the owner's Secret.
+	for _, e := range deploymentOf(idx).Spec.Template.Spec.Containers[0].Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == secret {
+			t.Errorf("the server's %s comes from the owner's Secret %s", e.Name, secret)
+		}
+	}
+}
+
+// checkHook checks that o runs before the release's other objects at install and upgrade,
+// ordered by weight.
+func checkHook(t *testing.T, o *object, weight string) {
+	t.Helper()
+	a := o.u.GetAnnotations()
+	if a["helm.sh/hook"] != "pre-install,pre-upgrade" || a["helm.sh/hook-weight"] != weight || a["helm.sh/hook-delete-policy"] != "before-hook-creation" {
+		t.Errorf("%v: hook annotations %v, want pre-install,pre-upgrade with weight %s, deleted before the next one", o, a, weight)
+	}
+}
+
 func serviceMonitorTLS(sm *object) map[string]any {
 	endpoints, _, _ := unstructured.NestedSlice(sm.u.Object, "spec", "endpoints")
 	if len(endpoints) == 0 {
@@ -810,6 +910,8 @@ func TestChartRejects(t *testing.T) {
 	for _, tc := range []struct{ name, values, want string }{
 		{"url and existing secret", "database: {url: 'postgres://x', existingSecret: s}", "set only one of"},
 		{"url and bundled postgresql", "database: {url: 'postgres://x'}\npostgresql: {enabled: true}", "set only one of"},
+		{"two owner sources", "database: {migrations: {url: 'postgres://x', existingSecret: s}}", "set only one of database.migrations.existingSecret"},
+		{"owner with bundled postgresql", "database: {migrations: {url: 'postgres://x'}}\npostgresql: {enabled: true}", "has one role"},
 		{"managed with cert-manager", "apiService: {certManager: {enabled: true}}", "apiService.managed=true: the server makes the serving certificate (in the Secret apiService.servingCertSecret) and puts its CA into the APIServices it manages, so apiService.certManager.enabled cannot apply"},
 		{"managed with a provided certificate", "apiService: {tls: {existingSecret: s, caBundle: x}}", "so apiService.tls.existingSecret, apiService.tls.caBundle cannot apply"},
 		{"managed with insecureSkipTLSVerify", "apiService: {insecureSkipTLSVerify: true}", "so apiService.insecureSkipTLSVerify cannot apply"},

@@ -26,7 +26,8 @@ import (
 // README.md); the deployment artifacts may only use these.
 var knownServeFlags = []string{
 	// Own flags (internal/server/options.go).
-	"database-url", "cluster-name", "standalone", "data-dir", "write-kubeconfig", "request-timeout",
+	"database-url", "database-read-url", "cluster-name", "standalone", "data-dir", "write-kubeconfig",
+	"request-timeout", "migrate",
 	// internal/server/analytics_options.go, watch_options.go.
 	"analytics", "summary-refresh-interval",
 	"watch-history-window", "watch-history-max-events", "compaction-interval",

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/db"
@@ -82,6 +83,7 @@ func TestDatabaseFaults(t *testing.T) {
 		{name: "Freeze", fault: freeze, felt: true},
 		{name: "PoolExhausted", setup: faultSetup{poolMaxConns: 3}, fault: exhaustPool, felt: true},
 		{name: "DiskFull", setup: faultSetup{tmpfsTablespace: true}, fault: diskFull, felt: true},
+		{name: "CompactedWhileCutOff", setup: faultSetup{watchTimeout: 3}, fault: compactWhileCutOff},
 	} {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
@@ -161,6 +163,12 @@ type faultSetup struct {
 	// tmpfsTablespace puts the server's database in a tablespace on a small tmpfs (needs root),
 	// so the test can fill it up.
 	tmpfsTablespace bool
+	// process runs the server as its own process (the built binary, as deployed), so that its
+	// memory and goroutines can be measured apart from the test's.
+	process bool
+	// watchTimeout, when set, is the timeoutSeconds of the watchers' watches, so that a watch
+	// open when their link is cut ends soon (as a watch through a broken network would).
+	watchTimeout int64
 }
 
 type faultEnv struct {
@@ -174,9 +182,19 @@ type faultEnv struct {
 	pg   *pglocal.Server
 
 	srv         *testServer
+	proc        *process // the server, when it runs as its own process
 	host        string
 	client      *http.Client // bounded: a request that outlives it hung
-	watchClient *http.Client // unbounded, for watches
+	watchClient *http.Client // unbounded, for watches; behind link
+	// link is the network between the watchers (informer and raw watch) and the server; the
+	// writers and probes do not go through it.
+	link         partition
+	watchTimeout int64
+	// history, when a fault compacts the change log, is the change log as it was just before
+	// (after the run's first revision): verify checks the ledger and the watchers against it.
+	history []event
+	// reconnected is when the fault restored the watchers' link, if it cut it.
+	reconnected time.Time
 	kind        reports.Kind
 	ns          string
 	collection  string
@@ -189,7 +207,8 @@ func newFaultEnv(t *testing.T, setup faultSetup) *faultEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e := &faultEnv{t: t, dataDir: filepath.Join(t.TempDir(), "pg"), kind: kindNamed(t, "PolicyReport"), ns: "faults"}
+	e := &faultEnv{t: t, dataDir: filepath.Join(t.TempDir(), "pg"), kind: kindNamed(t, "PolicyReport"), ns: "faults",
+		watchTimeout: setup.watchTimeout}
 	e.collection = apiPath(e.kind, e.ns)
 	if setup.tmpfsTablespace {
 		e.mountTmpfs(t)
@@ -220,19 +239,57 @@ func newFaultEnv(t *testing.T, setup faultSetup) *faultEnv {
 	if setup.poolMaxConns > 0 {
 		serverURL += "&pool_max_conns=" + strconv.Itoa(setup.poolMaxConns)
 	}
-	e.srv = startServerWith(t, serverURL, func(o *server.Options, _ *server.Hooks) {
-		o.RequestTimeout = faultRequestTimeout
-	})
+	if setup.process {
+		e.srv, e.proc = startServerProcess(t, serverURL)
+	} else {
+		e.srv = startServerWith(t, serverURL, func(o *server.Options, _ *server.Hooks) {
+			o.RequestTimeout = faultRequestTimeout
+		})
+	}
 	hc, err := rest.HTTPClientFor(e.srv.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.host = e.srv.Config.Host
-	e.watchClient = hc
 	bounded := *hc
 	bounded.Timeout = faultRequestTimeout + 10*time.Second
 	e.client = &bounded
+	if e.watchClient, err = rest.HTTPClientFor(e.link.wrap(e.srv.Config)); err != nil {
+		t.Fatal(err)
+	}
 	return e
+}
+
+// startServerProcess builds the server and runs `serve --standalone` on databaseURL as its own
+// process, with the Deployment's GOMEMLIMIT, and returns a client configuration for it.
+func startServerProcess(t *testing.T, databaseURL string) (*testServer, *process) {
+	t.Helper()
+	bin := buildServer(t, t.TempDir())
+	p := startCommand(t, []string{"DATABASE_URL", "GOMEMLIMIT"}, []string{"GOMEMLIMIT=" + memGoMemLimit}, bin,
+		"serve", "--standalone", "--secure-port", "0", "--data-dir", filepath.Join(t.TempDir(), "data"),
+		"--database-url", databaseURL, "--request-timeout", faultRequestTimeout.String())
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(90 * time.Second):
+			t.Errorf("reports-server did not stop within 90s of SIGTERM")
+		}
+	})
+	var kubeconfig string
+	p.mu.Lock()
+	for _, line := range p.stdout {
+		if k, ok := strings.CutPrefix(line, "kubeconfig: "); ok {
+			kubeconfig = k
+		}
+	}
+	p.mu.Unlock()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = -1, 0
+	return &testServer{Config: cfg, Kubeconfig: kubeconfig, DatabaseURL: databaseURL}, p
 }
 
 func (e *faultEnv) postgres() *pglocal.Server {
@@ -634,8 +691,11 @@ type rawWatch struct {
 	prev     int64   // the revision of the last event or relist
 	last     int64
 	reopened int
-	problems []string
-	done     chan struct{}
+	// expired counts the 410 Expired Status events received (the history the watch needed was
+	// gone); gone counts watches answered 410 before any event.
+	expired, gone int
+	problems      []string
+	done          chan struct{}
 }
 
 func (w *rawWatch) problem(format string, args ...any) {
@@ -658,6 +718,9 @@ func (w *rawWatch) run(ctx context.Context, from int64) {
 	rv := from
 	for ctx.Err() == nil {
 		q := url.Values{"watch": {"1"}, "allowWatchBookmarks": {"true"}, "resourceVersion": {strconv.FormatInt(rv, 10)}}
+		if w.e.watchTimeout > 0 {
+			q.Set("timeoutSeconds", strconv.FormatInt(w.e.watchTimeout, 10))
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.e.host+w.e.collection+"?"+q.Encode(), nil)
 		if err != nil {
 			w.problem("watch request: %v", err)
@@ -666,6 +729,10 @@ func (w *rawWatch) run(ctx context.Context, from int64) {
 		req.Header.Set("Accept", "application/json")
 		resp, err := w.e.watchClient.Do(req)
 		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				time.Sleep(200 * time.Millisecond) // the test cut the link: try again
+				continue
+			}
 			if ctx.Err() == nil {
 				w.problem("open watch from %d: %v", rv, err)
 				time.Sleep(200 * time.Millisecond)
@@ -680,6 +747,9 @@ func (w *rawWatch) run(ctx context.Context, from int64) {
 			rv = next
 		case http.StatusGone:
 			gone = true
+			w.mu.Lock()
+			w.gone++
+			w.mu.Unlock()
 		case http.StatusServiceUnavailable:
 			if resp.Header.Get("Retry-After") == "" {
 				w.problem("watch answered 503 without Retry-After")
@@ -714,12 +784,20 @@ func (w *rawWatch) read(body io.Reader, rv int64) (int64, bool) {
 		}
 		if ev.Type == "ERROR" {
 			var st struct {
+				Kind    string `json:"kind"`
 				Code    int    `json:"code"`
+				Reason  string `json:"reason"`
 				Message string `json:"message"`
 			}
 			_ = json.Unmarshal(ev.Object, &st)
 			switch st.Code {
 			case http.StatusGone:
+				if st.Kind != "Status" || st.Reason != string(metav1.StatusReasonExpired) {
+					w.problem("watch from %d: 410 event %s %s, want a Status with reason Expired", rv, st.Kind, st.Reason)
+				}
+				w.mu.Lock()
+				w.expired++
+				w.mu.Unlock()
 				return rv, true
 			case http.StatusServiceUnavailable:
 				return rv, false // re-open from rv
@@ -828,11 +906,15 @@ func startRun(ctx context.Context, t *testing.T, e *faultEnv, writers int) *faul
 	}); err != nil {
 		t.Fatalf("read the start revision: %v", err)
 	}
-	dyn, err := dynamic.NewForConfig(r.log.wrap(e.srv.Config))
+	dyn, err := dynamic.NewForConfig(r.log.wrap(e.link.wrap(e.srv.Config)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, e.ns, nil)
+	var tweak dynamicinformer.TweakListOptionsFunc
+	if e.watchTimeout > 0 {
+		tweak = func(o *metav1.ListOptions) { o.TimeoutSeconds = &e.watchTimeout }
+	}
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, e.ns, tweak)
 	r.informer = factory.ForResource(e.kind.GroupVersionResource()).Informer()
 	if _, err := r.informer.AddEventHandler(r.rec.handler()); err != nil {
 		t.Fatal(err)
@@ -918,10 +1000,20 @@ func (r *faultRun) verify(ctx context.Context, t *testing.T, felt bool, summary 
 	// The database, read directly.
 	store := openStore(t, e.dbURL)
 	current, compacted := store.revisions(t)
-	if compacted > r.from {
+	if compacted > r.from && e.history == nil {
 		t.Fatalf("the change log was compacted during the test (%d > %d)", compacted, r.from)
 	}
 	changes := store.changes(t, prefix, r.from)
+	if e.history != nil {
+		// What the compaction removed, from the copy taken just before it.
+		var before []event
+		for _, c := range e.history {
+			if c.RV > r.from && (len(changes) == 0 || c.RV < changes[0].RV) {
+				before = append(before, c)
+			}
+		}
+		changes = append(before, changes...)
+	}
 	objects := store.objects(t, prefix)
 
 	// The ledger: every acknowledged write is in the change log at its revision, and the newest
@@ -977,10 +1069,37 @@ func (r *faultRun) verify(ctx context.Context, t *testing.T, felt bool, summary 
 	if len(changes) > 0 {
 		target = changes[len(changes)-1].RV
 	}
-	if !waitFor(30*time.Second, func() bool { return rec.lastRV() >= target && w.lastRV() >= target }) {
-		t.Errorf("watchers did not reach revision %d within 30s: informer at %d, raw watch at %d", target, rec.lastRV(), w.lastRV())
+	catchUp := 30 * time.Second
+	if !e.reconnected.IsZero() {
+		// An informer whose link was cut backed off between its refused watches, up to
+		// client-go's cap (30 s, jittered up to twice that), and waits that long once more
+		// before it relists after its 410.
+		catchUp += 60 * time.Second
+	}
+	if !waitFor(catchUp, func() bool { return rec.lastRV() >= target && w.lastRV() >= target }) {
+		t.Errorf("watchers did not reach revision %d within %v: informer at %d, raw watch at %d", target, catchUp, rec.lastRV(), w.lastRV())
 	}
 	relisted := informerRelisted(log)
+	if e.history != nil {
+		// The watchers' history was compacted while they were cut off: each was told so (the
+		// raw watch by a 410 Expired event, not a silent gap) and started over.
+		w.mu.Lock()
+		expired, gone := w.expired, w.gone
+		w.mu.Unlock()
+		if expired == 0 {
+			t.Errorf("the raw watch resumed from a compacted revision and received no 410 Expired event (410 answers: %d)", gone)
+		}
+		var after []string
+		for _, q := range log.requests() {
+			if q.At.After(e.reconnected) {
+				after = append(after, q.String())
+			}
+		}
+		if !relisted {
+			t.Errorf("the informer resumed from a compacted revision and did not relist; its requests after the link came back: %v", after)
+		}
+		t.Logf("raw watch: %d 410 Expired events, %d 410 answers; informer requests after the link came back: %v", expired, gone, after)
+	}
 	if relisted {
 		checkMonotonic(t, "informer", rec)
 	} else {
@@ -1086,6 +1205,52 @@ func stopAndStart(mode pglocal.ShutdownMode) func(*testing.T, *faultEnv) {
 		time.Sleep(time.Second) // the load meets the stopped database
 		e.restart(t)
 	}
+}
+
+// compactWhileCutOff cuts the watchers' link and, once their watches have ended, stops
+// PostgreSQL (-m immediate) and starts it again; the load writes on, and the change log is
+// compacted past everything the watchers saw (as another replica's compactor would, with a
+// retention shorter than the cut) before the link comes back. Their resourceVersions are gone:
+// verify checks they are told so (410) and end equal to the database by relisting.
+func compactWhileCutOff(t *testing.T, e *faultEnv) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e.link.cut()
+	wait := time.Duration(e.watchTimeout)*time.Second + 15*time.Second
+	if !waitFor(wait, func() bool { return e.link.opened() == 0 }) {
+		t.Fatalf("the watchers' open watches did not end within %v of cutting their link (%d open)", wait, e.link.opened())
+	}
+	revision := func() (rev int64) {
+		if err := e.admin(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, "SELECT current FROM revisions WHERE cluster = $1", server.DefaultClusterName).Scan(&rev)
+		}); err != nil {
+			t.Fatalf("read the current revision: %v", err)
+		}
+		return rev
+	}
+	seen := revision() // the watchers saw at most this
+
+	stopAndStart(pglocal.Immediate)(t, e)
+	// Writes the watchers miss, after the restart as well as before.
+	if !waitFor(30*time.Second, func() bool {
+		var rev int64
+		err := e.admin(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, "SELECT current FROM revisions WHERE cluster = $1", server.DefaultClusterName).Scan(&rev)
+		})
+		return err == nil && rev > seen+20
+	}) {
+		t.Fatalf("the load wrote fewer than 20 revisions within 30s of the restart")
+	}
+	target := revision()
+	store := openStore(t, e.dbURL)
+	e.history = store.changes(t, keyPrefix(e.kind), 0)
+	compactTo(t, e.dbURL, target)
+	if _, compacted := store.revisions(t); compacted < target {
+		t.Fatalf("compacted revision %d after compacting to %d", compacted, target)
+	}
+	t.Logf("watchers cut off at revision %d; compacted to %d", seen, target)
+	e.reconnected = time.Now()
+	e.link.restore()
 }
 
 // terminateBackends ends every backend of the server's database a few times, the LISTEN

@@ -7,7 +7,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"runtime"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,10 @@ import (
 // documented soak (docs/operations.md, "Soak") is REPORTS_SOAK=10m.
 const SoakEnv = "REPORTS_SOAK"
 
+// SoakProfileEnv, when set, is a directory where the soak saves the server's heap profile at
+// each sample (<phase>-<n>.pb.gz), to find what grows (go tool pprof -base first.pb.gz last.pb.gz).
+const SoakProfileEnv = "REPORTS_SOAK_PROFILE_DIR"
+
 const (
 	soakShort    = 2 * time.Minute
 	soakWriters  = 64
@@ -35,12 +40,13 @@ const (
 // watchers of the ledger's namespace, an informer and a full raw watch, with PostgreSQL stopped
 // and restarted in the middle. Afterwards the ledger has lost nothing and the informer, the raw
 // watch and every light watcher agree with the change log (see faults_test.go); throughout, the
-// process's goroutines, heap and the server's database connections stay flat: no quarter of the
-// run after the first holds more than the first quarter's most plus a margin, and once the load
-// has stopped they fall back to near where they started.
+// server's goroutines, heap and database connections stay flat: no quarter of the run after the
+// first holds more than the first quarter's most plus a margin, and once the load has stopped
+// they fall back to near where they started. The server is its own process (the built binary,
+// with the Deployment's GOMEMLIMIT): its goroutines and heap come from its /metrics, its RSS from
+// /proc, so the test's own records of the run do not count.
 //
-// It is not parallel: the server runs in this test binary, and the goroutines and heap it samples
-// must be its own and the soak's, not those of other tests running beside it.
+// It is not parallel: it is the heaviest test, and its timings should not depend on others.
 func TestSoak(t *testing.T) {
 	length := soakShort
 	if v := os.Getenv(SoakEnv); v != "" {
@@ -52,7 +58,7 @@ func TestSoak(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), length+5*time.Minute)
 	defer cancel()
-	e := newFaultEnv(t, faultSetup{})
+	e := newFaultEnv(t, faultSetup{process: true})
 	s := &soakSampler{e: e}
 	s.sample(ctx, t, "idle before")
 
@@ -112,36 +118,76 @@ func TestSoak(t *testing.T) {
 	stopAll()
 	t.Logf("light watchers received %d events in all", events)
 
-	// Idle again: what the load held is released. The server runs in this process, so the
-	// test's own records of the run (the ledger, the informer's cache and events, the raw
-	// watch's events: they grow with the run) are dropped first, or they would count as the
-	// server's.
+	// Idle again: what the load held is released.
 	r.release()
 	watchers = nil
-	time.Sleep(2 * time.Second)
+	time.Sleep(5 * time.Second)
 	s.sample(ctx, t, "idle after")
 	s.check(t)
 }
 
-// soakSample is the process's goroutines and heap, and the server's connections to its database.
+// soakSample is the server's goroutines, heap and RSS, and its connections to its database.
 type soakSample struct {
 	phase       string
+	at          time.Duration // since the first sample
 	goroutines  int
 	heapInuse   uint64
+	rss         uint64
 	connections int
 }
 
 type soakSampler struct {
 	e       *faultEnv
+	start   time.Time
 	mu      sync.Mutex
 	samples []soakSample
 }
 
 func (s *soakSampler) sample(ctx context.Context, t *testing.T, phase string) {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	got := soakSample{phase: phase, goroutines: runtime.NumGoroutine(), heapInuse: m.HeapInuse, connections: -1}
+	if s.start.IsZero() {
+		s.start = time.Now()
+	}
+	got := soakSample{phase: phase, at: time.Since(s.start), connections: -1}
+	// A heap profile with gc=1 collects garbage first (the server serves /debug/pprof, as
+	// --profiling defaults to), so the heap sampled is the live one.
+	if r := s.e.do(ctx, http.MethodGet, "/debug/pprof/heap?gc=1", nil); r.err != nil || r.code != http.StatusOK {
+		t.Logf("sample %s: /debug/pprof/heap?gc=1 answered %d %v; the heap sampled includes garbage", phase, r.code, r.err)
+	} else if dir := os.Getenv(SoakProfileEnv); dir != "" {
+		s.mu.Lock()
+		n := len(s.samples)
+		s.mu.Unlock()
+		name := filepath.Join(dir, fmt.Sprintf("%02d-%s.pb.gz", n, strings.ReplaceAll(phase, " ", "-")))
+		if err := os.WriteFile(name, r.body, 0o644); err != nil {
+			t.Errorf("save the heap profile: %v", err)
+		}
+	}
+	r := s.e.do(ctx, http.MethodGet, "/metrics", nil)
+	if r.err != nil || r.code != http.StatusOK {
+		t.Errorf("sample %s: /metrics answered %d %v", phase, r.code, r.err)
+		return
+	}
+	for _, line := range strings.Split(string(r.body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "go_goroutines":
+			got.goroutines = int(v)
+		case "go_memstats_heap_inuse_bytes":
+			got.heapInuse = uint64(v)
+		}
+	}
+	if got.goroutines == 0 || got.heapInuse == 0 {
+		t.Errorf("sample %s: no go_goroutines or go_memstats_heap_inuse_bytes in /metrics", phase)
+	}
+	if m, err := (&memProcess{process: s.e.proc}).readRSS(); err == nil {
+		got.rss = uint64(m.rss)
+	}
 	// The database may be down (the restart); then the sample has no connection count.
 	_ = s.e.admin(ctx, func(c *pgx.Conn) error {
 		return c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
@@ -160,7 +206,8 @@ func (s *soakSampler) check(t *testing.T) {
 	defer s.mu.Unlock()
 	var lines []string
 	for _, x := range s.samples {
-		lines = append(lines, fmt.Sprintf("%s: %d goroutines, %d MiB heap, %d connections", x.phase, x.goroutines, x.heapInuse>>20, x.connections))
+		lines = append(lines, fmt.Sprintf("%v %s: %d goroutines, %d MiB heap, %d MiB RSS, %d connections",
+			x.at.Round(time.Second), x.phase, x.goroutines, x.heapInuse>>20, x.rss>>20, x.connections))
 	}
 	t.Logf("samples:\n%s", strings.Join(lines, "\n"))
 	load := s.samples[1 : len(s.samples)-1]

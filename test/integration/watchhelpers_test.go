@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -532,6 +533,7 @@ type partition struct {
 	mu     sync.Mutex
 	down   bool
 	denied int
+	open   int // responses whose bodies are not closed yet (open watches)
 }
 
 func (p *partition) cut()     { p.mu.Lock(); p.down = true; p.mu.Unlock() }
@@ -540,22 +542,53 @@ func (p *partition) restore() { p.mu.Lock(); p.down = false; p.mu.Unlock() }
 // refused is the number of requests refused while the link was cut.
 func (p *partition) refused() int { p.mu.Lock(); defer p.mu.Unlock(); return p.denied }
 
+// opened is the number of responses through the link whose bodies are still open: 0 once every
+// watch that was open when the link was cut has ended.
+func (p *partition) opened() int { p.mu.Lock(); defer p.mu.Unlock(); return p.open }
+
 // wrap returns a copy of cfg whose requests go through the link.
 func (p *partition) wrap(cfg *rest.Config) *rest.Config {
 	c := rest.CopyConfig(cfg)
-	c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-			p.mu.Lock()
-			down := p.down
-			if down {
-				p.denied++
-			}
-			p.mu.Unlock()
-			if down {
-				return nil, fmt.Errorf("dial %s: test partition: %w", req.URL.Host, syscall.ECONNREFUSED)
-			}
-			return rt.RoundTrip(req)
-		})
-	})
+	c.Wrap(p.wrapTransport)
 	return c
+}
+
+// wrapTransport returns rt behind the link.
+func (p *partition) wrapTransport(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		p.mu.Lock()
+		down := p.down
+		if down {
+			p.denied++
+		}
+		p.mu.Unlock()
+		if down {
+			return nil, fmt.Errorf("dial %s: test partition: %w", req.URL.Host, syscall.ECONNREFUSED)
+		}
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		p.open++
+		p.mu.Unlock()
+		resp.Body = &partitionBody{ReadCloser: resp.Body, p: p}
+		return resp, nil
+	})
+}
+
+// partitionBody counts itself out of the link's open responses when it is closed.
+type partitionBody struct {
+	io.ReadCloser
+	p    *partition
+	once sync.Once
+}
+
+func (b *partitionBody) Close() error {
+	b.once.Do(func() {
+		b.p.mu.Lock()
+		b.p.open--
+		b.p.mu.Unlock()
+	})
+	return b.ReadCloser.Close()
 }

@@ -96,6 +96,23 @@ openreports:
 {{- if gt $n 1 }}
 {{- fail "database: set only one of database.existingSecret, database.url and postgresql.enabled" }}
 {{- end }}
+{{- $m := .Values.database.migrations }}
+{{- if and $m.existingSecret $m.url }}
+{{- fail "database.migrations: set only one of database.migrations.existingSecret and database.migrations.url" }}
+{{- end }}
+{{- if and (or $m.existingSecret $m.url) .Values.postgresql.enabled }}
+{{- fail "database.migrations applies to an external database with separate owner and app roles; the bundled PostgreSQL (postgresql.enabled) has one role" }}
+{{- end }}
+{{- end }}
+
+{{/* Whether migrations run as the owner role in a hook Job (and the server with --migrate=false). */}}
+{{- define "reports-server.splitRoles" -}}
+{{- if or .Values.database.migrations.existingSecret .Values.database.migrations.url }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the owner's URL. */}}
+{{- define "reports-server.migrationsSecretName" -}}
+{{- .Values.database.migrations.existingSecret | default (printf "%s-migrations" (include "reports-server.fullname" .)) }}
 {{- end }}
 
 {{/* The analytics group, served with whichever report groups are enabled. */}}
