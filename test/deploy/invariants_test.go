@@ -22,7 +22,7 @@ import (
 
 // knownServeFlags are the flags of `reports-server serve`. Keep in sync with
 // internal/server/options.go and the option sets it registers (analytics_options.go,
-// watch_options.go, and k8s.io/apiserver's RecommendedOptions without etcd, as listed in
+// watch_options.go, shutdown_options.go, and k8s.io/apiserver's RecommendedOptions without etcd, as listed in
 // README.md); the deployment artifacts may only use these.
 var knownServeFlags = []string{
 	// Own flags (internal/server/options.go).
@@ -31,6 +31,8 @@ var knownServeFlags = []string{
 	// internal/server/analytics_options.go, watch_options.go.
 	"analytics", "summary-refresh-interval",
 	"watch-history-window", "watch-history-max-events", "compaction-interval",
+	// internal/server/shutdown_options.go.
+	"shutdown-delay-duration", "shutdown-watch-termination-grace-period",
 	// Secure serving.
 	"secure-port", "bind-address", "cert-dir", "tls-cert-file", "tls-private-key-file",
 	"tls-sni-cert-key", "tls-cipher-suites", "tls-min-version", "tls-curve-preferences",
