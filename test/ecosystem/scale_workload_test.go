@@ -294,7 +294,10 @@ func (w scaleWorkload) createOne(ctx context.Context, client kubernetes.Interfac
 		if (i/10)%3 == 0 {
 			cm.Annotations = map[string]string{"owner": "team-blue"}
 		}
-		create = func() error { _, err := client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); return err }
+		create = func() error {
+			_, err := client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+			return err
+		}
 	case scalePod:
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pod-" + strconv.Itoa(i), Labels: labels}, Spec: podSpec(v)}
 		create = func() error { _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); return err }
@@ -310,7 +313,10 @@ func (w scaleWorkload) createOne(ctx context.Context, client kubernetes.Interfac
 				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: template}, Spec: podSpec(v)},
 			},
 		}
-		create = func() error { _, err := client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); return err }
+		create = func() error {
+			_, err := client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+			return err
+		}
 	}
 	var err error
 	for attempt := range 5 {
