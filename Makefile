@@ -5,7 +5,7 @@ GO ?= go
 SQLC := $(GO) tool -modfile=tools/go.mod sqlc
 GOOSE := $(GO) tool -modfile=tools/go.mod goose
 
-.PHONY: all build generate generate-sqlc generate-apis verify test e2e e2e-ecosystem bench-compare migration
+.PHONY: all build generate generate-sqlc generate-apis verify test e2e e2e-ecosystem e2e-kyverno-scale bench-compare migration
 
 all: build
 
@@ -37,6 +37,13 @@ e2e:
 # (test/ecosystem). Opt-in: a cold Kyverno build takes 15 minutes or more; cached like e2e.
 e2e-ecosystem:
 	GO=$(GO) ./hack/e2e-ecosystem.sh
+
+# e2e-kyverno-scale runs the same Kyverno workload twice, with Kyverno's report CRDs in etcd and
+# with reports-server, and prints a Markdown table of times, sizes, CPU and memory
+# (test/ecosystem TestKyvernoAtScale; KYVERNO_SCALE objects, 5000 unless set; docs/benchmarks.md).
+KYVERNO_SCALE ?= 5000
+e2e-kyverno-scale:
+	cd test/ecosystem && GOWORK=off REPORTS_KYVERNO_SCALE=$(KYVERNO_SCALE) $(GO) test -count=1 -timeout 180m -v -run '^TestKyvernoAtScale$$' .
 
 # bench-compare reads the same reports from kube-apiserver + etcd (a CRD) and from reports-server
 # (aggregated and direct) in one cluster and one run, and prints a Markdown table of medians and

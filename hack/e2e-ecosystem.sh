@@ -7,6 +7,8 @@
 # about three minutes. Then Policy Reporter and Helm (test/e2e TestPolicyReporter, which skips unless
 # REPORTS_E2E_POLICY_REPORTER names a checkout or binary, and TestHelm, which `make test` runs too).
 # Extra arguments go to the Kyverno tests, e.g. hack/e2e-ecosystem.sh -v -run TestKyverno.
+# TestKyvernoAtScale (Kyverno with the report CRDs and with reports-server, side by side) skips
+# unless REPORTS_KYVERNO_SCALE is set; `make e2e-kyverno-scale` runs it with a longer timeout.
 set -euo pipefail
 cd "$(dirname "$0")/../test/ecosystem"
 

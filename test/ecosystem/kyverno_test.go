@@ -99,33 +99,7 @@ func (s *scenario) testPolicies(t *testing.T) {
 	if _, stderr, err := s.c.Kubectl(ctx, []byte(policies), "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	eventually(t, "the resource webhooks cover configmaps, pods and deployments", within, func(ctx context.Context) error {
-		list, err := s.client.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		covered := map[string]bool{}
-		for _, cfg := range list.Items {
-			for _, wh := range cfg.Webhooks {
-				if !strings.HasPrefix(ptrString(wh.ClientConfig.URL), "https://"+s.c.NodeIP.String()) {
-					continue
-				}
-				for _, r := range wh.Rules {
-					if hasOperation(r, admissionregistrationv1.Create) {
-						for _, res := range r.Resources {
-							covered[res] = true
-						}
-					}
-				}
-			}
-		}
-		for _, res := range []string{"configmaps", "pods", "deployments"} {
-			if !covered[res] {
-				return fmt.Errorf("no webhook of Kyverno's for CREATE of %s yet (covered: %v)", res, covered)
-			}
-		}
-		return nil
-	})
+	waitResourceWebhooks(t, s.client, s.c, "configmaps", "pods", "deployments")
 }
 
 func hasOperation(r admissionregistrationv1.RuleWithOperations, op admissionregistrationv1.OperationType) bool {

@@ -77,6 +77,14 @@ func buildBinaries(ctx context.Context) (*cluster.Binaries, func(), error) {
 // Everything is stopped when t ends, whatever the outcome.
 func startCluster(t *testing.T, serverArgs ...string) *cluster.Cluster {
 	t.Helper()
+	return startClusterWith(t, false, serverArgs...)
+}
+
+// startClusterWith is startCluster; with controlPlaneOnly, reports-server is neither installed
+// nor started (etcd, kube-apiserver and kube-controller-manager only): the cluster a Kyverno user
+// has without reports-server, once the report CRDs are installed.
+func startClusterWith(t *testing.T, controlPlaneOnly bool, serverArgs ...string) *cluster.Cluster {
+	t.Helper()
 	moduleDir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -98,12 +106,17 @@ func startCluster(t *testing.T, serverArgs ...string) *cluster.Cluster {
 	start := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{
 		Dir: dir, Binaries: network.Binaries, RepoRoot: filepath.Join(moduleDir, "..", ".."), DatabaseURL: databaseURL,
-		ServerArgs: serverArgs, Logf: t.Logf,
+		ServerArgs: serverArgs, ControlPlaneOnly: controlPlaneOnly, Logf: t.Logf,
 	})
 	if err != nil {
 		t.Fatalf("start cluster (logs in %s): %v", filepath.Join(dir, "logs"), err)
 	}
 	t.Cleanup(c.Stop)
+	if controlPlaneOnly {
+		t.Logf("control plane ready after %s (kube-apiserver %s, no reports-server, logs in %s)",
+			time.Since(start).Round(time.Millisecond), c.Server, filepath.Join(dir, "logs"))
+		return c
+	}
 	if err := c.WaitAPIServices(ctx, true, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}

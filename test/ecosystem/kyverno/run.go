@@ -74,6 +74,24 @@ func installCRDs(ctx context.Context, c *cluster.Cluster, moduleDir string) erro
 	return nil
 }
 
+// InstallReportCRDs applies Kyverno's report CRDs (config/crds/policyreport and
+// config/crds/reports of the module), as Kyverno's chart installs them when reports-server is not
+// used: for a cluster without reports-server, where the reports live in etcd. Install must have
+// run, or run after it.
+func InstallReportCRDs(ctx context.Context, c *cluster.Cluster, b *Binaries) error {
+	for _, group := range []string{"policyreport", "reports"} {
+		dir := filepath.Join(b.ModuleDir, "config", "crds", group)
+		if _, stderr, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-f", dir); err != nil {
+			return fmt.Errorf("install Kyverno's report CRDs from %s: %w\n%s", dir, err, stderr)
+		}
+	}
+	_, stderr, err := c.Kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=2m", "crd", "--all")
+	if err != nil {
+		return fmt.Errorf("wait for Kyverno's report CRDs: %w\n%s", err, stderr)
+	}
+	return nil
+}
+
 func apply(ctx context.Context, c *cluster.Cluster, manifest string) error {
 	if _, stderr, err := c.Kubectl(ctx, []byte(manifest), "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("%w\n%s", err, stderr)
@@ -175,21 +193,26 @@ type ReportsControllerOptions struct {
 	// BackgroundScanInterval is how often every resource is scanned again (Kyverno's default is an
 	// hour; changed resources are scanned when they change, whatever the interval).
 	BackgroundScanInterval time.Duration
+	// ReportCRDs says the report CRDs are installed (InstallReportCRDs) and no reports-server
+	// serves the report APIs: the controller then runs as Kyverno's chart runs it by default,
+	// with its check that the CRDs exist.
+	ReportCRDs bool
 }
 
 // StartReportsController runs cmd/reports-controller out of cluster and waits until it leads
-// (its controllers run only on the leader). --reportsCRDsSanityChecks=false is what a user of
-// reports-server must set too: the controller otherwise exits because the report CRDs, which
-// reports-server replaces by APIServices, are absent.
+// (its controllers run only on the leader). Unless o.ReportCRDs, it runs with
+// --reportsCRDsSanityChecks=false, which is what a user of reports-server must set too: the
+// controller otherwise exits because the report CRDs, which reports-server replaces by
+// APIServices, are absent.
 func StartReportsController(ctx context.Context, c *cluster.Cluster, b *Binaries, o ReportsControllerOptions) (*cluster.Process, error) {
 	args, err := commonArgs(c)
 	if err != nil {
 		return nil, err
 	}
-	args = append(args,
-		"--reportsCRDsSanityChecks=false",
-		"--backgroundScanInterval="+o.BackgroundScanInterval.String(),
-	)
+	args = append(args, "--backgroundScanInterval="+o.BackgroundScanInterval.String())
+	if !o.ReportCRDs {
+		args = append(args, "--reportsCRDsSanityChecks=false")
+	}
 	p, err := c.StartProcess(ReportsControllerName, b.ReportsController, args, env(ReportsControllerName))
 	if err != nil {
 		return nil, err
