@@ -300,10 +300,18 @@ type itemMaker struct {
 	// read for a plain JSON response (WithStoredJSON) and SQL did all the selecting, so nothing
 	// reads the items' fields.
 	stored *storedjson.Items
+	// metadata says the rows hold only their objects' metadata (readMetadata) and decoding
+	// them is a plain unmarshal (Config.PlainJSON) of typed items: then only the metadata is
+	// decoded (decodeMetadataInto; the handler converts the items to PartialObjectMetadata,
+	// which reads nothing else), and the kind is the store's, as for metadata-only watchers.
+	metadata bool
 }
 
 func (s *Store) itemMaker(ctx context.Context, r *snapshotReader, listObj runtime.Object, newItem func() runtime.Object) itemMaker {
 	m := itemMaker{s: s, newItem: newItem}
+	if r.shape == readMetadata && s.plainJSON {
+		_, m.metadata = objectMeta(newItem())
+	}
 	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && r.shape == readObject && r.filter.complete {
 		m.stored = c.StoredItems()
 		m.stored.Keep(s.decodeJSON, s.encodings)
@@ -321,6 +329,14 @@ func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (
 		}
 		m.stored.Append(data)
 		return m.s.hollowItem(m.newItem), nil
+	}
+	if m.metadata && complete {
+		obj := m.s.hollowItem(m.newItem)
+		objMeta, _ := objectMeta(obj)
+		if err := m.s.decodeMetadataInto(x.data, obj, objMeta, x.rev); err != nil {
+			return nil, err
+		}
+		return obj, nil
 	}
 	return m.s.decodeMatching(x, m.newItem, pred, complete)
 }

@@ -95,26 +95,46 @@ func (s *Store) hollowItem(newItem func() runtime.Object) runtime.Object {
 // store's type, with resourceVersion rev: what a metadata-only watcher's event needs
 // (PartialObjectMetadata), without decoding the results, which are almost all of a report.
 func (s *Store) decodeMetadata(data []byte, rev int64) (runtime.Object, error) {
-	span, err := storedjson.Metadata(unescapeJSON(data))
-	if err != nil {
-		return nil, storage.NewInternalError(fmt.Errorf("stored object: %w", err))
-	}
 	obj := s.hollowItem(s.newFunc)
-	accessor, ok := obj.(metav1.ObjectMetaAccessor)
+	objMeta, ok := objectMeta(obj)
 	if !ok {
 		return nil, fmt.Errorf("%T has no ObjectMeta", obj)
 	}
-	objMeta, ok := accessor.GetObjectMeta().(*metav1.ObjectMeta)
-	if !ok {
-		return nil, fmt.Errorf("%T has no ObjectMeta", obj)
-	}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(span, objMeta); err != nil {
-		return nil, storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
-	}
-	if err := s.versioner.UpdateObject(obj, uint64(rev)); err != nil {
-		return nil, fmt.Errorf("set resource version: %w", err)
+	if err := s.decodeMetadataInto(data, obj, objMeta, rev); err != nil {
+		return nil, err
 	}
 	return obj, nil
+}
+
+// objectMeta returns obj's ObjectMeta, if it is a typed object that has one.
+func objectMeta(obj runtime.Object) (*metav1.ObjectMeta, bool) {
+	accessor, ok := obj.(metav1.ObjectMetaAccessor)
+	if !ok {
+		return nil, false
+	}
+	objMeta, ok := accessor.GetObjectMeta().(*metav1.ObjectMeta)
+	return objMeta, ok
+}
+
+// decodeMetadataInto decodes the metadata of the stored object data into objMeta, obj's
+// ObjectMeta, and sets obj's resourceVersion to rev.
+func (s *Store) decodeMetadataInto(data []byte, obj runtime.Object, objMeta *metav1.ObjectMeta, rev int64) error {
+	span, err := storedjson.Metadata(unescapeJSON(data))
+	if err != nil {
+		return storage.NewInternalError(fmt.Errorf("stored object: %w", err))
+	}
+	// The plain shape storage writes decodes fast; the generic decoder has the rest (and the
+	// last word on what is not JSON).
+	if !storedjson.DecodeObjectMeta(span, objMeta) {
+		*objMeta = metav1.ObjectMeta{}
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(span, objMeta); err != nil {
+			return storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
+		}
+	}
+	if err := s.versioner.UpdateObject(obj, uint64(rev)); err != nil {
+		return fmt.Errorf("set resource version: %w", err)
+	}
+	return nil
 }
 
 // metadataPredicate reports whether pred reads nothing but an object's metadata: labels, and
