@@ -257,9 +257,9 @@ func (q *Queries) GetObject(ctx context.Context, db DBTX, arg GetObjectParams) (
 }
 
 const listObjects = `-- name: ListObjects :many
-SELECT key, (CASE $1::integer WHEN 1 THEN reports_head(object)
-             WHEN 2 THEN jsonb_build_object('apiVersion', api_version, 'kind', kind, 'metadata', metadata)
-             ELSE object END)::jsonb AS object, resource_version FROM reports
+SELECT key, (CASE $1::integer WHEN 1 THEN to_json(reports_head(object))
+             WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind, 'metadata', metadata)
+             ELSE to_json(object) END)::json AS object, resource_version FROM reports
 WHERE cluster = $2
   AND key >= $3 AND key < $4
   AND ($5::jsonb IS NULL OR labels @> $5::jsonb)
@@ -301,6 +301,8 @@ type ListObjectsRow struct {
 // shape reads less than the object (pgstorage.readShape): 1 reports_head(object), the object
 // without its results (Table responses); 2 its apiVersion, kind and metadata alone, from the
 // columns kept at write time (metadata-only responses: the object is not even decompressed).
+// The result is json: to_json of a jsonb is its text, and the metadata column is kept as that
+// text already, so a metadata-only row is sent without a conversion (00012_metadata_json.sql).
 func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParams) ([]ListObjectsRow, error) {
 	rows, err := db.Query(ctx, listObjects,
 		arg.Shape,
@@ -333,10 +335,10 @@ func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParam
 }
 
 const listObjectsAt = `-- name: ListObjectsAt :many
-SELECT v.key, v.object::jsonb AS object, v.resource_version::bigint AS resource_version FROM (
-    (SELECT r.key, (CASE $1::integer WHEN 1 THEN reports_head(r.object)
-                    WHEN 2 THEN jsonb_build_object('apiVersion', r.api_version, 'kind', r.kind, 'metadata', r.metadata)
-                    ELSE r.object END) AS object, r.resource_version FROM reports r
+SELECT v.key, v.object::json AS object, v.resource_version::bigint AS resource_version FROM (
+    (SELECT r.key, (CASE $1::integer WHEN 1 THEN to_json(reports_head(r.object))
+                    WHEN 2 THEN json_build_object('apiVersion', r.api_version, 'kind', r.kind, 'metadata', r.metadata)
+                    ELSE to_json(r.object) END) AS object, r.resource_version FROM reports r
      WHERE r.cluster = $2 AND r.key >= $3 AND r.key < $4
        AND r.resource_version <= $5
        AND ($6::jsonb IS NULL OR r.labels @> $6::jsonb)
@@ -347,9 +349,9 @@ SELECT v.key, v.object::jsonb AS object, v.resource_version::bigint AS resource_
      ORDER BY r.key
      LIMIT $11)
     UNION ALL
-    (SELECT f.key, (CASE $1::integer WHEN 1 THEN reports_head(f.prev_object)
-                    WHEN 2 THEN jsonb_build_object('apiVersion', f.prev_object->'apiVersion', 'kind', f.prev_object->'kind', 'metadata', f.prev_object->'metadata')
-                    ELSE f.prev_object END), f.prev_resource_version FROM (
+    (SELECT f.key, (CASE $1::integer WHEN 1 THEN to_json(reports_head(f.prev_object))
+                    WHEN 2 THEN json_build_object('apiVersion', f.prev_object->'apiVersion', 'kind', f.prev_object->'kind', 'metadata', f.prev_object->'metadata')
+                    ELSE to_json(f.prev_object) END), f.prev_resource_version FROM (
         SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
         WHERE c.cluster = $2 AND c.key >= $3 AND c.key < $4
           AND c.resource_version > $5
