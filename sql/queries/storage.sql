@@ -99,11 +99,13 @@ SELECT @cluster, @resource_version, w.key, 'DELETED', w.object, @expected_resour
 -- shape reads less than the object (pgstorage.readShape): 1 reports_head(object), the object
 -- without its results (Table responses); 2 its apiVersion, kind and metadata alone, from the
 -- columns kept at write time (metadata-only responses: the object is not even decompressed).
--- The result is json: to_json of a jsonb is its text, and the metadata column is kept as that
--- text already, so a metadata-only row is sent without a conversion (00012_metadata_json.sql).
-SELECT key, (CASE @shape::integer WHEN 1 THEN to_json(reports_head(object))
-             WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind, 'metadata', metadata)
-             ELSE to_json(object) END)::json AS object, resource_version FROM reports
+-- A metadata row comes in its own column, metadata_object, as json (object is NULL): the metadata
+-- column is kept as text already, so it is sent without a conversion (00012_metadata_json.sql);
+-- objects stay jsonb, whose binary output is the cheapest text of them (to_json copies it twice).
+SELECT key, (CASE @shape::integer WHEN 1 THEN reports_head(object) WHEN 2 THEN NULL
+             ELSE object END)::jsonb AS object,
+       (CASE @shape::integer WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind,
+             'metadata', metadata) END)::json AS metadata_object, resource_version FROM reports
 WHERE cluster = @cluster
   AND key >= @key_from AND key < @key_before
   AND (sqlc.narg(label_contains)::jsonb IS NULL OR labels @> sqlc.narg(label_contains)::jsonb)
@@ -125,10 +127,12 @@ LIMIT @row_limit;
 -- the key range (bounded by the compactor's cap on the log, not by the number of objects).
 -- The shape applies as in ListObjects: on the current rows from their columns, on the change
 -- log's versions from the objects.
-SELECT v.key, v.object::json AS object, v.resource_version::bigint AS resource_version FROM (
-    (SELECT r.key, (CASE @shape::integer WHEN 1 THEN to_json(reports_head(r.object))
-                    WHEN 2 THEN json_build_object('apiVersion', r.api_version, 'kind', r.kind, 'metadata', r.metadata)
-                    ELSE to_json(r.object) END) AS object, r.resource_version FROM reports r
+SELECT v.key, v.object::jsonb AS object, v.metadata_object::json AS metadata_object,
+       v.resource_version::bigint AS resource_version FROM (
+    (SELECT r.key, (CASE @shape::integer WHEN 1 THEN reports_head(r.object) WHEN 2 THEN NULL
+                    ELSE r.object END) AS object,
+            (CASE @shape::integer WHEN 2 THEN json_build_object('apiVersion', r.api_version, 'kind', r.kind,
+                    'metadata', r.metadata) END) AS metadata_object, r.resource_version FROM reports r
      WHERE r.cluster = @cluster AND r.key >= @key_from AND r.key < @key_before
        AND r.resource_version <= @at_revision
        AND (sqlc.narg(label_contains)::jsonb IS NULL OR r.labels @> sqlc.narg(label_contains)::jsonb)
@@ -139,9 +143,11 @@ SELECT v.key, v.object::json AS object, v.resource_version::bigint AS resource_v
      ORDER BY r.key
      LIMIT @row_limit)
     UNION ALL
-    (SELECT f.key, (CASE @shape::integer WHEN 1 THEN to_json(reports_head(f.prev_object))
-                    WHEN 2 THEN json_build_object('apiVersion', f.prev_object->'apiVersion', 'kind', f.prev_object->'kind', 'metadata', f.prev_object->'metadata')
-                    ELSE to_json(f.prev_object) END), f.prev_resource_version FROM (
+    (SELECT f.key, (CASE @shape::integer WHEN 1 THEN reports_head(f.prev_object) WHEN 2 THEN NULL
+                    ELSE f.prev_object END),
+            (CASE @shape::integer WHEN 2 THEN json_build_object('apiVersion', f.prev_object->'apiVersion',
+                    'kind', f.prev_object->'kind', 'metadata', f.prev_object->'metadata') END),
+            f.prev_resource_version FROM (
         SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
         WHERE c.cluster = @cluster AND c.key >= @key_from AND c.key < @key_before
           AND c.resource_version > @at_revision

@@ -79,7 +79,12 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 	}
 	out := make([]row, len(rows))
 	for i, x := range rows {
-		out[i] = row{key: x.Key, data: x.Object, rev: x.ResourceVersion}
+		data := x.Object
+		if r.shape == readMetadata {
+			// Metadata rows come in a column of their own (see ListObjects).
+			data = x.MetadataObject
+		}
+		out[i] = row{key: x.Key, data: data, rev: x.ResourceVersion}
 	}
 	return out, nil
 }

@@ -257,9 +257,10 @@ func (q *Queries) GetObject(ctx context.Context, db DBTX, arg GetObjectParams) (
 }
 
 const listObjects = `-- name: ListObjects :many
-SELECT key, (CASE $1::integer WHEN 1 THEN to_json(reports_head(object))
-             WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind, 'metadata', metadata)
-             ELSE to_json(object) END)::json AS object, resource_version FROM reports
+SELECT key, (CASE $1::integer WHEN 1 THEN reports_head(object) WHEN 2 THEN NULL
+             ELSE object END)::jsonb AS object,
+       (CASE $1::integer WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind,
+             'metadata', metadata) END)::json AS metadata_object, resource_version FROM reports
 WHERE cluster = $2
   AND key >= $3 AND key < $4
   AND ($5::jsonb IS NULL OR labels @> $5::jsonb)
@@ -287,6 +288,7 @@ type ListObjectsParams struct {
 type ListObjectsRow struct {
 	Key             string
 	Object          []byte
+	MetadataObject  []byte
 	ResourceVersion int64
 }
 
@@ -301,8 +303,9 @@ type ListObjectsRow struct {
 // shape reads less than the object (pgstorage.readShape): 1 reports_head(object), the object
 // without its results (Table responses); 2 its apiVersion, kind and metadata alone, from the
 // columns kept at write time (metadata-only responses: the object is not even decompressed).
-// The result is json: to_json of a jsonb is its text, and the metadata column is kept as that
-// text already, so a metadata-only row is sent without a conversion (00012_metadata_json.sql).
+// A metadata row comes in its own column, metadata_object, as json (object is NULL): the metadata
+// column is kept as text already, so it is sent without a conversion (00012_metadata_json.sql);
+// objects stay jsonb, whose binary output is the cheapest text of them (to_json copies it twice).
 func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParams) ([]ListObjectsRow, error) {
 	rows, err := db.Query(ctx, listObjects,
 		arg.Shape,
@@ -323,7 +326,12 @@ func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParam
 	var items []ListObjectsRow
 	for rows.Next() {
 		var i ListObjectsRow
-		if err := rows.Scan(&i.Key, &i.Object, &i.ResourceVersion); err != nil {
+		if err := rows.Scan(
+			&i.Key,
+			&i.Object,
+			&i.MetadataObject,
+			&i.ResourceVersion,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -335,10 +343,12 @@ func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParam
 }
 
 const listObjectsAt = `-- name: ListObjectsAt :many
-SELECT v.key, v.object::json AS object, v.resource_version::bigint AS resource_version FROM (
-    (SELECT r.key, (CASE $1::integer WHEN 1 THEN to_json(reports_head(r.object))
-                    WHEN 2 THEN json_build_object('apiVersion', r.api_version, 'kind', r.kind, 'metadata', r.metadata)
-                    ELSE to_json(r.object) END) AS object, r.resource_version FROM reports r
+SELECT v.key, v.object::jsonb AS object, v.metadata_object::json AS metadata_object,
+       v.resource_version::bigint AS resource_version FROM (
+    (SELECT r.key, (CASE $1::integer WHEN 1 THEN reports_head(r.object) WHEN 2 THEN NULL
+                    ELSE r.object END) AS object,
+            (CASE $1::integer WHEN 2 THEN json_build_object('apiVersion', r.api_version, 'kind', r.kind,
+                    'metadata', r.metadata) END) AS metadata_object, r.resource_version FROM reports r
      WHERE r.cluster = $2 AND r.key >= $3 AND r.key < $4
        AND r.resource_version <= $5
        AND ($6::jsonb IS NULL OR r.labels @> $6::jsonb)
@@ -349,9 +359,11 @@ SELECT v.key, v.object::json AS object, v.resource_version::bigint AS resource_v
      ORDER BY r.key
      LIMIT $11)
     UNION ALL
-    (SELECT f.key, (CASE $1::integer WHEN 1 THEN to_json(reports_head(f.prev_object))
-                    WHEN 2 THEN json_build_object('apiVersion', f.prev_object->'apiVersion', 'kind', f.prev_object->'kind', 'metadata', f.prev_object->'metadata')
-                    ELSE to_json(f.prev_object) END), f.prev_resource_version FROM (
+    (SELECT f.key, (CASE $1::integer WHEN 1 THEN reports_head(f.prev_object) WHEN 2 THEN NULL
+                    ELSE f.prev_object END),
+            (CASE $1::integer WHEN 2 THEN json_build_object('apiVersion', f.prev_object->'apiVersion',
+                    'kind', f.prev_object->'kind', 'metadata', f.prev_object->'metadata') END),
+            f.prev_resource_version FROM (
         SELECT DISTINCT ON (c.key) c.key, c.prev_object, c.prev_resource_version FROM changes c
         WHERE c.cluster = $2 AND c.key >= $3 AND c.key < $4
           AND c.resource_version > $5
@@ -387,6 +399,7 @@ type ListObjectsAtParams struct {
 type ListObjectsAtRow struct {
 	Key             string
 	Object          []byte
+	MetadataObject  []byte
 	ResourceVersion int64
 }
 
@@ -421,7 +434,12 @@ func (q *Queries) ListObjectsAt(ctx context.Context, db DBTX, arg ListObjectsAtP
 	var items []ListObjectsAtRow
 	for rows.Next() {
 		var i ListObjectsAtRow
-		if err := rows.Scan(&i.Key, &i.Object, &i.ResourceVersion); err != nil {
+		if err := rows.Scan(
+			&i.Key,
+			&i.Object,
+			&i.MetadataObject,
+			&i.ResourceVersion,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
