@@ -190,6 +190,7 @@ type completedConfig struct {
 	scheme    *runtime.Scheme
 	codecs    serializer.CodecFactory
 	notifier  *db.Notifier
+	follower  *pgstorage.Follower
 	compactor *pgstorage.Compactor
 	replica   *db.Replica
 }
@@ -270,6 +271,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		scheme:    c.Scheme,
 		codecs:    c.Codecs,
 		notifier:  notifier,
+		follower:  follower,
 		compactor: compactor,
 		replica:   replica,
 	}}, nil
@@ -313,6 +315,9 @@ func (c CompletedConfig) New() (*Server, error) {
 		}
 	}
 
+	// Destroy functions run once the server has stopped serving, before the caller closes the
+	// pool: watches still open then end, and the follower stops reading.
+	generic.RegisterDestroyFunc(c.follower.Close)
 	notifier := c.notifier
 	if err := generic.AddPostStartHook("reports-notifier", func(ctx genericapiserver.PostStartHookContext) error {
 		go notifier.Run(ctx)

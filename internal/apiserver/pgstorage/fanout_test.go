@@ -647,3 +647,46 @@ func TestSelectorWatchersWokenOnlyByTheirLabels(t *testing.T) {
 		t.Errorf("%d watcher wake-ups for 33 changes; want 2 to 4 (only the watchers whose label a change carries)", n)
 	}
 }
+
+// A closed follower ends its watches cleanly (the result channel closes without an error event,
+// so client-go resumes from its resourceVersion) and reads nothing more: the server closes it
+// when it has stopped serving, before its pool closes.
+func TestClosedFollowerEndsWatches(t *testing.T) {
+	e := newWatchEnv(t, "", pgstorage.FollowerOptions{PollInterval: 10 * time.Millisecond}, pgstorage.Config{})
+	start := e.current(t)
+	opts := storage.ListOptions{ResourceVersion: fmt.Sprint(start), Recursive: true, Predicate: storage.Everything}
+	w, err := e.store.Watch(e.ctx, "/pods/", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	rev := e.create(t, pod("ns", "before-close", nil))
+	if got := collect(t, w, 1, 10*time.Second); got[0].RV != rev {
+		t.Fatalf("event before close: %v, want revision %d", got[0], rev)
+	}
+
+	e.follower.Close()
+	select {
+	case ev, ok := <-w.ResultChan():
+		if ok {
+			t.Fatalf("after Close the watch sent %s %#v instead of ending", ev.Type, ev.Object)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not end within 10s of Close")
+	}
+
+	// A watch started after Close ends too, and no run reads the change log again.
+	late, err := e.store.Watch(e.ctx, "/pods/", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Stop()
+	for range late.ResultChan() { // the initial events up to now, then the end
+	}
+	reads := e.follower.Stats().FollowerReads
+	e.create(t, pod("ns", "after-close", nil))
+	time.Sleep(200 * time.Millisecond) // 20 poll intervals
+	if after := e.follower.Stats().FollowerReads; after != reads {
+		t.Fatalf("the closed follower read the change log %d more times", after-reads)
+	}
+}

@@ -199,6 +199,10 @@ type Follower struct {
 	byLabel map[string]*labelIndex
 	stop    context.CancelFunc
 	epoch   uint64 // which run may fill the window (a stopped run may still be finishing a read)
+	// closed is closed by Close: the process is done with the database, so no run starts again
+	// and every watcher ends (see Close).
+	closed    chan struct{}
+	closeOnce sync.Once
 
 	// Counters, for tests and metrics.
 	followerReads atomic.Int64 // change-log reads by the follower
@@ -230,6 +234,35 @@ func NewFollower(pool *pgxpool.Pool, cluster string, opts FollowerOptions) *Foll
 		batch: int32(max(1, min(followerBatch, opts.WindowEvents/4))),
 		log:   opts.Log, subs: map[*subscription]struct{}{},
 		plain: map[*subscription]struct{}{}, byLabel: map[string]*labelIndex{},
+		closed: make(chan struct{}),
+	}
+}
+
+// Close ends the follower for good: it stops reading the change log and ends every watch it
+// feeds, as a watch ends when its server stops serving it (the client resumes from its
+// resourceVersion elsewhere). The API server calls it when it has stopped serving, before its
+// pool closes: a watch that outlived the HTTP shutdown would otherwise keep the follower reading
+// from a closed pool, warning on every poll, for as long as the process lives.
+func (f *Follower) Close() {
+	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		close(f.closed)
+		if f.stop != nil {
+			f.stop()
+			f.stop = nil
+			f.epoch++
+		}
+	})
+}
+
+// isClosed reports whether Close was called.
+func (f *Follower) isClosed() bool {
+	select {
+	case <-f.closed:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -500,7 +533,7 @@ func (f *Follower) acquire(from, before string, hint *labelHint) *subscription {
 	sub.pending.Store(true) // nothing read yet
 	f.subs[sub] = struct{}{}
 	f.index(sub)
-	if len(f.subs) == 1 {
+	if len(f.subs) == 1 && !f.isClosed() {
 		ctx, cancel := context.WithCancel(context.Background())
 		f.stop = cancel
 		f.epoch++

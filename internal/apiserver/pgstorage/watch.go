@@ -203,6 +203,8 @@ func (w *watcher) follow(rev int64, bookmarks <-chan time.Time) (int64, error) {
 		select {
 		case <-w.ctx.Done():
 			return rev, errWatchStopped
+		case <-w.s.follower.closed:
+			return rev, errWatchStopped
 		case <-w.sub.wake:
 		case <-bookmarks:
 			bookmarkDue = true
