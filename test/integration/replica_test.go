@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/pglocal"
 	"github.com/reports-server/reports-server/internal/server"
 )
@@ -34,18 +33,9 @@ func TestReadReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	primary, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "primary")})
-	if err != nil {
-		t.Fatalf("start the primary: %v", err)
-	}
-	t.Cleanup(func() { stopPG(primary) })
+	primary := startPrivatePostgres(ctx, t, filepath.Join(dir, "primary"))
 	const database = "reports"
-	if err := primary.CreateDatabase(ctx, database); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx, primary.URL(database)); err != nil {
-		t.Fatal(err)
-	}
+	migratedDatabase(ctx, t, primary, database)
 	replica := startStandby(ctx, t, primary, filepath.Join(dir, "replica"))
 	replicaStopped := false
 	t.Cleanup(func() {
@@ -289,10 +279,4 @@ func initialEventNames(t *testing.T, c *rawClient, collection string) []string {
 		}
 		names = append(names, ev.Object.GetName())
 	}
-}
-
-func stopPG(pg *pglocal.Server) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	_ = pg.Stop(ctx)
 }

@@ -39,15 +39,7 @@ func TestDatabaseTLSAndPassword(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(dir, "pg")})
-	if err != nil {
-		t.Fatalf("start private PostgreSQL: %v", err)
-	}
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = pg.Stop(stopCtx)
-	})
+	pg := startPrivatePostgres(ctx, t, filepath.Join(dir, "pg"))
 
 	const user, database = "reports_tls", "reports"
 	password := "pw-" + randomSuffix(t) + randomSuffix(t)
