@@ -30,6 +30,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
@@ -40,6 +41,7 @@ var (
 	ephemeralReports = schema.GroupVersionResource{Group: "reports.kyverno.io", Version: "v1", Resource: "ephemeralreports"}
 	policyReports    = schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1alpha2", Resource: "policyreports"}
 	namespaces       = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	configMaps       = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 )
 
 const namespaceCount = 5
@@ -49,8 +51,9 @@ func main() {
 	n := flag.Int("n", 2000, "number of resources")
 	workers := flag.Int("workers", 10, "aggregation workers (Kyverno's --aggregationWorkers default)")
 	watchers := flag.Int("watchers", 4, "metadata watchers of the ephemeral reports (Kyverno's informers)")
+	owners := flag.Bool("owners", false, "create a ConfigMap per resource to own its reports (a cluster: else its garbage collector deletes reports whose owner does not exist)")
 	flag.Parse()
-	if err := run(*kubeconfig, *n, *workers, *watchers); err != nil {
+	if err := run(*kubeconfig, *n, *workers, *watchers, *owners); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -58,19 +61,21 @@ func main() {
 
 // replay is one run: its clients, the latencies it collected and when each write returned.
 type replay struct {
-	dyn   dynamic.Interface
-	meta  metadata.Interface
-	lat   latencies
-	wrote sync.Map // "u/<name>" or "d/<name>" -> time.Time the update or delete returned
+	owners bool
+	uids   sync.Map // resource index -> the owning ConfigMap's UID (with owners)
+	dyn    dynamic.Interface
+	meta   metadata.Interface
+	lat    latencies
+	wrote  sync.Map // "u/<name>" or "d/<name>" -> time.Time the update or delete returned
 }
 
-func run(kubeconfig string, n, workers, watchers int) error {
+func run(kubeconfig string, n, workers, watchers int, owners bool) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return fmt.Errorf("load %s: %w", kubeconfig, err)
 	}
 	cfg.QPS, cfg.Burst = 300, 300 // the reports controller's defaults
-	r := &replay{lat: latencies{d: map[string][]time.Duration{}}}
+	r := &replay{owners: owners, lat: latencies{d: map[string][]time.Duration{}}}
 	if r.dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		return err
 	}
@@ -165,6 +170,15 @@ func (r *replay) timed(op string, f func() error) error {
 }
 
 func (r *replay) admit(ctx context.Context, i int) error {
+	if r.owners {
+		cm := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+			"metadata": map[string]any{"name": fmt.Sprintf("obj-%d", i), "namespace": namespace(i)}}}
+		created, err := r.dyn.Resource(configMaps).Namespace(namespace(i)).Create(ctx, cm, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		r.uids.Store(i, string(created.GetUID()))
+	}
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "reports.kyverno.io/v1", "kind": "EphemeralReport",
 		"metadata": map[string]any{"name": fmt.Sprintf("eph-%d", i), "namespace": namespace(i), "labels": map[string]any{
@@ -190,7 +204,11 @@ func (r *replay) adopt(ctx context.Context, i int) error {
 	}); err != nil {
 		return err
 	}
-	obj.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: fmt.Sprintf("obj-%d", i), UID: "u"}})
+	owner := types.UID("u")
+	if v, ok := r.uids.Load(i); ok {
+		owner = types.UID(v.(string))
+	}
+	obj.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: fmt.Sprintf("obj-%d", i), UID: owner}})
 	labels := obj.GetLabels()
 	labels["audit.kyverno.io/resource.uid"] = resourceUID(i)
 	obj.SetLabels(labels)
