@@ -17,8 +17,8 @@ const (
 )
 
 // TestKyvernoAggregationReplay replays Kyverno's report aggregation calls (hack/kyverno-aggregation)
-// through kube-apiserver's aggregation to two reports-server replicas, as Kyverno reaches them in
-// TestKyvernoAtScale, and logs the tool's latencies and rates (docs/benchmarks.md, "Kyverno at
+// through kube-apiserver's aggregation to two reports-server replicas (ReplicasEnv to change), as
+// Kyverno reaches them in TestKyvernoAtScale, and logs the tool's latencies and rates (docs/benchmarks.md, "Kyverno at
 // scale"): compared with the same replay against a standalone server, they show what the
 // aggregation path adds per request. A measurement, opt-in; it asserts only that the replay ran.
 func TestKyvernoAggregationReplay(t *testing.T) {
@@ -33,9 +33,13 @@ func TestKyvernoAggregationReplay(t *testing.T) {
 			t.Fatalf("%s=%q: want a number of resources", KyvernoReplayCountEnv, raw)
 		}
 	}
-	c := startClusterWith(t, cluster.Options{Replicas: 2})
+	replicas := replicasFromEnv(t) // two unless set, as in TestKyvernoAtScale
+	if replicas == 0 {
+		replicas = 2
+	}
+	c := startClusterWith(t, cluster.Options{Replicas: replicas})
 	out, err := exec.Command(bin, "-kubeconfig", c.AdminKubeconfig, "-n", strconv.Itoa(n), "-owners").CombinedOutput()
-	t.Logf("%s -n %d through kube-apiserver, two replicas:\n%s", bin, n, out)
+	t.Logf("%s -n %d through kube-apiserver, %d replicas:\n%s", bin, n, replicas, out)
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
