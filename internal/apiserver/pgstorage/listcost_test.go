@@ -412,3 +412,35 @@ func TestListPageCostIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestLabelListCostAfterWrites proves that a label selection costs the same right after many
+// writes as after a VACUUM: the selector indexes keep no pending list (00013), which every
+// search would read whole until a VACUUM merged it. After 2,000 updates that change every pod's
+// labels (not vacuumed, only analyzed, as a busy table between autovacuum runs is), the page that
+// selects one pod by label touches a handful of buffers, where the pending list made it read all
+// of the updates' index entries.
+func TestLabelListCostAfterWrites(t *testing.T) {
+	const n = 2_000
+	e := newListEnv(t, n)
+	if _, err := e.pool.Exec(e.ctx, `UPDATE reports SET object = jsonb_set(object, '{metadata,labels,touched}', '"again"')
+		WHERE cluster = $1 AND key LIKE '/pods/%'`, testCluster); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(e.ctx, "ANALYZE reports"); err != nil {
+		t.Fatal(err)
+	}
+	c := listCase{name: "label-one", key: "/pods/", label: fmt.Sprintf("uid=u%d", n/3)}
+	if got := e.list(t, c); got != 1 {
+		t.Fatalf("%s: %d pods, want 1", c.name, got)
+	}
+	pc := e.cost(t, c)
+	// One row: an index descent, its heap page, the revision; a pending list of 2,000 updates
+	// alone is several times this.
+	const maxBuffers = 30
+	if pc.buffers > maxBuffers {
+		t.Errorf("after %d updates the one-pod label page touched %d buffers, want at most %d:\n%s",
+			n, pc.buffers, maxBuffers, strings.Join(pc.plans, "\n"))
+	} else {
+		t.Logf("after %d updates, the one-pod label page: %d queries, %d rows, %d buffers", n, pc.queries, pc.rows, pc.buffers)
+	}
+}
