@@ -5,7 +5,7 @@ GO ?= go
 SQLC := $(GO) tool -modfile=tools/go.mod sqlc
 GOOSE := $(GO) tool -modfile=tools/go.mod goose
 
-.PHONY: all build generate generate-sqlc generate-apis verify test e2e e2e-ecosystem e2e-kyverno-scale bench-compare migration
+.PHONY: all build generate generate-sqlc generate-apis verify test e2e e2e-ecosystem e2e-kyverno-scale e2e-kyverno-chainsaw bench-compare migration
 
 all: build
 
@@ -44,6 +44,12 @@ e2e-ecosystem:
 KYVERNO_SCALE ?= 5000
 e2e-kyverno-scale:
 	cd test/ecosystem && GOWORK=off REPORTS_KYVERNO_SCALE=$(KYVERNO_SCALE) $(GO) test -count=1 -timeout 180m -v -run '^TestKyvernoAtScale$$' .
+
+# e2e-kyverno-chainsaw runs Kyverno's own chainsaw report tests (its module's
+# test/conformance/chainsaw/reports) against reports-server, one subtest each (test/ecosystem
+# TestKyvernoChainsaw; deploy/README.md says which run and which are skipped, and why).
+e2e-kyverno-chainsaw:
+	cd test/ecosystem && GOWORK=off REPORTS_KYVERNO_CHAINSAW=1 $(GO) test -count=1 -timeout 90m -v -run '^TestKyvernoChainsaw$$' .
 
 # bench-compare reads the same reports from kube-apiserver + etcd (a CRD) and from reports-server
 # (aggregated and direct) in one cluster and one run, and prints a Markdown table of medians and

@@ -9,6 +9,8 @@
 # Extra arguments go to the Kyverno tests, e.g. hack/e2e-ecosystem.sh -v -run TestKyverno.
 # TestKyvernoAtScale (Kyverno with the report CRDs and with reports-server, side by side) skips
 # unless REPORTS_KYVERNO_SCALE is set; `make e2e-kyverno-scale` runs it with a longer timeout.
+# TestKyvernoChainsaw (Kyverno's own chainsaw report tests) skips unless REPORTS_KYVERNO_CHAINSAW
+# is set; `make e2e-kyverno-chainsaw` runs it.
 set -euo pipefail
 cd "$(dirname "$0")/../test/ecosystem"
 

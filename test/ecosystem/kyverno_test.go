@@ -40,13 +40,12 @@ type scenario struct {
 // fix, vanish with their policy, reports gone with their resource, and the same counts through
 // kubectl, the findings API and the reporting views, during a scan and after.
 func TestKyverno(t *testing.T) {
-	bins, err := kyverno.FromExtra(network.Binaries.Extra)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Summaries refreshed a second after a change, so that the checks need not wait 30 s for each.
-	c := startCluster(t, "--summary-refresh-interval=1s")
-	s := &scenario{c: c, namespaces: namespaceNames(3), active: map[string]bool{requireTeam: true, disallowLatest: true, requireOwner: true}}
+	k := startKyverno(t, kyvernoSetup{serverArgs: []string{"--summary-refresh-interval=1s"}})
+	c := k.c
+	s := &scenario{c: c, namespaces: namespaceNames(3), active: map[string]bool{requireTeam: true, disallowLatest: true, requireOwner: true},
+		reportsController: k.reportsController, admission: k.admission}
+	var err error
 	if s.client, err = kubernetes.NewForConfig(c.AdminConfig); err != nil {
 		t.Fatal(err)
 	}
@@ -54,22 +53,6 @@ func TestKyverno(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.views = views{c: c, dc: s.dc, databaseURL: c.DatabaseURL}
-
-	ctx := testContext(t, 10*time.Minute)
-	start := time.Now()
-	if err := kyverno.Install(ctx, c, bins); err != nil {
-		t.Fatal(err)
-	}
-	// Changed resources and policies are scanned as they change; a periodic rescan of everything
-	// within a step would only make "no ephemeral report left" harder to observe.
-	if s.reportsController, err = kyverno.StartReportsController(ctx, c, bins, kyverno.ReportsControllerOptions{BackgroundScanInterval: 10 * time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	if s.admission, err = kyverno.StartAdmissionController(ctx, c, bins); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("Kyverno %s installed and running after %s (logs: %s, %s)", kyverno.Version, time.Since(start).Round(time.Millisecond),
-		s.reportsController.LogPath, s.admission.LogPath)
 
 	steps := []struct {
 		name string
@@ -88,6 +71,54 @@ func TestKyverno(t *testing.T) {
 			t.Fatalf("%s failed; the later steps build on it", step.name)
 		}
 	}
+}
+
+// kyvernoSetup tunes startKyverno.
+type kyvernoSetup struct {
+	// serverArgs are reports-server's extra flags.
+	serverArgs []string
+	// policyExceptions turns on Kyverno's PolicyExceptions in both controllers.
+	policyExceptions bool
+}
+
+// kyvernoCluster is the cluster with Kyverno running against it.
+type kyvernoCluster struct {
+	c    *cluster.Cluster
+	bins *kyverno.Binaries
+	// reportsController is Kyverno's reports controller; admission its admission controller.
+	reportsController, admission *cluster.Process
+}
+
+// startKyverno starts the cluster, with reports-server, installs Kyverno and runs its reports
+// and admission controllers out of cluster, the reports controller rescanning every ten minutes
+// only: changed resources and policies are scanned as they change, and a periodic rescan of
+// everything would only make "no ephemeral report left" harder to observe.
+func startKyverno(t *testing.T, o kyvernoSetup) *kyvernoCluster {
+	t.Helper()
+	bins, err := kyverno.FromExtra(network.Binaries.Extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &kyvernoCluster{c: startCluster(t, o.serverArgs...), bins: bins}
+	ctx := testContext(t, 10*time.Minute)
+	start := time.Now()
+	if err := kyverno.Install(ctx, k.c, bins); err != nil {
+		t.Fatal(err)
+	}
+	var extra []string
+	if o.policyExceptions {
+		extra = kyverno.PolicyExceptionArgs()
+	}
+	if k.reportsController, err = kyverno.StartReportsController(ctx, k.c, bins,
+		kyverno.ReportsControllerOptions{BackgroundScanInterval: 10 * time.Minute, ExtraArgs: extra}); err != nil {
+		t.Fatal(err)
+	}
+	if k.admission, err = kyverno.StartAdmissionController(ctx, k.c, bins, extra...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Kyverno %s installed and running after %s (logs: %s, %s)", kyverno.Version, time.Since(start).Round(time.Millisecond),
+		k.reportsController.LogPath, k.admission.LogPath)
+	return k
 }
 
 // testPolicies creates the namespaces and policies and waits until the admission controller has

@@ -32,6 +32,9 @@ type Binaries struct {
 	ReportsController string
 	// AdmissionController is cmd/kyverno: the webhooks, which write admission reports.
 	AdmissionController string
+	// Chainsaw is Kyverno's end-to-end test runner (ChainsawVersion), which runs the module's
+	// own report tests (ChainsawReportTests).
+	Chainsaw string
 	// ModuleDir is the module's directory in the module cache (read-only).
 	ModuleDir string
 }
@@ -40,6 +43,7 @@ type Binaries struct {
 const (
 	extraReportsController   = "kyverno-reports-controller"
 	extraAdmissionController = "kyverno-admission-controller"
+	extraChainsaw            = "chainsaw"
 	extraModuleDir           = "kyverno-module-dir"
 )
 
@@ -47,6 +51,7 @@ const (
 func (b *Binaries) Put(extra map[string]string) {
 	extra[extraReportsController] = b.ReportsController
 	extra[extraAdmissionController] = b.AdmissionController
+	extra[extraChainsaw] = b.Chainsaw
 	extra[extraModuleDir] = b.ModuleDir
 }
 
@@ -55,9 +60,10 @@ func FromExtra(extra map[string]string) (*Binaries, error) {
 	b := &Binaries{
 		ReportsController:   extra[extraReportsController],
 		AdmissionController: extra[extraAdmissionController],
+		Chainsaw:            extra[extraChainsaw],
 		ModuleDir:           extra[extraModuleDir],
 	}
-	if b.ReportsController == "" || b.AdmissionController == "" || b.ModuleDir == "" {
+	if b.ReportsController == "" || b.AdmissionController == "" || b.Chainsaw == "" || b.ModuleDir == "" {
 		return nil, fmt.Errorf("the namespace's binaries name no Kyverno build (%v)", extra)
 	}
 	return b, nil
@@ -67,34 +73,37 @@ func FromExtra(extra map[string]string) (*Binaries, error) {
 // directory, so that Kyverno's go.mod alone decides its dependencies. It runs outside the
 // network namespace (the module proxy is unreachable inside). The binaries are cached beside the
 // cluster's (cluster.CacheDir), keyed by Kyverno's version, the Go version and the platform: a
-// cold build takes 15 minutes or more on 2 cores, a cached one nothing.
+// cold build takes 15 minutes or more on 2 cores, a cached one nothing. Chainsaw is built the
+// same way, from its own module (buildChainsaw).
 func Build(ctx context.Context, logf func(string, ...any)) (*Binaries, error) {
-	moduleDir, err := download(ctx)
+	moduleDir, err := download(ctx, module, Version)
 	if err != nil {
 		return nil, err
 	}
-	goVersion, err := goOutput(ctx, os.TempDir(), "env", "GOVERSION")
+	// As Kyverno's Makefile builds its images: static, stripped, the version stamped in.
+	dir, err := buildCached(ctx, build{
+		what: "Kyverno " + Version + " (reports-controller, kyverno)", cacheName: "kyverno-" + Version, moduleDir: moduleDir,
+		args: []string{"-ldflags", "-s -w -X " + module + "/pkg/version.BuildVersion=" + Version, "./cmd/reports-controller", "./cmd/kyverno"},
+		note: "a cold build takes 15 minutes or more on 2 cores",
+	}, logf)
 	if err != nil {
 		return nil, err
 	}
-	root, err := cluster.CacheDir()
+	chainsaw, err := buildChainsaw(ctx, logf)
 	if err != nil {
-		return nil, err
-	}
-	dir := filepath.Join(root, fmt.Sprintf("kyverno-%s-%s-%s-%s", Version, goVersion, runtime.GOOS, runtime.GOARCH))
-	if err := buildCached(ctx, moduleDir, root, dir, logf); err != nil {
 		return nil, err
 	}
 	return &Binaries{
 		ReportsController:   filepath.Join(dir, "reports-controller"),
 		AdmissionController: filepath.Join(dir, "kyverno"),
+		Chainsaw:            chainsaw,
 		ModuleDir:           moduleDir,
 	}, nil
 }
 
 // download fetches the module into the module cache and returns its directory.
-func download(ctx context.Context) (string, error) {
-	out, err := goOutput(ctx, os.TempDir(), "mod", "download", "-json", module+"@"+Version)
+func download(ctx context.Context, module, version string) (string, error) {
+	out, err := goOutput(ctx, os.TempDir(), "mod", "download", "-json", module+"@"+version)
 	if err != nil {
 		return "", err
 	}
@@ -103,60 +112,80 @@ func download(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("decode go mod download output: %w", err)
 	}
 	if m.Error != "" || m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s@%s: %s", module, Version, m.Error)
+		return "", fmt.Errorf("go mod download %s@%s: %s", module, version, m.Error)
 	}
 	return m.Dir, nil
+}
+
+// build is a go build of main packages inside a module's own directory, so that the module's
+// go.mod alone decides its dependencies.
+type build struct {
+	// what names the build in the log; note says what to expect of a cold build.
+	what, note string
+	// cacheName keys the cache entry, with the Go version and the platform added.
+	cacheName string
+	moduleDir string
+	// args follow "go build -o <dir>/": flags, then packages.
+	args []string
 }
 
 // complete marks a cache directory whose binaries were all built and moved in.
 const complete = ".complete"
 
-// buildCached fills dir unless it is complete; a lock beside it makes concurrent runs build once.
-func buildCached(ctx context.Context, moduleDir, root, dir string, logf func(string, ...any)) error {
+// buildCached returns the cache directory of b, built unless complete; a lock beside it makes
+// concurrent runs build once. The cache lives beside the cluster's (cluster.CacheDir).
+func buildCached(ctx context.Context, b build, logf func(string, ...any)) (string, error) {
+	goVersion, err := goOutput(ctx, os.TempDir(), "env", "GOVERSION")
+	if err != nil {
+		return "", err
+	}
+	root, err := cluster.CacheDir()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, fmt.Sprintf("%s-%s-%s-%s", b.cacheName, goVersion, runtime.GOOS, runtime.GOARCH))
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return fmt.Errorf("create cache %s: %w", root, err)
+		return "", fmt.Errorf("create cache %s: %w", root, err)
 	}
 	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return fmt.Errorf("open build lock: %w", err)
+		return "", fmt.Errorf("open build lock: %w", err)
 	}
 	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", lock.Name(), err)
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	if _, err := os.Stat(filepath.Join(dir, complete)); err == nil {
 		// In use: the cluster harness prunes cache entries untouched for a week.
 		now := time.Now()
 		_ = os.Chtimes(dir, now, now)
-		logf("using cached Kyverno %s binaries in %s", Version, dir)
-		return nil
+		logf("using cached %s binaries in %s", b.what, dir)
+		return dir, nil
 	}
 
-	tmp, err := os.MkdirTemp(root, "kyverno-build-")
+	tmp, err := os.MkdirTemp(root, b.cacheName+"-build-")
 	if err != nil {
-		return fmt.Errorf("create build directory: %w", err)
+		return "", fmt.Errorf("create build directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	logf("building Kyverno %s (reports-controller, kyverno) into %s: a cold build takes 15 minutes or more on 2 cores", Version, dir)
+	logf("building %s into %s: %s", b.what, dir, b.note)
 	start := time.Now()
-	// As Kyverno's Makefile builds its images: static, stripped, the version stamped in.
-	args := []string{"build", "-ldflags", "-s -w -X " + module + "/pkg/version.BuildVersion=" + Version,
-		"-o", tmp + string(filepath.Separator), "./cmd/reports-controller", "./cmd/kyverno"}
-	cmd := goCmd(ctx, moduleDir, args...)
+	args := append([]string{"build", "-o", tmp + string(filepath.Separator)}, b.args...)
+	cmd := goCmd(ctx, b.moduleDir, args...)
 	cmd.Env = append(cmd.Env, "CGO_ENABLED=0", "GOFLAGS=-mod=readonly")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), moduleDir, err, out)
+		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), b.moduleDir, err, out)
 	}
 	_ = os.RemoveAll(dir) // an incomplete earlier attempt
 	if err := os.Rename(tmp, dir); err != nil {
-		return fmt.Errorf("move the Kyverno build into the cache: %w", err)
+		return "", fmt.Errorf("move the build of %s into the cache: %w", b.what, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, complete), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("mark %s complete: %w", dir, err)
+		return "", fmt.Errorf("mark %s complete: %w", dir, err)
 	}
-	logf("built Kyverno %s in %s", Version, time.Since(start).Round(time.Second))
-	return nil
+	logf("built %s in %s", b.what, time.Since(start).Round(time.Second))
+	return dir, nil
 }
 
 func goCmd(ctx context.Context, dir string, args ...string) *exec.Cmd {

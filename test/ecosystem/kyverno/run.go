@@ -197,6 +197,15 @@ type ReportsControllerOptions struct {
 	// serves the report APIs: the controller then runs as Kyverno's chart runs it by default,
 	// with its check that the CRDs exist.
 	ReportCRDs bool
+	// ExtraArgs are more flags, e.g. PolicyExceptionArgs.
+	ExtraArgs []string
+}
+
+// PolicyExceptionArgs turn on PolicyExceptions (kyverno.io/v2), in every namespace, as Kyverno's
+// chart does with features.policyExceptions (off by default; its conformance tests turn it on).
+// Both the admission and the reports controller need them: each applies exceptions itself.
+func PolicyExceptionArgs() []string {
+	return []string{"--enablePolicyException=true", "--exceptionNamespace=*"}
 }
 
 // StartReportsController runs cmd/reports-controller out of cluster and waits until it leads
@@ -210,6 +219,7 @@ func StartReportsController(ctx context.Context, c *cluster.Cluster, b *Binaries
 		return nil, err
 	}
 	args = append(args, "--backgroundScanInterval="+o.BackgroundScanInterval.String())
+	args = append(args, o.ExtraArgs...)
 	if !o.ReportCRDs {
 		args = append(args, "--reportsCRDsSanityChecks=false")
 	}
@@ -227,8 +237,9 @@ func StartReportsController(ctx context.Context, c *cluster.Cluster, b *Binaries
 // webhook server listens on the cluster's NodeIP, which kube-apiserver reaches inside the
 // network namespace; --serverIP makes Kyverno register its webhooks by URL (https://ip:port/…)
 // instead of by Service, and put that address in the serving certificate it generates. It
-// waits until the controller leads and its policy webhooks are registered.
-func StartAdmissionController(ctx context.Context, c *cluster.Cluster, b *Binaries) (*cluster.Process, error) {
+// waits until the controller leads and its policy webhooks are registered. extraArgs are more
+// flags, e.g. PolicyExceptionArgs.
+func StartAdmissionController(ctx context.Context, c *cluster.Cluster, b *Binaries, extraArgs ...string) (*cluster.Process, error) {
 	port, err := freePort(c.NodeIP.String())
 	if err != nil {
 		return nil, err
@@ -248,6 +259,7 @@ func StartAdmissionController(ctx context.Context, c *cluster.Cluster, b *Binari
 		"--backgroundServiceAccountName=system:serviceaccount:"+Namespace+":kyverno-background-controller",
 		"--controllerRuntimeMetricsAddress=0",
 	)
+	args = append(args, extraArgs...)
 	p, err := c.StartProcess(AdmissionControllerName, b.AdmissionController, args, env(AdmissionControllerName))
 	if err != nil {
 		return nil, err
