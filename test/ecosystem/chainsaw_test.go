@@ -43,6 +43,9 @@ func TestKyvernoChainsaw(t *testing.T) {
 		t.Skipf("set %s=1 to run Kyverno's chainsaw report tests against reports-server", ChainsawEnv)
 	}
 	k := startKyverno(t, kyvernoSetup{policyExceptions: true})
+	if k.bins.Chainsaw == "" {
+		t.Fatalf("chainsaw was not built: TestMain builds it when %s is set", ChainsawEnv)
+	}
 	root := k.bins.ChainsawReportTests()
 	tests, err := chainsawTests(root)
 	if err != nil {

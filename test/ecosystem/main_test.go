@@ -62,7 +62,8 @@ func buildBinaries(ctx context.Context) (*cluster.Binaries, func(), error) {
 		cleanup()
 		return nil, nil, fmt.Errorf("build the cluster's binaries: %w", err)
 	}
-	ky, err := kyverno.Build(ctx, logf)
+	// Chainsaw only for TestKyvernoChainsaw, which is opt-in.
+	ky, err := kyverno.Build(ctx, os.Getenv(ChainsawEnv) != "", logf)
 	if err != nil {
 		cleanup()
 		return nil, nil, fmt.Errorf("build Kyverno: %w", err)

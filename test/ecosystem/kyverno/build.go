@@ -33,7 +33,7 @@ type Binaries struct {
 	// AdmissionController is cmd/kyverno: the webhooks, which write admission reports.
 	AdmissionController string
 	// Chainsaw is Kyverno's end-to-end test runner (ChainsawVersion), which runs the module's
-	// own report tests (ChainsawReportTests).
+	// own report tests (ChainsawReportTests); empty unless Build was asked for it.
 	Chainsaw string
 	// ModuleDir is the module's directory in the module cache (read-only).
 	ModuleDir string
@@ -63,7 +63,7 @@ func FromExtra(extra map[string]string) (*Binaries, error) {
 		Chainsaw:            extra[extraChainsaw],
 		ModuleDir:           extra[extraModuleDir],
 	}
-	if b.ReportsController == "" || b.AdmissionController == "" || b.Chainsaw == "" || b.ModuleDir == "" {
+	if b.ReportsController == "" || b.AdmissionController == "" || b.ModuleDir == "" {
 		return nil, fmt.Errorf("the namespace's binaries name no Kyverno build (%v)", extra)
 	}
 	return b, nil
@@ -73,9 +73,9 @@ func FromExtra(extra map[string]string) (*Binaries, error) {
 // directory, so that Kyverno's go.mod alone decides its dependencies. It runs outside the
 // network namespace (the module proxy is unreachable inside). The binaries are cached beside the
 // cluster's (cluster.CacheDir), keyed by Kyverno's version, the Go version and the platform: a
-// cold build takes 15 minutes or more on 2 cores, a cached one nothing. Chainsaw is built the
-// same way, from its own module (buildChainsaw).
-func Build(ctx context.Context, logf func(string, ...any)) (*Binaries, error) {
+// cold build takes 15 minutes or more on 2 cores, a cached one nothing. With withChainsaw,
+// chainsaw is built the same way, from its own module (buildChainsaw).
+func Build(ctx context.Context, withChainsaw bool, logf func(string, ...any)) (*Binaries, error) {
 	moduleDir, err := download(ctx, module, Version)
 	if err != nil {
 		return nil, err
@@ -89,9 +89,11 @@ func Build(ctx context.Context, logf func(string, ...any)) (*Binaries, error) {
 	if err != nil {
 		return nil, err
 	}
-	chainsaw, err := buildChainsaw(ctx, logf)
-	if err != nil {
-		return nil, err
+	var chainsaw string
+	if withChainsaw {
+		if chainsaw, err = buildChainsaw(ctx, logf); err != nil {
+			return nil, err
+		}
 	}
 	return &Binaries{
 		ReportsController:   filepath.Join(dir, "reports-controller"),
@@ -127,6 +129,9 @@ type build struct {
 	moduleDir string
 	// args follow "go build -o <dir>/": flags, then packages.
 	args []string
+	// shims, when set, are files (path in the module: content) added to a writable copy of the
+	// module, which is then built instead: what a release needs to build with this Go.
+	shims map[string]string
 }
 
 // complete marks a cache directory whose binaries were all built and moved in.
@@ -171,14 +176,21 @@ func buildCached(ctx context.Context, b build, logf func(string, ...any)) (strin
 	defer os.RemoveAll(tmp)
 	logf("building %s into %s: %s", b.what, dir, b.note)
 	start := time.Now()
-	args := append([]string{"build", "-o", tmp + string(filepath.Separator)}, b.args...)
-	cmd := goCmd(ctx, b.moduleDir, args...)
+	src := b.moduleDir
+	if len(b.shims) > 0 {
+		if src, err = shimmedCopy(ctx, b, tmp); err != nil {
+			return "", err
+		}
+	}
+	out := filepath.Join(tmp, "bin")
+	args := append([]string{"build", "-o", out + string(filepath.Separator)}, b.args...)
+	cmd := goCmd(ctx, src, args...)
 	cmd.Env = append(cmd.Env, "CGO_ENABLED=0", "GOFLAGS=-mod=readonly")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), b.moduleDir, err, out)
 	}
 	_ = os.RemoveAll(dir) // an incomplete earlier attempt
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := os.Rename(out, dir); err != nil {
 		return "", fmt.Errorf("move the build of %s into the cache: %w", b.what, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, complete), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
@@ -186,6 +198,24 @@ func buildCached(ctx context.Context, b build, logf func(string, ...any)) (strin
 	}
 	logf("built %s in %s", b.what, time.Since(start).Round(time.Second))
 	return dir, nil
+}
+
+// shimmedCopy copies b's module (read-only in the module cache) into tmp/src, writable, adds
+// b.shims and returns the copy's directory.
+func shimmedCopy(ctx context.Context, b build, tmp string) (string, error) {
+	src := filepath.Join(tmp, "src")
+	if out, err := exec.CommandContext(ctx, "cp", "-r", b.moduleDir, src).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("copy %s: %w\n%s", b.moduleDir, err, out)
+	}
+	if out, err := exec.CommandContext(ctx, "chmod", "-R", "u+w", src).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("make %s writable: %w\n%s", src, err, out)
+	}
+	for name, content := range b.shims {
+		if err := os.WriteFile(filepath.Join(src, filepath.FromSlash(name)), []byte(content), 0o644); err != nil {
+			return "", fmt.Errorf("add %s to the copy of %s: %w", name, b.what, err)
+		}
+	}
+	return src, nil
 }
 
 func goCmd(ctx context.Context, dir string, args ...string) *exec.Cmd {
