@@ -2,7 +2,9 @@ package apiserver
 
 import (
 	"context"
+	"mime"
 	"net/http"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -27,6 +29,7 @@ import (
 // otherwise is still right, only slower: storedjson decodes the objects for such an encoder.)
 func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		withoutObjectProtobuf(req)
 		if req.Method == http.MethodGet {
 			if mark := readShape(req, serializer); mark != nil {
 				req = req.WithContext(mark(req.Context()))
@@ -92,3 +95,53 @@ func (reportEndpoint) AllowsServerVersion(version string) bool {
 }
 
 func (reportEndpoint) AllowsStreamSchema(s string) bool { return s == "watch" }
+
+// withoutObjectProtobuf drops from req's Accept header the protobuf clauses that ask for the
+// report objects themselves (no as=PartialObjectMetadata or Table conversion). The report types
+// have no protobuf encoding, as custom resources have none, yet the generic handlers would pick
+// protobuf for them when a client lists it first, and fail to encode the response: client-go's
+// metadata clients send "application/vnd.kubernetes.protobuf,application/json", so
+// kube-controller-manager's namespace controller could not delete any namespace (its
+// deletecollection of every report resource failed) and the garbage collector's deletes answered
+// 500 after deleting. Without those clauses the handlers negotiate what else the client accepts,
+// as kube-apiserver does for custom resources; a client that accepts only protobuf gets 406.
+// Conversions keep protobuf: PartialObjectMetadata(List) and Table encode in it.
+func withoutObjectProtobuf(req *http.Request) {
+	accept := req.Header.Values("Accept")
+	if len(accept) == 0 {
+		return
+	}
+	var kept []string
+	dropped := false
+	for _, header := range accept {
+		for _, clause := range strings.Split(header, ",") {
+			if isObjectProtobuf(clause) {
+				dropped = true
+				continue
+			}
+			kept = append(kept, strings.TrimSpace(clause))
+		}
+	}
+	if !dropped {
+		return
+	}
+	if len(kept) == 0 {
+		// Nothing else is acceptable: a media type no serializer has makes the handlers answer
+		// 406 Not Acceptable, as they answer any other type they cannot produce.
+		kept = []string{runtime.ContentTypeProtobuf + ";as=Object;g=" + unservableGroup + ";v=v1"}
+	}
+	req.Header.Set("Accept", strings.Join(kept, ","))
+}
+
+// unservableGroup names no API group, so a conversion to it is never negotiated.
+const unservableGroup = "reports-server.invalid"
+
+// isObjectProtobuf reports whether an Accept clause asks for protobuf without a conversion.
+func isObjectProtobuf(clause string) bool {
+	mediaType, params, err := mime.ParseMediaType(strings.TrimSpace(clause))
+	if err != nil || mediaType != runtime.ContentTypeProtobuf {
+		return false
+	}
+	_, convert := params["as"]
+	return !convert
+}
