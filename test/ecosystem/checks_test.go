@@ -67,23 +67,11 @@ func settled(ctx context.Context, dc dynamic.Interface, namespaces []string, wan
 	for _, r := range want {
 		byUID[string(r.UID)] = r
 	}
-	var errs []error
+	errs, err := matchReports(ctx, dc, namespaces, byUID, resource.String, checkReport)
+	if err != nil {
+		return err
+	}
 	for _, ns := range namespaces {
-		list, err := dc.Resource(policyReports).Namespace(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, rep := range list.Items {
-			r, ok := byUID[rep.GetName()]
-			if !ok {
-				errs = append(errs, fmt.Errorf("PolicyReport %s/%s is about no expected resource (%v)", ns, rep.GetName(), scopeOf(rep)))
-				continue
-			}
-			delete(byUID, rep.GetName())
-			if err := checkReport(rep, r); err != nil {
-				errs = append(errs, err)
-			}
-		}
 		ephr, err := dc.Resource(ephemeralReports).Namespace(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return err
@@ -92,13 +80,39 @@ func settled(ctx context.Context, dc dynamic.Interface, namespaces []string, wan
 			errs = append(errs, fmt.Errorf("%d ephemeral reports left in %s", n, ns))
 		}
 	}
-	for _, r := range byUID {
-		errs = append(errs, fmt.Errorf("no PolicyReport for %s", r))
-	}
 	if len(errs) > 5 {
 		return fmt.Errorf("%d problems, e.g. %w", len(errs), errors.Join(errs[:5]...))
 	}
 	return errors.Join(errs...)
+}
+
+// matchReports checks the PolicyReports in namespaces against expected, keyed by report name (the
+// resource's UID): check for each report about an expected resource, a problem for each report
+// about none and for each expected resource without a report (what names it). err is a failed list.
+func matchReports[R any](ctx context.Context, dc dynamic.Interface, namespaces []string, expected map[string]R,
+	what func(R) string, check func(unstructured.Unstructured, R) error) (problems []error, err error) {
+	left := maps.Clone(expected)
+	for _, ns := range namespaces {
+		list, err := dc.Resource(policyReports).Namespace(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, err
+		}
+		for _, rep := range list.Items {
+			r, ok := left[rep.GetName()]
+			if !ok {
+				problems = append(problems, fmt.Errorf("PolicyReport %s/%s is about no expected resource (%v)", ns, rep.GetName(), scopeOf(rep)))
+				continue
+			}
+			delete(left, rep.GetName())
+			if err := check(rep, r); err != nil {
+				problems = append(problems, err)
+			}
+		}
+	}
+	for _, r := range left {
+		problems = append(problems, fmt.Errorf("no PolicyReport for %s", what(r)))
+	}
+	return problems, nil
 }
 
 func scopeOf(rep unstructured.Unstructured) string {

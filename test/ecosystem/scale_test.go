@@ -287,26 +287,9 @@ func scaleSettled(ctx context.Context, client kubernetes.Interface, dc dynamic.I
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, ns := range namespaces {
-		list, err := dc.Resource(policyReports).Namespace(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, rep := range list.Items {
-			r, ok := expected[rep.GetName()]
-			if !ok {
-				errs = append(errs, fmt.Errorf("PolicyReport %s/%s is about no expected resource (%v)", ns, rep.GetName(), scopeOf(rep)))
-				continue
-			}
-			delete(expected, rep.GetName())
-			if err := checkScaleReport(rep, r); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	for _, r := range expected {
-		errs = append(errs, fmt.Errorf("no PolicyReport for %s", r.what))
+	errs, err := matchReports(ctx, dc, namespaces, expected, func(r scaleResource) string { return r.what }, checkScaleReport)
+	if err != nil {
+		return err
 	}
 	if len(errs) > 5 {
 		return fmt.Errorf("%d problems, e.g. %w", len(errs), errors.Join(errs[:5]...))
