@@ -245,7 +245,9 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	if c.Extra.ReadPool != nil {
 		replica = db.NewReplica(c.Extra.ReadPool, slog.Default().With("component", "replica"))
 	}
-	m.SetSources(metricSources(c.Extra, notifier, follower, replica))
+	// One page cache for every resource's paged lists, so its bounds are the process's.
+	prefetcher := pgstorage.NewPrefetcher()
+	m.SetSources(metricSources(c.Extra, notifier, follower, replica, prefetcher))
 	// GET requests read what their response holds: metadata only, or the stored JSON (readshape.go).
 	// GET /metrics answers with the generic server's metrics and ours (internal/metrics), after
 	// authentication and authorization as before.
@@ -263,6 +265,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Compactor: compactor,
 		Replica:   replica,
 
+		Prefetcher:          prefetcher,
 		MaxUnpagedListBytes: c.Extra.MaxUnpagedListBytes,
 	}
 	return CompletedConfig{&completedConfig{

@@ -13,7 +13,7 @@ import (
 
 // metricSources are what the server's metrics read at scrape time (internal/metrics). The
 // served kinds always have a series (0 when none), so a kind does not vanish from dashboards.
-func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower, replica *db.Replica) metrics.Sources {
+func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower, replica *db.Replica, prefetcher *pgstorage.Prefetcher) metrics.Sources {
 	pool, cluster, kinds := extra.Pool, extra.Cluster, extra.Kinds
 	src := metrics.Sources{
 		Pool: pool,
@@ -25,6 +25,10 @@ func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage
 			return st
 		},
 		NotifyReconnects: notifier.Reconnects,
+		ListPrefetch: func() (int64, int64, int64) {
+			st := prefetcher.Stats()
+			return st.Used, st.Unused, st.Skipped
+		},
 		Stored: func(ctx context.Context) ([]metrics.StoredCount, error) {
 			return storedCounts(ctx, pool, cluster, kinds)
 		},

@@ -28,6 +28,7 @@ func TestMetricsDocumented(t *testing.T) {
 		Watch:            func() WatchStats { return WatchStats{Watchers: map[string]int{"x": 1}} },
 		NotifyReconnects: func() int64 { return 0 },
 		ReplicaReads:     func() (int64, int64) { return 0, 0 },
+		ListPrefetch:     func() (int64, int64, int64) { return 0, 0, 0 },
 		Stored:           func(context.Context) ([]StoredCount, error) { return []StoredCount{{Kind: "K"}}, nil },
 		AnalyticsLag:     func(context.Context) (AnalyticsLag, error) { return AnalyticsLag{}, nil },
 	})

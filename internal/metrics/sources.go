@@ -20,6 +20,9 @@ type Sources struct {
 	// ReplicaReads counts the reads that tried the read replica: served there, or fell back to
 	// the primary (nil without a replica).
 	ReplicaReads func() (served, fellBack int64)
+	// ListPrefetch counts the list pages read ahead of their request: used, unused (never
+	// taken), skipped (not read ahead: the bounds were reached).
+	ListPrefetch func() (used, unused, skipped int64)
 	// Stored counts the stored reports and results. It queries the database: the collector
 	// caches its answer for StoredTTL.
 	Stored func(context.Context) ([]StoredCount, error)
@@ -84,11 +87,13 @@ var (
 	notifyDesc       = desc("notify", "reconnects_total", "Times the LISTEN connection was lost and re-established.")
 	replicaReadsDesc = desc("db", "replica_reads_total",
 		"Reads that tried the read replica, by outcome: served (on the replica), primary (it was behind, away or hung).", "outcome")
+	prefetchDesc = desc("list", "prefetched_pages_total",
+		"Pages of paged lists read ahead of their request, by outcome: used (taken by it), unused (never taken), skipped (not read: bounds reached).", "outcome")
 	storedReportsDesc = desc("", "stored_reports", "Stored reports of this server's cluster, by kind (refreshed at most every 30 s).", "kind")
 	storedResultsDesc = desc("", "stored_results", "Results of the stored reports (sum of their summaries), by kind (refreshed at most every 30 s).", "kind")
 	analyticsRevsDesc = desc("analytics", "projection_lag_revisions", "Committed revisions not yet projected into the analytics tables (refreshed at most every 30 s).")
 	analyticsSecsDesc = desc("analytics", "projection_lag_seconds", "Seconds since the projection checkpoint last moved while it is behind; 0 when caught up.")
-	allDescs          = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, replicaReadsDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
+	allDescs          = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, replicaReadsDesc, prefetchDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
 )
 
 // cached is a database-backed answer and when it was taken.
@@ -151,6 +156,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		served, fellBack := c.src.ReplicaReads()
 		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(served), "served")
 		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(fellBack), "primary")
+	}
+	if c.src.ListPrefetch != nil {
+		used, unused, skipped := c.src.ListPrefetch()
+		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(used), "used")
+		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(unused), "unused")
+		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(skipped), "skipped")
 	}
 	if c.src.NotifyReconnects != nil {
 		ch <- prometheus.MustNewConstMetric(notifyDesc, prometheus.CounterValue, float64(c.src.NotifyReconnects()))

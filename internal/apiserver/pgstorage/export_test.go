@@ -109,3 +109,6 @@ func (s *Store) ConfirmBatch(ctx context.Context, ops []WriteOp, revs []int64) (
 	outcome, err := s.writer.confirm(ctx, batch, results)
 	return map[batchOutcome]string{committed: "committed", aborted: "aborted", unknownOutcome: "unknown"}[outcome], err
 }
+
+// PrefetchStats returns the counters of the store's list read-ahead.
+func (s *Store) PrefetchStats() PrefetchStats { return s.prefetcher.Stats() }

@@ -161,7 +161,8 @@ func (s *Store) pageAt(ctx context.Context, at int64, filter sqlFilter, from, be
 
 // GetList implements storage.Interface. It runs in steps: parse the request, choose the
 // revision to read (in one read-only snapshot), read the items, decide how the list continues,
-// then fill in the list's metadata.
+// then fill in the list's metadata. A page whose selectors SQL applies in full takes a shorter
+// way (getPage), which also reads the next page ahead of its request (prefetch.go).
 func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
 	ctx, cancel := withDatabaseDeadline(ctx)
 	defer cancel()
@@ -174,6 +175,9 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 		return err
 	}
 	newItem := newItemFunc(listObj, v, s.newFunc)
+	if req.paging && req.filter.complete {
+		return s.getPage(ctx, req, listObj, v, newItem)
+	}
 	floor, err := s.primaryFloor(ctx, req)
 	if err != nil {
 		return s.dbError(req.keyPrefix, "list", err)
@@ -192,7 +196,7 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 		page = listPage{rev: r.at}
 		// A retry on the primary starts from an empty list.
 		v.SetLen(0)
-		if err := s.readItems(ctx, r, req, v, s.itemMaker(ctx, r, listObj, newItem), &page); err != nil {
+		if err := s.readItems(ctx, r, req, v, s.itemMaker(ctx, r.shape, r.filter.complete, listObj, newItem), &page); err != nil {
 			return err
 		}
 		return s.continuation(ctx, r, req, v.Len(), &page)
@@ -201,6 +205,113 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 		return s.dbError(req.keyPrefix, "list", err)
 	}
 	return s.setListMeta(listObj, v, req, page)
+}
+
+// getPage serves a page of a paged list whose selectors SQL applies in full: its rows come from
+// one query in one snapshot (or from the page read ahead for this request), its items are made
+// after the snapshot ends, and the page after it is read ahead.
+func (s *Store) getPage(ctx context.Context, req listRequest, listObj runtime.Object, v reflect.Value, newItem func() runtime.Object) error {
+	shape := shapeFor(ctx, true)
+	p, ok := s.takePrefetched(ctx, req, shape)
+	if !ok {
+		var err error
+		if p, err = s.readPage(ctx, req); err != nil {
+			return s.dbError(req.keyPrefix, "list", err)
+		}
+	}
+	items := s.itemMaker(ctx, shape, true, listObj, newItem)
+	v.SetLen(0)
+	for _, x := range p.rows {
+		obj, err := items.item(x, req.opts.Predicate, true)
+		if err != nil {
+			return s.dbError(req.keyPrefix, "list", err)
+		}
+		v.Set(reflect.Append(v, reflect.ValueOf(obj).Elem()))
+	}
+	s.prefetchNext(ctx, req, shape, p)
+	return s.setListMeta(listObj, v, req, p.page)
+}
+
+// readPage reads the rows of the page req asks for, in one snapshot.
+func (s *Store) readPage(ctx context.Context, req listRequest) (pageRows, error) {
+	floor, err := s.primaryFloor(ctx, req)
+	if err != nil {
+		return pageRows{}, err
+	}
+	var p pageRows
+	err = s.readTx(ctx, func(tx pgx.Tx, onReplica bool) error {
+		if onReplica {
+			if err := s.replicaCaughtUp(ctx, tx, req, floor); err != nil {
+				return err
+			}
+		}
+		r, err := s.chooseRevision(ctx, tx, req)
+		if err != nil {
+			return err
+		}
+		// One row beyond the page tells whether there is more; SQL selects every row.
+		limit := req.opts.Predicate.Limit
+		rows, err := r.fetch(ctx, req.from, req.before, int32(min(limit, math.MaxInt32-1)+1))
+		if err != nil {
+			return err
+		}
+		p = pageRows{page: listPage{rev: r.at}}
+		if int64(len(rows)) > limit {
+			rows, p.page.hasMore = rows[:limit], true
+		}
+		if len(rows) > 0 {
+			p.page.lastKey = rows[len(rows)-1].key
+		}
+		p.rows = rows
+		return s.continuation(ctx, r, req, len(rows), &p.page)
+	})
+	return p, err
+}
+
+// takePrefetched returns the page read ahead for req (a continuation), if there is one and the
+// change log still reaches its revision: otherwise the request reads it, and gets 410 Gone as
+// it should.
+func (s *Store) takePrefetched(ctx context.Context, req listRequest, shape readShape) (pageRows, bool) {
+	if req.continueKey == "" {
+		return pageRows{}, false
+	}
+	p, ok := s.prefetcher.take(ctx, prefetchKeyOf(req, shape))
+	if !ok {
+		return pageRows{}, false
+	}
+	cur, err := s.rev.read(ctx, s.pool)
+	if err != nil {
+		return pageRows{}, false
+	}
+	s.observeCompacted(cur.Compacted)
+	return p, req.withRev >= cur.Compacted
+}
+
+// prefetchNext reads the page after p ahead of the request for it (prefetch.go): the same list,
+// continued after p's last key at p's revision, as the continue token p's list returns asks.
+func (s *Store) prefetchNext(ctx context.Context, req listRequest, shape readShape, p pageRows) {
+	if !p.page.hasMore || p.bytes() > prefetchMaxPageBytes {
+		return
+	}
+	next := req
+	next.from, next.withRev, next.continueKey = nextKey(p.page.lastKey), p.page.rev, p.page.lastKey+"\x00"
+	next.opts.ResourceVersion, next.opts.ResourceVersionMatch = "", ""
+	s.prefetcher.start(ctx, prefetchKeyOf(next, shape), func(ctx context.Context) (pageRows, error) {
+		return s.readPage(ctx, next)
+	})
+}
+
+// prefetchKeyOf is what decides the rows of req's page read in shape.
+func prefetchKeyOf(req listRequest, shape readShape) prefetchKey {
+	pred := req.opts.Predicate
+	key := prefetchKey{keyPrefix: req.keyPrefix, from: req.from, before: req.before, rev: req.withRev, limit: pred.Limit, shape: shape}
+	if pred.Label != nil {
+		key.labels = pred.Label.String()
+	}
+	if pred.Field != nil {
+		key.fields = pred.Field.String()
+	}
+	return key
 }
 
 // listRequest is a GetList call, parsed.
@@ -215,6 +326,8 @@ type listRequest struct {
 	continueKey string
 	// paging is set when the list has a limit.
 	paging bool
+	// filter is the selectors, in SQL as far as they go.
+	filter sqlFilter
 }
 
 // listPage is how a list ends: the revision it was read at, its last key, and whether and how
@@ -239,6 +352,7 @@ func (s *Store) parseListRequest(key string, opts storage.ListOptions) (listRequ
 	req := listRequest{
 		opts: opts, keyPrefix: keyPrefix, from: keyPrefix, before: prefixEnd(keyPrefix),
 		withRev: withRev, continueKey: continueKey, paging: opts.Recursive && opts.Predicate.Limit > 0,
+		filter: translate(opts.Predicate),
 	}
 	if !opts.Recursive {
 		req.before = nextKey(keyPrefix)
@@ -262,8 +376,7 @@ func (s *Store) chooseRevision(ctx context.Context, tx pgx.Tx, req listRequest) 
 		return nil, err
 	}
 	s.observeCompacted(cur.Compacted)
-	filter := translate(req.opts.Predicate)
-	r := &snapshotReader{s: s, tx: tx, filter: filter, at: cur.Current, atCurrent: true, shape: shapeFor(ctx, filter.complete)}
+	r := &snapshotReader{s: s, tx: tx, filter: req.filter, at: cur.Current, atCurrent: true, shape: shapeFor(ctx, req.filter.complete)}
 	if req.withRev == 0 {
 		return r, s.checkMinimumRV(req.opts.ResourceVersion, cur.Current)
 	}
@@ -312,12 +425,13 @@ type itemMaker struct {
 	metadata bool
 }
 
-func (s *Store) itemMaker(ctx context.Context, r *snapshotReader, listObj runtime.Object, newItem func() runtime.Object) itemMaker {
+// itemMaker makes the items of rows read in shape; complete says SQL applied every selector.
+func (s *Store) itemMaker(ctx context.Context, shape readShape, complete bool, listObj runtime.Object, newItem func() runtime.Object) itemMaker {
 	m := itemMaker{s: s, newItem: newItem}
-	if r.shape == readMetadata && s.plainJSON {
+	if shape == readMetadata && s.plainJSON {
 		_, m.metadata = objectMeta(newItem())
 	}
-	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && r.shape == readObject && r.filter.complete {
+	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && shape == readObject && complete {
 		m.stored = c.StoredItems()
 		m.stored.Keep(s.decodeJSON, s.encodings)
 	}

@@ -31,6 +31,8 @@ type RESTOptionsGetter struct {
 	Compactor *Compactor
 	// Replica, when set, serves reads it has caught up with; one per process (see replica.go).
 	Replica *db.Replica
+	// Prefetcher keeps the pages paged lists read ahead; one per process (see prefetch.go).
+	Prefetcher *Prefetcher
 	// BookmarkInterval and SlowWatcherTimeout tune every watcher (see Config).
 	BookmarkInterval   time.Duration
 	SlowWatcherTimeout time.Duration
@@ -76,6 +78,7 @@ func (g *RESTOptionsGetter) decorate(
 		Writer:         g.Writer,
 		Compactor:      g.Compactor,
 		Replica:        g.Replica,
+		Prefetcher:     g.Prefetcher,
 
 		BookmarkInterval:    g.BookmarkInterval,
 		SlowWatcherTimeout:  g.SlowWatcherTimeout,

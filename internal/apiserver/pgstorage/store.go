@@ -66,6 +66,9 @@ type Config struct {
 	// Replica, when set, serves lists, continuation pages and watches' initial state whenever
 	// it has replayed the revision they need (see replica.go). Share one per process.
 	Replica *db.Replica
+	// Prefetcher keeps the pages paged lists read ahead (prefetch.go). Share one per process,
+	// so its bounds hold for all resources together; when nil the store makes its own.
+	Prefetcher *Prefetcher
 	// MaxUnpagedListBytes is the most stored JSON a list without a limit may return: beyond it
 	// the list is refused (400) and the client told to page, so one request cannot take the
 	// server's memory (DefaultMaxUnpagedListBytes when zero; negative: no bound).
@@ -93,6 +96,7 @@ type Store struct {
 	follower       *Follower
 	compactor      *Compactor
 	replica        *db.Replica
+	prefetcher     *Prefetcher
 
 	bookmarkInterval    time.Duration
 	slowWatcherTimeout  time.Duration
@@ -135,6 +139,7 @@ func New(cfg Config) (*Store, error) {
 		follower:       cfg.Follower,
 		compactor:      cfg.Compactor,
 		replica:        cfg.Replica,
+		prefetcher:     cfg.Prefetcher,
 
 		bookmarkInterval:    cfg.BookmarkInterval,
 		slowWatcherTimeout:  cfg.SlowWatcherTimeout,
@@ -148,6 +153,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if s.compactor == nil {
 		s.compactor = NewCompactor(cfg.Pool, cfg.Cluster, CompactorOptions{Follower: s.follower})
+	}
+	if s.prefetcher == nil {
+		s.prefetcher = NewPrefetcher()
 	}
 	if s.bookmarkInterval <= 0 {
 		s.bookmarkInterval = DefaultBookmarkInterval
