@@ -19,6 +19,7 @@ export GOWORK=off
 "$GO" vet ./...
 # The timeout covers the cold builds too (the cluster's binaries, Helm and Kyverno: together more
 # than an hour on a busy 2-core machine; a 60-minute timeout killed such a run's Kyverno build).
-"$GO" test ./... -count=1 -timeout 180m "$@"
+# Verbose, so that the output names each scenario's steps with their results and durations.
+"$GO" test ./... -count=1 -timeout 180m -v "$@"
 cd ../e2e
 "$GO" test ./... -count=1 -timeout 40m -v -run 'TestPolicyReporter|TestHelm'
