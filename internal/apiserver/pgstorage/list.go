@@ -178,21 +178,8 @@ func (s *Store) GetList(ctx context.Context, key string, opts storage.ListOption
 	if req.paging && req.filter.complete {
 		return s.getPage(ctx, req, listObj, v, newItem)
 	}
-	floor, err := s.primaryFloor(ctx, req)
-	if err != nil {
-		return s.dbError(req.keyPrefix, "list", err)
-	}
 	var page listPage
-	err = s.readTx(ctx, func(tx pgx.Tx, onReplica bool) error {
-		if onReplica {
-			if err := s.replicaCaughtUp(ctx, tx, req, floor); err != nil {
-				return err
-			}
-		}
-		r, err := s.chooseRevision(ctx, tx, req)
-		if err != nil {
-			return err
-		}
+	err = s.atRevision(ctx, req, func(r *snapshotReader) error {
 		page = listPage{rev: r.at}
 		// A retry on the primary starts from an empty list.
 		v.SetLen(0)
@@ -234,21 +221,8 @@ func (s *Store) getPage(ctx context.Context, req listRequest, listObj runtime.Ob
 
 // readPage reads the rows of the page req asks for, in one snapshot.
 func (s *Store) readPage(ctx context.Context, req listRequest) (pageRows, error) {
-	floor, err := s.primaryFloor(ctx, req)
-	if err != nil {
-		return pageRows{}, err
-	}
 	var p pageRows
-	err = s.readTx(ctx, func(tx pgx.Tx, onReplica bool) error {
-		if onReplica {
-			if err := s.replicaCaughtUp(ctx, tx, req, floor); err != nil {
-				return err
-			}
-		}
-		r, err := s.chooseRevision(ctx, tx, req)
-		if err != nil {
-			return err
-		}
+	err := s.atRevision(ctx, req, func(r *snapshotReader) error {
 		// One row beyond the page tells whether there is more; SQL selects every row.
 		limit := req.opts.Predicate.Limit
 		rows, err := r.fetch(ctx, req.from, req.before, int32(min(limit, math.MaxInt32-1)+1))
@@ -312,6 +286,28 @@ func prefetchKeyOf(req listRequest, shape readShape) prefetchKey {
 		key.fields = pred.Field.String()
 	}
 	return key
+}
+
+// atRevision runs fn with a reader of the revision req asks for, in one read-only snapshot: on
+// the read replica when it has replayed what req needs, else on the primary. fn may run again
+// (on the primary) after a first attempt on the replica.
+func (s *Store) atRevision(ctx context.Context, req listRequest, fn func(r *snapshotReader) error) error {
+	floor, err := s.primaryFloor(ctx, req)
+	if err != nil {
+		return err
+	}
+	return s.readTx(ctx, func(tx pgx.Tx, onReplica bool) error {
+		if onReplica {
+			if err := s.replicaCaughtUp(ctx, tx, req, floor); err != nil {
+				return err
+			}
+		}
+		r, err := s.chooseRevision(ctx, tx, req)
+		if err != nil {
+			return err
+		}
+		return fn(r)
+	})
 }
 
 // listRequest is a GetList call, parsed.
