@@ -105,6 +105,10 @@ type scaleRun struct {
 	// is the reports table's share of pgAfter. Zero on the CRD side.
 	pgBefore, pgAfter, pgReports int64
 	replicas                     int
+	// requests counts kube-apiserver's requests to the report resources from just before the
+	// workload until settled, by "VERB resource" (both sides go through kube-apiserver: the
+	// aggregated APIs are proxied, and counted, there): what Kyverno asked for.
+	requests map[string]float64
 }
 
 // scaleComponents are the processes whose CPU and memory are measured, in the table's order.
@@ -166,6 +170,7 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		run.pgBefore, _ = postgresSizes(ctx, t, c.DatabaseURL)
 	}
 	cpuBefore := cpuTimes(t, processes)
+	requestsBefore := reportRequests(ctx, t, client)
 
 	start := time.Now()
 	if err := w.create(ctx, client, scaleWriters); err != nil {
@@ -182,6 +187,11 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	for name, d := range cpuAfter {
 		run.cpu[name] = d - cpuBefore[name]
 	}
+	run.requests = map[string]float64{}
+	for k, n := range reportRequests(ctx, t, client) {
+		run.requests[k] = n - requestsBefore[k]
+	}
+	t.Logf("requests to the report resources until settled: %v", run.requests)
 	run.peakRSS = peakRSS(t, processes)
 	run.etcdRaw = etcdInUse(ctx, t, c)
 	run.etcdAfter = etcdCompactedInUse(ctx, t, c)
@@ -195,6 +205,42 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		}
 	}
 	return run
+}
+
+// reportRequests reads kube-apiserver's apiserver_request_total for the report groups, summed by
+// "VERB resource" over codes, scopes and subresources.
+func reportRequests(ctx context.Context, t *testing.T, client kubernetes.Interface) map[string]float64 {
+	t.Helper()
+	body, err := client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("kube-apiserver's metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(string(body)) {
+		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		l := map[string]string{}
+		for pair := range strings.SplitSeq(labels, ",") {
+			if k, v, ok := strings.Cut(pair, "="); ok {
+				l[k] = strings.Trim(v, `"`)
+			}
+		}
+		if l["group"] != "reports.kyverno.io" && l["group"] != "wgpolicyk8s.io" {
+			continue
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		out[l["verb"]+" "+l["resource"]] += n
+	}
+	return out
 }
 
 // waitResourceWebhooks waits until Kyverno's admission controller has registered webhooks, at
@@ -495,6 +541,10 @@ func scaleTable(w scaleWorkload, runs []*scaleRun) string {
 			sum += d
 		}
 		return sum
+	}
+	for _, req := range []string{"POST ephemeralreports", "PUT ephemeralreports", "DELETE ephemeralreports", "LIST ephemeralreports",
+		"POST policyreports", "PUT policyreports"} {
+		row("requests: "+req, func(r *scaleRun) string { return fmt.Sprintf("%.0f", r.requests[req]) })
 	}
 	for _, name := range scaleComponents {
 		row("CPU s, "+name, func(r *scaleRun) string {
