@@ -103,7 +103,11 @@ func startClusterWith(t *testing.T, controlPlaneOnly bool, serverArgs ...string)
 		_ = os.RemoveAll(dir)
 	})
 	ctx := testContext(t, 10*time.Minute)
-	databaseURL := dbtest.URL(t)
+	// A control plane alone runs no reports-server, so it gets no database.
+	var databaseURL string
+	if !controlPlaneOnly {
+		databaseURL = dbtest.URL(t)
+	}
 	start := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{
 		Dir: dir, Binaries: network.Binaries, RepoRoot: filepath.Join(moduleDir, "..", ".."), DatabaseURL: databaseURL,
