@@ -105,9 +105,9 @@ type scaleRun struct {
 	// is the reports table's share of pgAfter. Zero on the CRD side.
 	pgBefore, pgAfter, pgReports int64
 	replicas                     int
-	// requests counts kube-apiserver's requests to the report resources from just before the
-	// workload until settled, by "VERB resource" (both sides go through kube-apiserver: the
-	// aggregated APIs are proxied, and counted, there): what Kyverno asked for.
+	// requests counts the requests to the report resources from just before the workload until
+	// settled, by "VERB resource": what Kyverno asked for. kube-apiserver counts those it serves
+	// (the CRDs), reports-server's replicas those proxied to them.
 	requests map[string]float64
 }
 
@@ -170,7 +170,7 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		run.pgBefore, _ = postgresSizes(ctx, t, c.DatabaseURL)
 	}
 	cpuBefore := cpuTimes(t, processes)
-	requestsBefore := reportRequests(ctx, t, client)
+	requestsBefore := reportRequests(ctx, t, c, client)
 
 	start := time.Now()
 	if err := w.create(ctx, client, scaleWriters); err != nil {
@@ -188,7 +188,7 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		run.cpu[name] = d - cpuBefore[name]
 	}
 	run.requests = map[string]float64{}
-	for k, n := range reportRequests(ctx, t, client) {
+	for k, n := range reportRequests(ctx, t, c, client) {
 		run.requests[k] = n - requestsBefore[k]
 	}
 	t.Logf("requests to the report resources until settled: %v", run.requests)
@@ -207,16 +207,34 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	return run
 }
 
-// reportRequests reads kube-apiserver's apiserver_request_total for the report groups, summed by
-// "VERB resource" over codes, scopes and subresources.
-func reportRequests(ctx context.Context, t *testing.T, client kubernetes.Interface) map[string]float64 {
+// reportRequests reads apiserver_request_total for the report groups from kube-apiserver and
+// every reports-server replica (kube-apiserver does not count the requests its aggregation
+// proxies), summed by "VERB resource" over servers, codes, scopes and subresources.
+func reportRequests(ctx context.Context, t *testing.T, c *cluster.Cluster, client kubernetes.Interface) map[string]float64 {
 	t.Helper()
-	body, err := client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		t.Fatalf("kube-apiserver's metrics: %v", err)
+	servers := []kubernetes.Interface{client}
+	for _, r := range c.ReportsServers {
+		rc, err := kubernetes.NewForConfig(c.ReplicaConfig(r, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, rc)
 	}
 	out := map[string]float64{}
-	for line := range strings.Lines(string(body)) {
+	for _, server := range servers {
+		body, err := server.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		if err != nil {
+			t.Fatalf("metrics: %v", err)
+		}
+		addReportRequests(out, string(body))
+	}
+	return out
+}
+
+// addReportRequests adds to out the apiserver_request_total series of the report groups in a
+// Prometheus text exposition.
+func addReportRequests(out map[string]float64, metrics string) {
+	for line := range strings.Lines(metrics) {
 		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
 		if !ok {
 			continue
@@ -240,7 +258,6 @@ func reportRequests(ctx context.Context, t *testing.T, client kubernetes.Interfa
 		}
 		out[l["verb"]+" "+l["resource"]] += n
 	}
-	return out
 }
 
 // waitResourceWebhooks waits until Kyverno's admission controller has registered webhooks, at
