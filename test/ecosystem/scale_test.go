@@ -2,6 +2,7 @@ package ecosystem
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -197,6 +198,9 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		run.requests[k] = n - requestsBefore[k]
 	}
 	t.Logf("requests to the report resources until settled: %v", run.requests)
+	if !crds {
+		t.Logf("reports-server's database time by query until settled (both replicas): %s", topQueries(run.requests, 12))
+	}
 	run.peakRSS = peakRSS(t, processes)
 	run.etcdRaw = etcdInUse(ctx, t, c)
 	run.etcdAfter = etcdCompactedInUse(ctx, t, c)
@@ -275,11 +279,19 @@ func reportRequests(ctx context.Context, t *testing.T, c *cluster.Cluster, clien
 }
 
 // addReportRequests adds to out the apiserver_request_total series of the report groups in a
-// Prometheus text exposition.
+// Prometheus text exposition, and, keyed "db <query>", reports-server's seconds per query
+// (reports_server_db_query_duration_seconds_sum): where PostgreSQL's time goes.
 func addReportRequests(out map[string]float64, metrics string) {
 	for line := range strings.Lines(metrics) {
-		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
-		if !ok {
+		if rest, ok := strings.CutPrefix(line, "reports_server_write_batch_duration_seconds_sum "); ok {
+			// Write batches' statements are not timed one by one: the batches are.
+			if n, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
+				out["db (write batches)"] += n
+			}
+			continue
+		}
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok || (name != "apiserver_request_total" && name != "reports_server_db_query_duration_seconds_sum") {
 			continue
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
@@ -292,15 +304,33 @@ func addReportRequests(out map[string]float64, metrics string) {
 				l[k] = strings.Trim(v, `"`)
 			}
 		}
-		if l["group"] != "reports.kyverno.io" && l["group"] != "wgpolicyk8s.io" {
-			continue
-		}
 		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err != nil {
 			continue
 		}
-		out[l["verb"]+" "+l["resource"]] += n
+		switch {
+		case name == "reports_server_db_query_duration_seconds_sum":
+			out["db "+l["query"]] += n
+		case l["group"] == "reports.kyverno.io" || l["group"] == "wgpolicyk8s.io":
+			out[l["verb"]+" "+l["resource"]] += n
+		}
 	}
+}
+
+// topQueries lists the queries of requests ("db <query>" keys) by seconds, most first.
+func topQueries(requests map[string]float64, n int) string {
+	var keys []string
+	for k := range requests {
+		if strings.HasPrefix(k, "db ") {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(requests[b], requests[a]) })
+	var parts []string
+	for _, k := range keys[:min(n, len(keys))] {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", strings.TrimPrefix(k, "db "), requests[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // waitResourceWebhooks waits until Kyverno's admission controller has registered webhooks, at
