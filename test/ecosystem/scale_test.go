@@ -111,6 +111,9 @@ type scaleRun struct {
 	// settled, by "VERB resource": what Kyverno asked for. kube-apiserver counts those it serves
 	// (the CRDs), reports-server's replicas those proxied to them.
 	requests map[string]float64
+	// dbSeconds is reports-server's database time by query over the same span (both replicas;
+	// "(write batches)" for the writer's batches, whose statements are not timed one by one).
+	dbSeconds map[string]float64
 }
 
 // scaleComponents are the processes whose CPU and memory are measured, in the table's order.
@@ -173,7 +176,7 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	}
 	cpuBefore := cpuTimes(t, processes)
 	pgCPUBefore := postgresCPU()
-	requestsBefore := reportRequests(ctx, t, c, client)
+	requestsBefore, dbBefore := reportRequests(ctx, t, c, client)
 
 	start := time.Now()
 	if err := w.create(ctx, client, scaleWriters); err != nil {
@@ -193,13 +196,11 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	if pgCPU := postgresCPU(); pgCPU > 0 {
 		run.cpu["PostgreSQL"] = pgCPU - pgCPUBefore
 	}
-	run.requests = map[string]float64{}
-	for k, n := range reportRequests(ctx, t, c, client) {
-		run.requests[k] = n - requestsBefore[k]
-	}
+	requestsAfter, dbAfter := reportRequests(ctx, t, c, client)
+	run.requests, run.dbSeconds = difference(requestsAfter, requestsBefore), difference(dbAfter, dbBefore)
 	t.Logf("requests to the report resources until settled: %v", run.requests)
 	if !crds {
-		t.Logf("reports-server's database time by query until settled (both replicas): %s", topQueries(run.requests, 12))
+		t.Logf("reports-server's database time by query until settled (both replicas): %s", topQueries(run.dbSeconds, 12))
 	}
 	run.peakRSS = peakRSS(t, processes)
 	run.etcdRaw = etcdInUse(ctx, t, c)
@@ -256,8 +257,9 @@ func postgresCPU() time.Duration {
 
 // reportRequests reads apiserver_request_total for the report groups from kube-apiserver and
 // every reports-server replica (kube-apiserver does not count the requests its aggregation
-// proxies), summed by "VERB resource" over servers, codes, scopes and subresources.
-func reportRequests(ctx context.Context, t *testing.T, c *cluster.Cluster, client kubernetes.Interface) map[string]float64 {
+// proxies), summed by "VERB resource" over servers, codes, scopes and subresources, and the
+// replicas' database seconds by query.
+func reportRequests(ctx context.Context, t *testing.T, c *cluster.Cluster, client kubernetes.Interface) (requests, dbSeconds map[string]float64) {
 	t.Helper()
 	servers := []kubernetes.Interface{client}
 	for _, r := range c.ReportsServers {
@@ -267,26 +269,35 @@ func reportRequests(ctx context.Context, t *testing.T, c *cluster.Cluster, clien
 		}
 		servers = append(servers, rc)
 	}
-	out := map[string]float64{}
+	requests, dbSeconds = map[string]float64{}, map[string]float64{}
 	for _, server := range servers {
 		body, err := server.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 		if err != nil {
 			t.Fatalf("metrics: %v", err)
 		}
-		addReportRequests(out, string(body))
+		addReportRequests(requests, dbSeconds, string(body))
+	}
+	return requests, dbSeconds
+}
+
+// difference is after - before, key by key.
+func difference(after, before map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, n := range after {
+		out[k] = n - before[k]
 	}
 	return out
 }
 
-// addReportRequests adds to out the apiserver_request_total series of the report groups in a
-// Prometheus text exposition, and, keyed "db <query>", reports-server's seconds per query
+// addReportRequests adds to requests the apiserver_request_total series of the report groups in
+// a Prometheus text exposition, and to dbSeconds reports-server's seconds per query
 // (reports_server_db_query_duration_seconds_sum): where PostgreSQL's time goes.
-func addReportRequests(out map[string]float64, metrics string) {
+func addReportRequests(requests, dbSeconds map[string]float64, metrics string) {
 	for line := range strings.Lines(metrics) {
 		if rest, ok := strings.CutPrefix(line, "reports_server_write_batch_duration_seconds_sum "); ok {
 			// Write batches' statements are not timed one by one: the batches are.
 			if n, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
-				out["db (write batches)"] += n
+				dbSeconds["(write batches)"] += n
 			}
 			continue
 		}
@@ -310,25 +321,19 @@ func addReportRequests(out map[string]float64, metrics string) {
 		}
 		switch {
 		case name == "reports_server_db_query_duration_seconds_sum":
-			out["db "+l["query"]] += n
+			dbSeconds[l["query"]] += n
 		case l["group"] == "reports.kyverno.io" || l["group"] == "wgpolicyk8s.io":
-			out[l["verb"]+" "+l["resource"]] += n
+			requests[l["verb"]+" "+l["resource"]] += n
 		}
 	}
 }
 
-// topQueries lists the queries of requests ("db <query>" keys) by seconds, most first.
-func topQueries(requests map[string]float64, n int) string {
-	var keys []string
-	for k := range requests {
-		if strings.HasPrefix(k, "db ") {
-			keys = append(keys, k)
-		}
-	}
-	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(requests[b], requests[a]) })
+// topQueries lists the n queries of dbSeconds that took longest, most first.
+func topQueries(dbSeconds map[string]float64, n int) string {
+	keys := slices.SortedFunc(maps.Keys(dbSeconds), func(a, b string) int { return cmp.Compare(dbSeconds[b], dbSeconds[a]) })
 	var parts []string
 	for _, k := range keys[:min(n, len(keys))] {
-		parts = append(parts, fmt.Sprintf("%s %.1f s", strings.TrimPrefix(k, "db "), requests[k]))
+		parts = append(parts, fmt.Sprintf("%s %.1f s", k, dbSeconds[k]))
 	}
 	return strings.Join(parts, ", ")
 }

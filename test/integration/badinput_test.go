@@ -19,11 +19,12 @@ import (
 
 // response is an HTTP answer of the server, with the Status it carried when it failed.
 type response struct {
-	code       int
-	body       []byte
-	status     metav1.Status
-	warnings   []string
-	retryAfter string
+	code        int
+	contentType string
+	body        []byte
+	status      metav1.Status
+	warnings    []string
+	retryAfter  string
 }
 
 // rawClient sends hand-made requests, so bodies that client-go would refuse to build can be tested.
@@ -44,11 +45,24 @@ func newRawClient(t *testing.T, cfg *rest.Config) *rawClient {
 
 func (c *rawClient) do(method, path, contentType string, body []byte) response {
 	c.t.Helper()
+	r := c.send(method, path, "application/json", contentType, body)
+	if r.code >= 400 {
+		if err := json.Unmarshal(r.body, &r.status); err != nil || r.status.Kind != "Status" {
+			c.t.Errorf("%s %s: %d answer is not a metav1.Status: %s", method, path, r.code, r.body)
+		}
+	}
+	return r
+}
+
+// send sends a request that accepts accept and returns the answer as it came (do also reads the
+// Status of a JSON error answer).
+func (c *rawClient) send(method, path, accept, contentType string, body []byte) response {
+	c.t.Helper()
 	req, err := http.NewRequestWithContext(context.Background(), method, c.host+path, bytes.NewReader(body))
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
@@ -57,14 +71,10 @@ func (c *rawClient) do(method, path, contentType string, body []byte) response {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
-	r := response{code: resp.StatusCode, warnings: resp.Header.Values("Warning"), retryAfter: resp.Header.Get("Retry-After")}
+	r := response{code: resp.StatusCode, contentType: resp.Header.Get("Content-Type"),
+		warnings: resp.Header.Values("Warning"), retryAfter: resp.Header.Get("Retry-After")}
 	if r.body, err = io.ReadAll(resp.Body); err != nil {
 		c.t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	if resp.StatusCode >= 400 {
-		if err := json.Unmarshal(r.body, &r.status); err != nil || r.status.Kind != "Status" {
-			c.t.Errorf("%s %s: %d answer is not a metav1.Status: %s", method, path, resp.StatusCode, r.body)
-		}
 	}
 	return r
 }

@@ -76,17 +76,8 @@ func TestMetadataClientWrites(t *testing.T) {
 	collection := collectionPath(polr, ns)
 	accept := func(method, path, accept string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, method, c.host+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Accept", accept)
-		resp, err := c.http.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode, resp.Header.Get("Content-Type")
+		r := c.send(method, path, accept, "", nil)
+		return r.code, r.contentType
 	}
 	if code, ct := accept(http.MethodGet, collection, "application/vnd.kubernetes.protobuf"); code != http.StatusNotAcceptable {
 		t.Errorf("list accepting only protobuf: %d %s, want 406", code, ct)

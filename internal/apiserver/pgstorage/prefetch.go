@@ -99,11 +99,14 @@ func (p pageRows) bytes() int64 {
 
 // prefetchedPage is a page being read ahead, or read.
 type prefetchedPage struct {
-	done     chan struct{} // closed once rows and err are set
-	rows     pageRows
-	err      error
-	readAt   time.Time // when the read finished
-	counted  bool      // its bytes are in Prefetcher.bytes
+	done chan struct{} // closed once rows, err and size are set
+	rows pageRows
+	err  error
+	size int64 // the rows' stored bytes
+	// counted says size is in Prefetcher.bytes (the page is read and kept).
+	counted bool
+	// expireAt is when the page is forgotten: prefetchTTL after its read, which itself ends
+	// within prefetchTimeout.
 	expireAt time.Time
 }
 
@@ -142,18 +145,18 @@ func (p *Prefetcher) finish(key prefetchKey, e *prefetchedPage, rows pageRows, e
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.inFlight--
-	e.rows, e.err, e.readAt, e.expireAt = rows, err, now, now.Add(prefetchTTL)
+	e.rows, e.err, e.size, e.expireAt = rows, err, rows.bytes(), now.Add(prefetchTTL)
 	close(e.done)
 	if p.pages[key] != e {
 		return // taken while being read: the taker waits on done
 	}
-	if err != nil || p.bytes+rows.bytes() > prefetchMaxBytes {
+	if err != nil || p.bytes+e.size > prefetchMaxBytes {
 		delete(p.pages, key)
 		p.unused.Add(1)
 		return
 	}
 	e.counted = true
-	p.bytes += rows.bytes()
+	p.bytes += e.size
 }
 
 // take returns the page of key, waiting for its read if it is under way, and forgets it (a
@@ -164,7 +167,7 @@ func (p *Prefetcher) take(ctx context.Context, key prefetchKey) (pageRows, bool)
 	if found {
 		delete(p.pages, key)
 		if e.counted {
-			p.bytes -= e.rows.bytes()
+			p.bytes -= e.size
 		}
 	}
 	p.mu.Unlock()
@@ -177,7 +180,7 @@ func (p *Prefetcher) take(ctx context.Context, key prefetchKey) (pageRows, bool)
 		p.unused.Add(1)
 		return pageRows{}, false
 	}
-	if e.err != nil || time.Since(e.readAt) > prefetchTTL {
+	if e.err != nil || time.Now().After(e.expireAt) {
 		p.unused.Add(1)
 		return pageRows{}, false
 	}
@@ -198,7 +201,7 @@ func (p *Prefetcher) dropExpiredLocked(now time.Time) {
 		}
 		delete(p.pages, key)
 		if e.counted {
-			p.bytes -= e.rows.bytes()
+			p.bytes -= e.size
 		}
 		p.unused.Add(1)
 	}
