@@ -44,10 +44,18 @@ UPDATE revisions SET compacted = greatest(compacted, @revision::bigint) WHERE cl
 
 -- name: GetObject :one
 -- The object (NULL when absent) and the cluster's current revision, read in one snapshot so a
--- reader can tell "absent" from "absent as of a revision older than the one I asked for".
+-- reader can tell "absent" from "absent as of a revision older than the one I asked for". Only a
+-- get with a minimum resourceVersion needs the revision; other reads use ReadObject.
 SELECT r.object, coalesce(r.resource_version, 0)::bigint AS resource_version, v.current
 FROM revisions v LEFT JOIN reports r ON r.cluster = v.cluster AND r.key = @key
 WHERE v.cluster = @cluster;
+
+-- name: ReadObject :one
+-- The object and its revision (no row when absent), without the cluster's revision row: that row
+-- is the hottest in the database (every write batch locks and updates it), so reads that do not
+-- need the current revision (a get without a resourceVersion, the state a write starts from) stay
+-- off it.
+SELECT object, resource_version FROM reports WHERE cluster = @cluster AND key = @key;
 
 -- The three writes below each change one object and append its change-log entry in one
 -- statement. The entry keeps the version the write replaced (prev_object), not the one it wrote:

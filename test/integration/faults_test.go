@@ -1312,7 +1312,7 @@ func freeze(t *testing.T, e *faultEnv) {
 }
 
 // exhaustPool holds a lock every server statement waits for (ACCESS EXCLUSIVE on the revisions
-// table, as a careless migration would) for longer than the request timeout: the server's
+// and reports tables, as a careless migration would) for longer than the request timeout: the server's
 // statements hang on it holding every connection of its pool (3), and further requests wait for
 // a connection. All must answer 503 within the request timeout; the database itself is up.
 func exhaustPool(t *testing.T, e *faultEnv) {
@@ -1324,7 +1324,7 @@ func exhaustPool(t *testing.T, e *faultEnv) {
 			return err
 		}
 		defer tx.Rollback(ctx) //nolint:errcheck // rolled back on purpose
-		if _, err := tx.Exec(ctx, "LOCK TABLE revisions IN ACCESS EXCLUSIVE MODE"); err != nil {
+		if _, err := tx.Exec(ctx, "LOCK TABLE revisions, reports IN ACCESS EXCLUSIVE MODE"); err != nil {
 			return err
 		}
 		release := time.Now().Add(faultRequestTimeout + 3*time.Second)
@@ -1333,7 +1333,7 @@ func exhaustPool(t *testing.T, e *faultEnv) {
 		e.expectAway(t, "every pooled connection waiting on a lock", false)
 		time.Sleep(time.Until(release))
 		var waiting int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'revisions'::regclass`).Scan(&waiting); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation IN ('revisions'::regclass, 'reports'::regclass)`).Scan(&waiting); err != nil {
 			return err
 		}
 		if waiting == 0 {

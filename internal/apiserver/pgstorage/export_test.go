@@ -7,7 +7,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/reports-server/reports-server/internal/db"
-	"github.com/reports-server/reports-server/internal/db/sqlc"
 )
 
 // BumpRevision advances the cluster's revision by exactly one without writing an object: the
@@ -24,14 +23,14 @@ func (s *Store) BumpRevision(ctx context.Context) (int64, error) {
 
 // RawObject returns the stored JSON of key.
 func (s *Store) RawObject(ctx context.Context, key string) ([]byte, error) {
-	row, err := s.q.GetObject(ctx, s.pool, sqlc.GetObjectParams{Cluster: s.cluster, Key: key})
+	object, _, err := readStored(ctx, s.q, s.pool, s.cluster, key)
 	if err != nil {
 		return nil, err
 	}
-	if row.Object == nil {
+	if object == nil {
 		return nil, db.ErrNotFound
 	}
-	return row.Object, nil
+	return object, nil
 }
 
 // Codec returns the store's codec.

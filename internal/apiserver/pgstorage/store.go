@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -252,12 +253,12 @@ func (s *Store) newObject(v reflect.Value) runtime.Object {
 
 // currentState reads key's current state. A missing key is an error unless ignoreNotFound.
 func (s *Store) currentState(ctx context.Context, key string, v reflect.Value, ignoreNotFound bool) (*objState, error) {
-	row, err := s.q.GetObject(ctx, s.pool, sqlc.GetObjectParams{Cluster: s.cluster, Key: key})
+	object, rev, err := readStored(ctx, s.q, s.pool, s.cluster, key)
 	if err != nil {
-		return nil, s.dbError(key, "get", db.NoRows(err))
+		return nil, s.dbError(key, "get", err)
 	}
 	st := &objState{obj: s.newObject(v)}
-	if row.Object == nil {
+	if object == nil {
 		if !ignoreNotFound {
 			return nil, storage.NewKeyNotFoundError(key, 0)
 		}
@@ -266,10 +267,10 @@ func (s *Store) currentState(ctx context.Context, key string, v reflect.Value, i
 		}
 		return st, nil
 	}
-	if err := s.decode(row.Object, st.obj, row.ResourceVersion); err != nil {
+	if err := s.decode(object, st.obj, rev); err != nil {
 		return nil, err
 	}
-	st.rev = row.ResourceVersion
+	st.rev = rev
 	st.data, err = s.canonical(st.obj)
 	return st, err
 }
@@ -520,20 +521,49 @@ func (s *Store) Get(ctx context.Context, key string, opts storage.GetOptions, ou
 	if err != nil {
 		return err
 	}
-	row, err := s.q.GetObject(ctx, s.pool, sqlc.GetObjectParams{Cluster: s.cluster, Key: key})
+	object, rev, err := s.getObject(ctx, key, opts.ResourceVersion)
 	if err != nil {
-		return s.dbError(key, "get", db.NoRows(err))
-	}
-	if err := s.checkMinimumRV(opts.ResourceVersion, row.Current); err != nil {
 		return err
 	}
-	if row.Object == nil {
+	if object == nil {
 		if opts.IgnoreNotFound {
 			return runtime.SetZeroValue(out)
 		}
 		return storage.NewKeyNotFoundError(key, 0)
 	}
-	return s.decode(row.Object, out, row.ResourceVersion)
+	return s.decode(object, out, rev)
+}
+
+// getObject reads key's stored object and revision (nil when absent), as of at least
+// resourceVersion when one is given: only then is the cluster's revision read with it.
+func (s *Store) getObject(ctx context.Context, key, resourceVersion string) ([]byte, int64, error) {
+	if resourceVersion == "" {
+		object, rev, err := readStored(ctx, s.q, s.pool, s.cluster, key)
+		if err != nil {
+			return nil, 0, s.dbError(key, "get", err)
+		}
+		return object, rev, nil
+	}
+	row, err := s.q.GetObject(ctx, s.pool, sqlc.GetObjectParams{Cluster: s.cluster, Key: key})
+	if err != nil {
+		return nil, 0, s.dbError(key, "get", db.NoRows(err))
+	}
+	if err := s.checkMinimumRV(resourceVersion, row.Current); err != nil {
+		return nil, 0, err
+	}
+	return row.Object, row.ResourceVersion, nil
+}
+
+// readStored reads key's stored object and revision; a nil object when the key is absent.
+func readStored(ctx context.Context, q *sqlc.Queries, conn sqlc.DBTX, cluster, key string) ([]byte, int64, error) {
+	row, err := q.ReadObject(ctx, conn, sqlc.ReadObjectParams{Cluster: cluster, Key: key})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return row.Object, row.ResourceVersion, nil
 }
 
 // checkMinimumRV enforces "the result is at least as new as resourceVersion".

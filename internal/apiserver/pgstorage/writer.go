@@ -368,16 +368,16 @@ func (w *Writer) confirm(ctx context.Context, batch []*writeOp, results []writeR
 		if rev == 0 {
 			continue // its precondition failed: not written either way
 		}
-		row, err := w.q.GetObject(ctx, w.pool, sqlc.GetObjectParams{Cluster: w.cluster, Key: op.key})
+		object, stored, err := readStored(ctx, w.q, w.pool, w.cluster, op.key)
 		if err != nil {
-			return unknownOutcome, db.NoRows(err)
+			return unknownOutcome, err
 		}
 		switch {
-		case row.Object == nil, row.ResourceVersion > rev:
+		case object == nil, stored > rev:
 			continue // absent or written since: never written, or deleted or overwritten since
-		case row.ResourceVersion < rev, op.kind == opDelete:
+		case stored < rev, op.kind == opDelete:
 			return aborted, nil // not written at rev, or another write holds rev
-		case sameJSON(row.Object, op.data):
+		case sameJSON(object, op.data):
 			return committed, nil
 		default:
 			return aborted, nil // another object at rev

@@ -88,7 +88,8 @@ func TestBatchWithFailedPreconditions(t *testing.T) {
 }
 
 // TestHungDatabaseAnswersBeforeDeadline: while every statement of the store waits (an outside
-// transaction holds the revisions table in ACCESS EXCLUSIVE mode, as a database that hangs),
+// transaction holds the revisions and reports tables in ACCESS EXCLUSIVE mode, as a database that
+// hangs),
 // reads and writes give up before their context's deadline with a 503, instead of waiting for
 // the database: the write in flight stops being waited for, the ones queued behind it are
 // withdrawn, and the batch is cancelled once nobody waits for it. Nothing they asked for is
@@ -115,7 +116,7 @@ func TestHungDatabaseAnswersBeforeDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // released below; this is for a failed test
-	if _, err := tx.Exec(ctx, "LOCK TABLE revisions IN ACCESS EXCLUSIVE MODE"); err != nil {
+	if _, err := tx.Exec(ctx, "LOCK TABLE revisions, reports IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
 	const timeout = 2 * time.Second

@@ -248,7 +248,8 @@ type GetObjectRow struct {
 
 // Objects and the change log.
 // The object (NULL when absent) and the cluster's current revision, read in one snapshot so a
-// reader can tell "absent" from "absent as of a revision older than the one I asked for".
+// reader can tell "absent" from "absent as of a revision older than the one I asked for". Only a
+// get with a minimum resourceVersion needs the revision; other reads use ReadObject.
 func (q *Queries) GetObject(ctx context.Context, db DBTX, arg GetObjectParams) (GetObjectRow, error) {
 	row := db.QueryRow(ctx, getObject, arg.Key, arg.Cluster)
 	var i GetObjectRow
@@ -649,6 +650,31 @@ func (q *Queries) ReadChanges(ctx context.Context, db DBTX, arg ReadChangesParam
 		return nil, err
 	}
 	return items, nil
+}
+
+const readObject = `-- name: ReadObject :one
+SELECT object, resource_version FROM reports WHERE cluster = $1 AND key = $2
+`
+
+type ReadObjectParams struct {
+	Cluster string
+	Key     string
+}
+
+type ReadObjectRow struct {
+	Object          []byte
+	ResourceVersion int64
+}
+
+// The object and its revision (no row when absent), without the cluster's revision row: that row
+// is the hottest in the database (every write batch locks and updates it), so reads that do not
+// need the current revision (a get without a resourceVersion, the state a write starts from) stay
+// off it.
+func (q *Queries) ReadObject(ctx context.Context, db DBTX, arg ReadObjectParams) (ReadObjectRow, error) {
+	row := db.QueryRow(ctx, readObject, arg.Cluster, arg.Key)
+	var i ReadObjectRow
+	err := row.Scan(&i.Object, &i.ResourceVersion)
+	return i, err
 }
 
 const removeObject = `-- name: RemoveObject :execrows
