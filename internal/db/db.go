@@ -131,3 +131,28 @@ func Ping(ctx context.Context, pool *pgxpool.Pool) error {
 	defer conn.Close(context.WithoutCancel(ctx))
 	return conn.Ping(ctx)
 }
+
+// CheckSettings returns what is wrong with the PostgreSQL server's settings for this storage, as
+// messages for the operator (none when nothing is): today, autovacuum being off. The server runs
+// either way; see the query VacuumSettings for what it costs.
+func CheckSettings(ctx context.Context, conn sqlc.DBTX) ([]string, error) {
+	row, err := sqlc.New().VacuumSettings(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("read the server's vacuum settings: %w", err)
+	}
+	var problems []string
+	if !row.Autovacuum || !row.TrackCounts {
+		problems = append(problems, fmt.Sprintf("PostgreSQL runs with autovacuum=%s and track_counts=%s: "+
+			"nothing removes the dead row versions every update and delete of reports leaves behind, so reads and "+
+			"writes slow down and the database's CPU grows as the server runs; turn both on (docs/operations.md, \"PostgreSQL\")",
+			onOff(row.Autovacuum), onOff(row.TrackCounts)))
+	}
+	return problems, nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}

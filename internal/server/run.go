@@ -128,6 +128,14 @@ func (o *Options) openDatabase(ctx context.Context, m *metrics.Metrics) (*pgxpoo
 		stopLocal()
 		return nil, nil, err
 	}
+	// Settings that cost speed, not correctness: the server starts anyway, and says so.
+	problems, err := db.CheckSettings(ctx, pool)
+	if err != nil {
+		klog.ErrorS(err, "Cannot check PostgreSQL's settings")
+	}
+	for _, p := range problems {
+		klog.Warning(p)
+	}
 	return pool, func() { pool.Close(); stopLocal() }, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
+	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
 	"github.com/reports-server/reports-server/test/ecosystem/kyverno"
 )
@@ -106,7 +107,11 @@ type scaleRun struct {
 	// pgBefore and pgAfter are the database's tables, TOAST and indexes after VACUUM; pgReports
 	// is the reports table's share of pgAfter. Zero on the CRD side.
 	pgBefore, pgAfter, pgReports int64
-	replicas                     int
+	// pgSettings is what is wrong with the database server's settings for reports-server
+	// (db.CheckSettings; "ok" when nothing is, "" on the CRD side): a run without autovacuum
+	// measures a database that nothing cleans, not one in production.
+	pgSettings string
+	replicas   int
 	// requests counts the requests to the report resources from just before the workload until
 	// settled, by "VERB resource": what Kyverno asked for. kube-apiserver counts those it serves
 	// (the CRDs), reports-server's replicas those proxied to them.
@@ -173,6 +178,7 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	run.etcdBefore = etcdCompactedInUse(ctx, t, c)
 	if !crds {
 		run.pgBefore, _ = postgresSizes(ctx, t, c.DatabaseURL)
+		run.pgSettings = postgresSettings(ctx, t, c.DatabaseURL)
 	}
 	cpuBefore := cpuTimes(t, processes)
 	pgCPUBefore := postgresCPU()
@@ -215,6 +221,26 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		}
 	}
 	return run
+}
+
+// postgresSettings is db.CheckSettings of the database at url: "ok", or its problems.
+func postgresSettings(ctx context.Context, t *testing.T, url string) string {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	problems, err := db.CheckSettings(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Logf("warning: %s", p)
+	}
+	if len(problems) > 0 {
+		return strings.Join(problems, "; ")
+	}
+	return "ok"
 }
 
 // postgresCPU is the CPU time the machine's PostgreSQL has used so far, all its processes: each
@@ -629,6 +655,12 @@ func scaleTable(w scaleWorkload, runs []*scaleRun) string {
 			return "–"
 		}
 		return fmt.Sprintf("%s → %s (%s)", mib(r.pgBefore), mib(r.pgAfter), mib(r.pgReports))
+	})
+	row("PostgreSQL's settings (autovacuum)", func(r *scaleRun) string {
+		if r.pgSettings == "" {
+			return "–"
+		}
+		return r.pgSettings
 	})
 	total := func(r *scaleRun) time.Duration {
 		var sum time.Duration
