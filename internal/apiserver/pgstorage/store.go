@@ -535,9 +535,10 @@ func (s *Store) Get(ctx context.Context, key string, opts storage.GetOptions, ou
 }
 
 // getObject reads key's stored object and revision (nil when absent), as of at least
-// resourceVersion when one is given: only then is the cluster's revision read with it.
+// resourceVersion when one is given: only then is the cluster's revision read with it ("0", any
+// revision, needs none).
 func (s *Store) getObject(ctx context.Context, key, resourceVersion string) ([]byte, int64, error) {
-	if resourceVersion == "" {
+	if resourceVersion == "" || resourceVersion == "0" {
 		object, rev, err := readStored(ctx, s.q, s.pool, s.cluster, key)
 		if err != nil {
 			return nil, 0, s.dbError(key, "get", err)
