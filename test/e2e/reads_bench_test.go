@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/reports-server/reports-server/internal/httpread"
+	"github.com/reports-server/reports-server/test/e2e/cluster"
 )
 
 // BenchmarkCompareReads compares creates and reads of the same reports, in one cluster and one run, between
@@ -74,6 +75,10 @@ func BenchmarkCompareReads(b *testing.B) {
 
 	etcdBefore := etcdInUse(b, c.EtcdURL())
 	pgBefore := postgresBytes(ctx, b, c.DatabaseURL)
+	pgSettings, err := cluster.DatabaseSettings(ctx, c.DatabaseURL)
+	if err != nil {
+		b.Fatal(err)
+	}
 	// load creates reports from..to (1-based, inclusive) with benchWriters clients and returns
 	// creates/s. Every hundredth report carries a rare label (the 1% label list).
 	load := func(client dynamic.ResourceInterface, apiVersion string, from, to int) float64 {
@@ -266,7 +271,7 @@ func BenchmarkCompareReads(b *testing.B) {
 	table = append(table, fmt.Sprintf("| peak RSS, MB: kube-apiserver / largest reports-server replica | %d | %d | | %.2f | |",
 		apiRSS>>20, replicaRSS>>20, float64(replicaRSS)/float64(apiRSS)))
 
-	b.Logf("%d reports, %d rounds, medians:\n%s", n, rounds, strings.Join(table, "\n"))
+	b.Logf("%d reports, %d rounds, medians (reports-server's PostgreSQL settings: %s):\n%s", n, rounds, pgSettings, strings.Join(table, "\n"))
 }
 
 var policyReportsGVR = schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1alpha2", Resource: "policyreports"}

@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
-	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
 	"github.com/reports-server/reports-server/test/ecosystem/kyverno"
 )
@@ -223,24 +222,17 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	return run
 }
 
-// postgresSettings is db.CheckSettings of the database at url: "ok", or its problems.
+// postgresSettings is what the server's check of the database's settings finds: "ok", or its
+// problems (logged as warnings too).
 func postgresSettings(ctx context.Context, t *testing.T, url string) string {
-	conn, err := pgx.Connect(ctx, url)
+	settings, err := cluster.DatabaseSettings(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	problems, err := db.CheckSettings(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
+	if settings != "ok" {
+		t.Logf("warning: %s", settings)
 	}
-	for _, p := range problems {
-		t.Logf("warning: %s", p)
-	}
-	if len(problems) > 0 {
-		return strings.Join(problems, "; ")
-	}
-	return "ok"
+	return settings
 }
 
 // postgresCPU is the CPU time the machine's PostgreSQL has used so far, all its processes: each
