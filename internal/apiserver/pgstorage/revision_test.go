@@ -6,7 +6,10 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/apis/example"
 	"k8s.io/apiserver/pkg/storage"
@@ -112,5 +115,46 @@ func TestClustersAreIsolated(t *testing.T) {
 	}
 	if err := b.Get(ctx, "/pods/ns/only-in-a", storage.GetOptions{}, &example.Pod{}); !storage.IsNotFound(err) {
 		t.Errorf("cluster-b reads cluster-a's object: %v", err)
+	}
+}
+
+// TestGetsStayOffTheRevisionRow: a get without a resourceVersion (or with "0", any) reads the
+// object alone, so it answers while another transaction holds the cluster's revision row, which
+// every write batch locks and updates (docs/design.md, "Revisions"); a get with a minimum
+// resourceVersion reads the revision with the object and waits for the row like the writes.
+func TestGetsStayOffTheRevisionRow(t *testing.T) {
+	ctx := context.Background()
+	url := dbtest.URL(t)
+	s := processStore(t, url, "c1")
+	created := &example.Pod{}
+	if err := s.Create(ctx, "/pods/ns/p", &example.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}}, created, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	locker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // the lock goes with the transaction
+	if _, err := tx.Exec(ctx, "LOCK TABLE revisions IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	get := func(rv string) error {
+		getCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return s.Get(getCtx, "/pods/ns/p", storage.GetOptions{ResourceVersion: rv}, &example.Pod{})
+	}
+	for _, rv := range []string{"", "0"} {
+		if err := get(rv); err != nil {
+			t.Errorf("get with resourceVersion %q while the revisions are locked: %v", rv, err)
+		}
+	}
+	if err := get(created.ResourceVersion); !apierrors.IsServiceUnavailable(err) {
+		t.Errorf("get with a minimum resourceVersion while the revisions are locked: %v, want 503 once its deadline passes", err)
 	}
 }
