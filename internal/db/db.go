@@ -136,7 +136,7 @@ func Ping(ctx context.Context, pool *pgxpool.Pool) error {
 // messages for the operator (none when nothing is): today, autovacuum being off. The server runs
 // either way; see the query VacuumSettings for what it costs.
 func CheckSettings(ctx context.Context, conn sqlc.DBTX) ([]string, error) {
-	row, err := sqlc.New().VacuumSettings(ctx, conn)
+	row, err := New().VacuumSettings(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("read the server's vacuum settings: %w", err)
 	}
@@ -144,7 +144,7 @@ func CheckSettings(ctx context.Context, conn sqlc.DBTX) ([]string, error) {
 	if !row.Autovacuum || !row.TrackCounts {
 		problems = append(problems, fmt.Sprintf("PostgreSQL runs with autovacuum=%s and track_counts=%s: "+
 			"nothing removes the dead row versions every update and delete of reports leaves behind, so reads and "+
-			"writes slow down and the database's CPU grows as the server runs; turn both on (docs/operations.md, \"PostgreSQL\")",
+			"writes slow down and the database's CPU grows as the server runs; turn both on (docs/operations.md, \"The database\")",
 			onOff(row.Autovacuum), onOff(row.TrackCounts)))
 	}
 	return problems, nil
