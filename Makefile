@@ -42,8 +42,9 @@ e2e-ecosystem:
 # with reports-server, and prints a Markdown table of times, sizes, CPU and memory
 # (test/ecosystem TestKyvernoAtScale; KYVERNO_SCALE objects, 5000 unless set; docs/benchmarks.md).
 # reports-server's database (here and in bench-compare) is a private PostgreSQL (dbtest's, default
-# settings, autovacuum on) unless REPORTS_TEST_LOCAL_PG names one: the machine's shared server may run without autovacuum
-# (CI machines do), which measures a database nothing cleans, and its CPU is not the workload's alone.
+# settings, autovacuum on) unless REPORTS_TEST_LOCAL_PG names one: the machine's shared server may
+# run without autovacuum (CI machines do), which measures a database nothing cleans, and its CPU
+# is not the workload's alone.
 KYVERNO_SCALE ?= 5000
 SCALE_PG ?= $(or $(REPORTS_TEST_LOCAL_PG),off)
 e2e-kyverno-scale:
@@ -58,7 +59,7 @@ e2e-kyverno-chainsaw:
 # bench-compare reads the same reports from kube-apiserver + etcd (a CRD) and from reports-server
 # (aggregated and direct) in one cluster and one run, and prints a Markdown table of medians and
 # ratios (test/e2e BenchmarkCompareReads; COMPARE_REPORTS, COMPARE_ROUNDS). Same set-up as e2e,
-# with reports-server's database a private PostgreSQL as for e2e-kyverno-scale (SCALE_PG, below).
+# with reports-server's database a private PostgreSQL as for e2e-kyverno-scale (SCALE_PG, above).
 bench-compare:
 	cd test/e2e && REPORTS_TEST_LOCAL_PG=$(SCALE_PG) $(GO) test -run '^$$' -bench BenchmarkCompareReads -benchtime 1x -timeout 60m -v .
 

@@ -235,10 +235,11 @@ func postgresSettings(ctx context.Context, t *testing.T, url string) string {
 	return settings
 }
 
-// postgresCPU is the CPU time the machine's PostgreSQL has used so far, all its processes: each
-// one's own, plus what the postmaster's reaped backends used (its cutime and cstime). The tests'
-// PostgreSQL is the machine's shared server, so the figure is the workload's only on a machine
-// that runs nothing else. Zero when no PostgreSQL process is visible.
+// postgresCPU is the CPU time every PostgreSQL on the machine has used so far, all its processes:
+// each one's own, plus what the postmasters' reaped backends used (their cutime and cstime). The
+// test's database is a private server under make e2e-kyverno-scale, else the machine's shared
+// one: the figure is the workload's when no other PostgreSQL is busy meanwhile. Zero when no
+// PostgreSQL process is visible.
 func postgresCPU() time.Duration {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
