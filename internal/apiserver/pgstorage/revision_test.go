@@ -131,19 +131,7 @@ func TestGetsStayOffTheRevisionRow(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	locker, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // the lock goes with the transaction
-	if _, err := tx.Exec(ctx, "LOCK TABLE revisions IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	lockTables(ctx, t, url, "revisions")
 	get := func(rv string) error {
 		getCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -157,4 +145,25 @@ func TestGetsStayOffTheRevisionRow(t *testing.T) {
 	if err := get(created.ResourceVersion); !apierrors.IsServiceUnavailable(err) {
 		t.Errorf("get with a minimum resourceVersion while the revisions are locked: %v, want 503 once its deadline passes", err)
 	}
+}
+
+// lockTables holds ACCESS EXCLUSIVE locks on tables (a comma-separated list) in a transaction of
+// its own connection, so the store's statements on them wait as on a database that hangs. The
+// locks go when the returned transaction is rolled back, or when the test ends.
+func lockTables(ctx context.Context, t *testing.T, url, tables string) pgx.Tx {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // closed already when the test rolled it back
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+tables+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

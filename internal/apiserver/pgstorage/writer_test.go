@@ -106,19 +106,7 @@ func TestHungDatabaseAnswersBeforeDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	locker, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // released below; this is for a failed test
-	if _, err := tx.Exec(ctx, "LOCK TABLE revisions, reports IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockTables(ctx, t, url, "revisions, reports")
 	const timeout = 2 * time.Second
 	type answer struct {
 		what string
@@ -163,7 +151,7 @@ func TestHungDatabaseAnswersBeforeDeadline(t *testing.T) {
 		t.Fatalf("create once the lock is gone: %v", err)
 	}
 	var n int
-	if err := locker.QueryRow(ctx, "SELECT count(*) FROM reports WHERE cluster = 'c1' AND key LIKE '/pods/ns/during-%'").Scan(&n); err != nil {
+	if err := tx.Conn().QueryRow(ctx, "SELECT count(*) FROM reports WHERE cluster = 'c1' AND key LIKE '/pods/ns/during-%'").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 0 {
