@@ -46,9 +46,9 @@ e2e-ecosystem:
 # run without autovacuum (CI machines do), which measures a database nothing cleans, and its CPU
 # is not the workload's alone.
 KYVERNO_SCALE ?= 5000
-SCALE_PG ?= $(or $(REPORTS_TEST_LOCAL_PG),off)
+BENCH_PG ?= $(or $(REPORTS_TEST_LOCAL_PG),off)
 e2e-kyverno-scale:
-	cd test/ecosystem && GOWORK=off REPORTS_KYVERNO_SCALE=$(KYVERNO_SCALE) REPORTS_TEST_LOCAL_PG=$(SCALE_PG) $(GO) test -count=1 -timeout 180m -v -run '^TestKyvernoAtScale$$' .
+	cd test/ecosystem && GOWORK=off REPORTS_KYVERNO_SCALE=$(KYVERNO_SCALE) REPORTS_TEST_LOCAL_PG=$(BENCH_PG) $(GO) test -count=1 -timeout 180m -v -run '^TestKyvernoAtScale$$' .
 
 # e2e-kyverno-chainsaw runs Kyverno's own chainsaw report tests (its module's
 # test/conformance/chainsaw/reports) against reports-server, one subtest each (test/ecosystem
@@ -59,9 +59,9 @@ e2e-kyverno-chainsaw:
 # bench-compare reads the same reports from kube-apiserver + etcd (a CRD) and from reports-server
 # (aggregated and direct) in one cluster and one run, and prints a Markdown table of medians and
 # ratios (test/e2e BenchmarkCompareReads; COMPARE_REPORTS, COMPARE_ROUNDS). Same set-up as e2e,
-# with reports-server's database a private PostgreSQL as for e2e-kyverno-scale (SCALE_PG, above).
+# with reports-server's database a private PostgreSQL as for e2e-kyverno-scale (BENCH_PG, above).
 bench-compare:
-	cd test/e2e && REPORTS_TEST_LOCAL_PG=$(SCALE_PG) $(GO) test -run '^$$' -bench BenchmarkCompareReads -benchtime 1x -timeout 60m -v .
+	cd test/e2e && REPORTS_TEST_LOCAL_PG=$(BENCH_PG) $(GO) test -run '^$$' -bench BenchmarkCompareReads -benchtime 1x -timeout 60m -v .
 
 # migration creates the next numbered goose migration: make migration NAME=add_something
 migration:
