@@ -365,7 +365,7 @@ func (c CompletedConfig) apiGroups(stores map[schema.GroupVersionResource]*regis
 		info, ok := byGroup[gv.Group]
 		if !ok {
 			g := genericapiserver.NewDefaultAPIGroupInfo(gv.Group, c.scheme, metav1.ParameterCodec, c.codecs)
-			g.NegotiatedSerializer = newOtherKindSerializer(c.codecs, c.extra.Kinds)
+			g.NegotiatedSerializer = newReportSerializer(c.codecs, c.scheme, c.extra.Kinds)
 			info = &g
 			byGroup[gv.Group] = info
 			groups = append(groups, info)

@@ -9,31 +9,12 @@ import (
 	"github.com/reports-server/reports-server/internal/apis/reports"
 )
 
-// otherKindSerializer is the report groups' serializer, with decoders that accept a body of
+// otherKindDecoder is the report groups' decoder (see reportSerializer): it accepts a body of
 // another kind of the resource's group version (a ClusterPolicyReport sent to policyreports) and
-// hand it on as that kind, which the registry then refuses with 422 on `kind` ("must be
+// hands it on as that kind, which the registry then refuses with 422 on `kind` ("must be
 // PolicyReport"), as kube-apiserver does for a CRD (registry.REST.Create and Update). Without
 // this the codec fails to convert one kind into the other and the generic handlers answer 400
 // with that internal conversion error, which tells the client nothing about what to fix.
-type otherKindSerializer struct {
-	runtime.NegotiatedSerializer
-	// served maps the Go type of each served kind to it.
-	served map[reflect.Type]reports.Kind
-}
-
-func newOtherKindSerializer(s runtime.NegotiatedSerializer, kinds []reports.Kind) otherKindSerializer {
-	served := map[reflect.Type]reports.Kind{}
-	for _, k := range kinds {
-		served[reflect.TypeOf(k.New())] = k
-	}
-	return otherKindSerializer{NegotiatedSerializer: s, served: served}
-}
-
-// DecoderToVersion wraps the codec's decoder.
-func (s otherKindSerializer) DecoderToVersion(body runtime.Decoder, gv runtime.GroupVersioner) runtime.Decoder {
-	return otherKindDecoder{Decoder: s.NegotiatedSerializer.DecoderToVersion(body, gv), served: s.served}
-}
-
 type otherKindDecoder struct {
 	runtime.Decoder
 	served map[reflect.Type]reports.Kind
