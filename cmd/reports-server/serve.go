@@ -24,6 +24,8 @@ func newServeCommand() *cobra.Command {
 			if err := o.Validate(); err != nil {
 				return err
 			}
+			// The process is the server's alone: its garbage collector is the server's to set.
+			o.Memory.Apply()
 			// SIGINT/SIGTERM cancel the context; a second signal exits at once.
 			ctx := genericapiserver.SetupSignalContext()
 			return o.Run(ctx, server.Hooks{Out: cmd.OutOrStdout()})

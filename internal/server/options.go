@@ -68,6 +68,9 @@ type Options struct {
 	Kube *KubeOptions
 	// Shutdown are the flags of a graceful stop (shutdown_options.go).
 	Shutdown *ShutdownOptions
+	// Memory are the flags of the garbage collector (memory_options.go), applied by the serve
+	// command to its process.
+	Memory *MemoryOptions
 
 	// bindAddressSet records whether --bind-address was given; standalone defaults to loopback.
 	bindAddressSet bool
@@ -96,6 +99,7 @@ func NewOptions() *Options {
 		Watch:               NewWatchOptions(),
 		Kube:                NewKubeOptions(),
 		Shutdown:            NewShutdownOptions(),
+		Memory:              NewMemoryOptions(),
 	}
 }
 
@@ -135,6 +139,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Watch.AddFlags(fs)
 	o.Kube.AddFlags(fs)
 	o.Shutdown.AddFlags(fs)
+	o.Memory.AddFlags(fs)
 }
 
 // Complete fills in derived defaults; fs tells which flags were given (nil: none).
@@ -143,6 +148,7 @@ func (o *Options) Complete(fs *pflag.FlagSet) error {
 		if f := fs.Lookup("bind-address"); f != nil && f.Changed {
 			o.bindAddressSet = true
 		}
+		o.Memory.Complete(fs)
 	}
 	if !o.Standalone {
 		return nil
@@ -180,6 +186,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Watch.Validate()...)
 	errs = append(errs, o.Kube.Validate()...)
 	errs = append(errs, o.Shutdown.Validate()...)
+	errs = append(errs, o.Memory.Validate()...)
 	if o.ClusterName == "" {
 		errs = append(errs, errors.New("--cluster-name must not be empty"))
 	}
