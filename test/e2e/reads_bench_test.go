@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,7 +51,8 @@ import (
 // (COMPARE_UPDATES reports, default 600, each a GET and an update) and a client-go metadata
 // informer's sync; the peak RSS of kube-apiserver and of the larger replica; bytes per stored report: etcd's
 // in-use size growth against PostgreSQL's total relation sizes (tables, TOAST, indexes, change
-// log, analytics) after VACUUM. `make bench-compare` runs it.
+// log, analytics) after VACUUM. `make bench-compare` runs it. With COMPARE_PROFILE=<dir> it also
+// saves each replica's CPU profile of the direct creates there.
 func BenchmarkCompareReads(b *testing.B) {
 	n := envInt(b, "COMPARE_REPORTS", 3000)
 	rounds := envInt(b, "COMPARE_ROUNDS", 5)
@@ -142,8 +145,11 @@ func BenchmarkCompareReads(b *testing.B) {
 	cpu0 := serverCPU()
 	aggCreates := load(dyn.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), 1, n/2)
 	cpu1 := serverCPU()
+	// The direct creates take less time than the aggregated ones did: a profile that long covers them.
+	profiled := profileReplicas(b, c, time.Duration(float64(n/2)/aggCreates*float64(time.Second)), "creates")
 	directCreates := load(direct.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), n/2+1, n)
 	cpu2 := serverCPU()
+	profiled()
 	b.Logf("creates/s: CRD %.0f, aggregated %.0f, direct %.0f", crdCreates, aggCreates, directCreates)
 	logPeaks("creates")
 	perCreate := func(d time.Duration, count int) float64 { return d.Seconds() * 1000 / float64(count) }
@@ -340,6 +346,49 @@ func metadataInformerSync(ctx context.Context, b *testing.B, cfg *rest.Config, g
 		b.Fatalf("metadata informer on %s holds %d objects, want %d", gvr, got, want)
 	}
 	return took
+}
+
+// profileReplicas starts a CPU profile of every replica (its /debug/pprof/profile) lasting d, when
+// COMPARE_PROFILE names a directory, and returns a function that waits for the profiles and
+// writes them there as <step>-replica-<i>.pprof (go tool pprof reads them with the
+// reports-server binary). Without COMPARE_PROFILE it does nothing. The benchmark waits for the
+// profiles before its next step, so they hold the step alone.
+func profileReplicas(b *testing.B, c *cluster.Cluster, d time.Duration, step string) func() {
+	dir := os.Getenv("COMPARE_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	seconds := max(1, int(d.Seconds()+0.999))
+	var wg sync.WaitGroup
+	for i, r := range c.ReportsServers {
+		hc := httpClient(b, c.ReplicaConfig(r, nil))
+		url := c.ReplicaConfig(r, nil).Host + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)
+		file := filepath.Join(dir, fmt.Sprintf("%s-replica-%d.pprof", step, i))
+		wg.Go(func() {
+			resp, err := hc.Get(url)
+			if err != nil {
+				b.Errorf("profile of replica %d: %v", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			data, err := io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s: %s", resp.Status, data)
+			}
+			if err == nil {
+				err = os.WriteFile(file, data, 0o644)
+			}
+			if err != nil {
+				b.Errorf("profile of replica %d: %v", i, err)
+			}
+		})
+	}
+	// Let the profiles start before the step does.
+	time.Sleep(200 * time.Millisecond)
+	return func() {
+		wg.Wait()
+		b.Logf("CPU profiles of %s (%d s) in %s", step, seconds, dir)
+	}
 }
 
 func envInt(b *testing.B, name string, def int) int {
