@@ -37,10 +37,10 @@ type MemoryOptions struct {
 // Defaults of the memory flags.
 const (
 	DefaultGCPercent = 200
-	// DefaultMemoryLimit keeps the RSS well below the 300 MB budget: the RSS is the runtime's
-	// memory plus what it does not count (the binary's pages, memory not yet returned to the
-	// system). At 256 MiB a replica's RSS reached 289 MB in `make bench-compare`.
-	DefaultMemoryLimit = 200 << 20
+	// DefaultMemoryLimit keeps the RSS well below the 300 MB budget. The RSS is the runtime's
+	// memory, which the limit bounds, plus the binary's pages (~70 MB of file-backed RSS): at
+	// 256 MiB a replica's RSS reached 289 MB in `make bench-compare`, at 200 MiB 286 MB.
+	DefaultMemoryLimit = 160 << 20
 	// containerShare is the part of a container's memory limit the soft limit takes.
 	containerShare = 0.9
 )
@@ -57,7 +57,7 @@ func (o *MemoryOptions) AddFlags(fs *pflag.FlagSet) {
 			"collection. Higher spends less CPU on collection and more memory. Default: $GOGC when set, else 200.")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit,
 		"Soft limit of the Go runtime's memory (GOMEMLIMIT, a quantity such as 512Mi): the garbage collector works "+
-			"harder as memory approaches it. 0: no limit. Default: $GOMEMLIMIT when set, else 200Mi, or 90% of the "+
+			"harder as memory approaches it. 0: no limit. Default: $GOMEMLIMIT when set, else 160Mi, or 90% of the "+
 			"container's memory limit when that is lower.")
 }
 

@@ -261,11 +261,11 @@ func newFaultEnv(t *testing.T, setup faultSetup) *faultEnv {
 }
 
 // startServerProcess builds the server and runs `serve --standalone` on databaseURL as its own
-// process, with the Deployment's GOMEMLIMIT, and returns a client configuration for it.
+// process, with its default garbage collector settings (as deployed), and returns a client configuration for it.
 func startServerProcess(t *testing.T, databaseURL string) (*testServer, *process) {
 	t.Helper()
 	bin := buildServer(t, t.TempDir())
-	p := startCommand(t, []string{"DATABASE_URL", "GOMEMLIMIT"}, []string{"GOMEMLIMIT=" + memGoMemLimit}, bin,
+	p := startCommand(t, []string{"DATABASE_URL", "GOMEMLIMIT", "GOGC"}, nil, bin,
 		"serve", "--standalone", "--secure-port", "0", "--data-dir", filepath.Join(t.TempDir(), "data"),
 		"--database-url", databaseURL, "--request-timeout", faultRequestTimeout.String())
 	t.Cleanup(func() {

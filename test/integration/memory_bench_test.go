@@ -44,7 +44,8 @@ const (
 	// dropped afterwards), so a large load can be measured again. Only with one size; it must be
 	// empty or hold this benchmark's load of that size (plus what earlier runs created).
 	memDatabaseEnv = "MEMORY_BENCH_DATABASE_URL"
-	// memGoMemLimitEnv: the server's GOMEMLIMIT (default memGoMemLimit, as deployed; "off": none).
+	// memGoMemLimitEnv: the server's GOMEMLIMIT (default: unset, so the server's own --memory-limit
+	// default applies, as deployed; "off": none).
 	memGoMemLimitEnv = "MEMORY_BENCH_GOMEMLIMIT"
 	// memMaxItemsEnv: list-all, list-selector and watchlist-full stop after this many objects
 	// (default: all). A paged list's memory is per page, so a prefix of a 10^6-report list shows
@@ -57,8 +58,6 @@ const (
 	memProfileEnv = "MEMORY_BENCH_PROFILE_DIR"
 
 	memDefaultReports = 2_000
-	// memGoMemLimit is what deploy/manifests/deployment.yaml sets (90% of the 300Mi limit).
-	memGoMemLimit = "270MiB"
 	// memWatchers and memWatchWrites: the watches scenario opens memWatchers watches of every
 	// policy report and creates memWatchWrites reports, each an event for every watcher.
 	memWatchers    = 100
@@ -84,8 +83,8 @@ var memGVR = schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1al
 // heap in use (sampled from the server's /metrics every 200 ms) of a `reports-server serve --standalone` process while
 // clients drive the heavy paths over HTTPS, with MEMORY_BENCH_REPORTS policy reports stored
 // (Kyverno-style, 20 results, ~10 KB of JSON each, 1,000 namespaces; loaded with SQL as the
-// storage writes them, see memLoad). Each scenario runs against a fresh server process, with the
-// deployment's GOMEMLIMIT:
+// storage writes them, see memLoad). Each scenario runs against a fresh server process, with its
+// default garbage collector settings, as deployed (--memory-limit, --gc-percent):
 //
 //	MEMORY_BENCH_REPORTS=10000,100000 go test ./test/integration -run '^$' -bench ServerMemory -benchtime 1x -timeout 3h -v
 //
@@ -245,14 +244,10 @@ type memProcess struct {
 func memStart(b testing.TB, bin, url string) *memProcess {
 	b.Helper()
 	var env []string
-	switch limit := os.Getenv(memGoMemLimitEnv); limit {
-	case "":
-		env = append(env, "GOMEMLIMIT="+memGoMemLimit)
-	case "off":
-	default:
+	if limit := os.Getenv(memGoMemLimitEnv); limit != "" {
 		env = append(env, "GOMEMLIMIT="+limit)
 	}
-	p := &memProcess{process: startCommand(b, []string{"DATABASE_URL", "GOMEMLIMIT"}, env, bin,
+	p := &memProcess{process: startCommand(b, []string{"DATABASE_URL", "GOMEMLIMIT", "GOGC"}, env, bin,
 		"serve", "--standalone", "--secure-port", "0", "--data-dir", filepath.Join(b.TempDir(), "data"), "--database-url", url)}
 	var kubeconfig string
 	p.mu.Lock()

@@ -43,8 +43,8 @@ const (
 // server's goroutines, heap and database connections stay flat: no quarter of the run after the
 // first holds more than the first quarter's most plus a margin, and once the load has stopped
 // they fall back to near where they started. The server is its own process (the built binary,
-// with the Deployment's GOMEMLIMIT): its goroutines and heap come from its /metrics, its RSS from
-// /proc, so the test's own records of the run do not count.
+// with its default garbage collector settings, as deployed): its goroutines and heap come from
+// its /metrics, its RSS from /proc, so the test's own records of the run do not count.
 //
 // It is not parallel: it is the heaviest test, and its timings should not depend on others.
 func TestSoak(t *testing.T) {
