@@ -37,10 +37,12 @@ type MemoryOptions struct {
 // Defaults of the memory flags.
 const (
 	DefaultGCPercent = 200
-	// DefaultMemoryLimit keeps the RSS well below the 300 MB budget. The RSS is the runtime's
-	// memory, which the limit bounds, plus the binary's pages (~70 MB of file-backed RSS): at
-	// 256 MiB a replica's RSS reached 289 MB in `make bench-compare`, at 200 MiB 286 MB.
-	DefaultMemoryLimit = 160 << 20
+	// DefaultMemoryLimit keeps the RSS below the 300 MB budget with room to spare. The RSS is the
+	// runtime's memory, which the limit bounds, plus the binary's pages (~70 MB, file-backed): in
+	// `make bench-compare` a replica's peak RSS was 283–289 MB at 200–256 MiB, 247–251 MB at
+	// 180 MiB, 218–230 MB at 160 MiB, where collecting more often gave back half the CPU saved
+	// (docs/benchmarks.md).
+	DefaultMemoryLimit = 180 << 20
 	// containerShare is the part of a container's memory limit the soft limit takes.
 	containerShare = 0.9
 )
@@ -57,7 +59,7 @@ func (o *MemoryOptions) AddFlags(fs *pflag.FlagSet) {
 			"collection. Higher spends less CPU on collection and more memory. Default: $GOGC when set, else 200.")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", o.MemoryLimit,
 		"Soft limit of the Go runtime's memory (GOMEMLIMIT, a quantity such as 512Mi): the garbage collector works "+
-			"harder as memory approaches it. 0: no limit. Default: $GOMEMLIMIT when set, else 160Mi, or 90% of the "+
+			"harder as memory approaches it. 0: no limit. Default: $GOMEMLIMIT when set, else 180Mi, or 90% of the "+
 			"container's memory limit when that is lower.")
 }
 

@@ -20,9 +20,9 @@ func TestMemorySettings(t *testing.T) {
 		gcPercent      int   // 0: left as the environment has it
 		limit          int64 // 0: left as the environment has it
 	}{
-		{name: "defaults", gcPercent: 200, limit: 160 * mi},
+		{name: "defaults", gcPercent: 200, limit: 180 * mi},
 		{name: "smaller container", containerLimit: 100 * mi, gcPercent: 200, limit: 90 * mi},
-		{name: "larger container", containerLimit: 1024 * mi, gcPercent: 200, limit: 160 * mi},
+		{name: "larger container", containerLimit: 1024 * mi, gcPercent: 200, limit: 180 * mi},
 		{name: "environment", env: map[string]string{"GOGC": "150", "GOMEMLIMIT": "1GiB"}},
 		{name: "flags over environment", args: []string{"--gc-percent=300", "--memory-limit=512Mi"},
 			env: map[string]string{"GOGC": "150", "GOMEMLIMIT": "1GiB"}, gcPercent: 300, limit: 512 * mi},
