@@ -157,13 +157,24 @@ func (w *Writer) do(ctx context.Context, op *writeOp) (int64, error) {
 	case b != nil:
 		b.leave()
 	}
-	// The batch may have answered meanwhile.
+	return answerAfterLeaving(op, ctx.Err())
+}
+
+// answerAfterLeaving is the answer to a caller that stopped waiting for its batch (its context
+// ended with ctxErr). The batch may have answered meanwhile: its outcome stands, unless it is
+// the batch's cancellation, which leaving causes (the last caller to leave cancels the batch).
+// That is no answer: the write may have been stored, as with any answer that comes too late. (A
+// cancellation taken for the answer was a 500 "did not complete: context canceled" to a client
+// still waiting, when a frozen database should be a 503: TestDatabaseFaults/Freeze.)
+func answerAfterLeaving(op *writeOp, ctxErr error) (int64, error) {
 	select {
 	case r := <-op.done:
-		return r.rev, r.err
+		if !errors.Is(r.err, context.Canceled) {
+			return r.rev, r.err
+		}
 	default:
 	}
-	return 0, fmt.Errorf("%w: %w", errAnswerLate, ctx.Err())
+	return 0, fmt.Errorf("%w: %w", errAnswerLate, ctxErr)
 }
 
 func (w *Writer) loop() {
