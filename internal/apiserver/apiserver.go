@@ -365,7 +365,9 @@ func (c CompletedConfig) apiGroups(stores map[schema.GroupVersionResource]*regis
 		info, ok := byGroup[gv.Group]
 		if !ok {
 			g := genericapiserver.NewDefaultAPIGroupInfo(gv.Group, c.scheme, metav1.ParameterCodec, c.codecs)
-			g.NegotiatedSerializer = newReportSerializer(c.codecs, c.scheme, c.extra.Kinds)
+			// The group's own codecs (they encode lists as a stream, as kube-apiserver's do),
+			// wrapped.
+			g.NegotiatedSerializer = newReportSerializer(g.NegotiatedSerializer, c.scheme, c.extra.Kinds)
 			info = &g
 			byGroup[gv.Group] = info
 			groups = append(groups, info)

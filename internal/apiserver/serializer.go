@@ -19,7 +19,9 @@ import (
 //     that kind (otherKindDecoder).
 //
 // Responses are encoded as the codec factory's serializers encode them: the JSON serializers
-// keep its options, so their identifiers (which storedjson recognises) are the same.
+// keep the options of genericapiserver.NewDefaultAPIGroupInfo's codecs (lists encoded as a
+// stream of items, not built whole in memory first), so their output and their identifiers
+// (which storedjson recognises) are the same.
 type reportSerializer struct {
 	runtime.NegotiatedSerializer
 	mediaTypes []runtime.SerializerInfo
@@ -37,8 +39,8 @@ func newReportSerializer(s runtime.NegotiatedSerializer, scheme *runtime.Scheme,
 		if info.MediaType != runtime.ContentTypeJSON {
 			continue
 		}
-		info.Serializer = json.NewSerializerWithOptions(jsonmeta.Factory{}, scheme, scheme, json.SerializerOptions{})
-		info.StrictSerializer = json.NewSerializerWithOptions(jsonmeta.Factory{}, scheme, scheme, json.SerializerOptions{Strict: true})
+		info.Serializer = json.NewSerializerWithOptions(jsonmeta.Factory{}, scheme, scheme, json.SerializerOptions{StreamingCollectionsEncoding: true})
+		info.StrictSerializer = json.NewSerializerWithOptions(jsonmeta.Factory{}, scheme, scheme, json.SerializerOptions{Strict: true, StreamingCollectionsEncoding: true})
 		mediaTypes[i] = info
 	}
 	return reportSerializer{NegotiatedSerializer: s, mediaTypes: mediaTypes, served: served}
