@@ -99,7 +99,16 @@ func (l *List) stream(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	head := fmt.Appendf(nil, `{"kind":%q,"apiVersion":%q,"metadata":%s,"items":[`, l.gvk.Kind, l.gvk.GroupVersion().String(), listMeta)
+	// The opening brace goes alone, as the JSON serializer's streaming list encoder writes it: the
+	// API server's response writer takes a first write that short for the start of a stream and
+	// holds it until the response is large enough to compress (128 KB). A longer first write is
+	// sent at once, uncompressed, and then so is the whole list, even to clients that accept
+	// gzip (kube-apiserver compresses such lists; clients across a network would get 5–10 times
+	// the bytes).
+	if _, err := w.Write(listStart); err != nil {
+		return err
+	}
+	head := fmt.Appendf(nil, `"kind":%q,"apiVersion":%q,"metadata":%s,"items":[`, l.gvk.Kind, l.gvk.GroupVersion().String(), listMeta)
 	if _, err := w.Write(head); err != nil {
 		return err
 	}
@@ -118,8 +127,9 @@ func (l *List) stream(w io.Writer) error {
 }
 
 var (
-	comma   = []byte(",")
-	listEnd = []byte("]}\n")
+	listStart = []byte("{")
+	comma     = []byte(",")
+	listEnd   = []byte("]}\n")
 )
 
 // typed decodes the items into the list (once) and returns it.
