@@ -10,18 +10,18 @@ import (
 	"github.com/reports-server/reports-server/internal/apis/reports"
 )
 
-// reportSerializer is the report groups' serializer: the codec factory's, with two changes to
-// how request bodies are decoded.
+// reportSerializer is the report groups' serializer: an API group's default codecs
+// (genericapiserver.NewDefaultAPIGroupInfo's), with two changes to how request bodies are
+// decoded.
 //   - Its JSON serializers find a body's apiVersion and kind with jsonmeta.Factory, which gives
 //     the default's results in a fifth of its time (a full encoding/json pass over every body
 //     sent, ~5% of a create's CPU).
 //   - Its decoders accept a body of another served kind of the group version and hand it on as
 //     that kind (otherKindDecoder).
 //
-// Responses are encoded as the codec factory's serializers encode them: the JSON serializers
-// keep the options of genericapiserver.NewDefaultAPIGroupInfo's codecs (lists encoded as a
-// stream of items, not built whole in memory first), so their output and their identifiers
-// (which storedjson recognises) are the same.
+// Responses are encoded as those codecs encode them: the JSON serializers keep their options
+// (lists encoded as a stream of items, not built whole in memory first), so their output and
+// their identifiers (which storedjson recognises) are the same.
 type reportSerializer struct {
 	runtime.NegotiatedSerializer
 	mediaTypes []runtime.SerializerInfo

@@ -132,10 +132,17 @@ func (o *MemoryOptions) Apply() {
 	if s.limit != nil {
 		debug.SetMemoryLimit(*s.limit)
 	}
-	gcPercent := debug.SetGCPercent(-1)
-	debug.SetGCPercent(gcPercent)
+	// The runtime has no getter for GOGC (SetGCPercent(-1) would turn collection off): it is
+	// what was set here, else the environment's.
+	gcPercent := os.Getenv("GOGC")
+	switch {
+	case s.gcPercent != nil:
+		gcPercent = strconv.Itoa(*s.gcPercent)
+	case gcPercent == "":
+		gcPercent = "100"
+	}
 	limit := "none"
-	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 { // a negative limit only reads it
 		limit = strconv.FormatInt(l>>20, 10) + " MiB"
 	}
 	klog.InfoS("Garbage collection", "GOGC", gcPercent, "GOMEMLIMIT", limit)
