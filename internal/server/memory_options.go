@@ -16,7 +16,7 @@ import (
 
 // MemoryOptions are the flags of the Go garbage collector's trade of memory for CPU.
 //
-// At Go's default (GOGC=100) a replica spent about a sixth of its CPU per create collecting
+// At Go's default (GOGC=100) a replica spent up to a fifth of its CPU per create collecting
 // garbage: every write decodes a ~12 KB body into many small objects, computes managedFields and
 // encodes the result, while the live heap stays small (tens of MB). Collecting half as often
 // (GOGC=200) saves most of that, and a soft memory limit below the server's memory budget (300 MB
