@@ -352,7 +352,8 @@ func metadataInformerSync(ctx context.Context, b *testing.B, cfg *rest.Config, g
 // COMPARE_PROFILE names a directory, and returns a function that waits for the profiles and
 // writes them there as <step>-replica-<i>.pprof (go tool pprof reads them with the
 // reports-server binary). Without COMPARE_PROFILE it does nothing. The benchmark waits for the
-// profiles before its next step, so they hold the step alone.
+// profiles before its next step, so they hold the step alone. Profiling costs the step a little
+// CPU: compare its numbers with runs without profiles.
 func profileReplicas(b *testing.B, c *cluster.Cluster, d time.Duration, step string) func() {
 	dir := os.Getenv("COMPARE_PROFILE")
 	if dir == "" {
@@ -361,8 +362,9 @@ func profileReplicas(b *testing.B, c *cluster.Cluster, d time.Duration, step str
 	seconds := max(1, int(d.Seconds()+0.999))
 	var wg sync.WaitGroup
 	for i, r := range c.ReportsServers {
-		hc := httpClient(b, c.ReplicaConfig(r, nil))
-		url := c.ReplicaConfig(r, nil).Host + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)
+		cfg := c.ReplicaConfig(r, nil)
+		hc := httpClient(b, cfg)
+		url := cfg.Host + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)
 		file := filepath.Join(dir, fmt.Sprintf("%s-replica-%d.pprof", step, i))
 		wg.Go(func() {
 			resp, err := hc.Get(url)
