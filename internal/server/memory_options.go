@@ -31,7 +31,9 @@ type MemoryOptions struct {
 	// (DefaultMemoryLimit, or 90% of the container's memory limit when that is lower); "0": none.
 	MemoryLimit string
 
-	gcPercentSet, memoryLimitSet bool
+	// gcPercentSet records that --gc-percent was given (its default is not the environment's).
+	// --memory-limit needs no such record: its default is empty.
+	gcPercentSet bool
 }
 
 // Defaults of the memory flags.
@@ -63,10 +65,9 @@ func (o *MemoryOptions) AddFlags(fs *pflag.FlagSet) {
 			"container's memory limit when that is lower.")
 }
 
-// Complete records which flags were given (they win over the environment).
+// Complete records whether --gc-percent was given (it wins over the environment).
 func (o *MemoryOptions) Complete(fs *pflag.FlagSet) {
 	o.gcPercentSet = fs.Changed("gc-percent")
-	o.memoryLimitSet = fs.Changed("memory-limit")
 }
 
 // Validate checks the memory flags.
@@ -106,7 +107,7 @@ func (o *MemoryOptions) settings(getenv func(string) string, containerLimit int6
 		s.gcPercent = &o.GCPercent
 	}
 	switch {
-	case o.memoryLimitSet || o.MemoryLimit != "":
+	case o.MemoryLimit != "":
 		limit, _ := parseMemoryLimit(o.MemoryLimit) // validated
 		if limit == 0 {
 			limit = math.MaxInt64 // the runtime's "no limit"
