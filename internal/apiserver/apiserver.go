@@ -193,6 +193,8 @@ type completedConfig struct {
 	follower  *pgstorage.Follower
 	compactor *pgstorage.Compactor
 	replica   *db.Replica
+	// lists answers metadata-only JSON lists once New has made the stores (metadatalist.go).
+	lists *metadataLists
 }
 
 // CompletedConfig is a Config with defaults filled in, ready for New.
@@ -253,8 +255,9 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	// authentication and authorization as before.
 	chain := c.Generic.BuildHandlerChainFunc
 	codecs := c.Codecs
+	lists := newMetadataLists(c.Scheme, codecs)
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
-		return chain(m.WithHandler(withReadShape(h, codecs)), cfg)
+		return chain(m.WithHandler(withReadShape(h, codecs, lists)), cfg)
 	}
 	c.Generic.RESTOptionsGetter = &pgstorage.RESTOptionsGetter{
 		Pool:      c.Extra.Pool,
@@ -277,6 +280,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		follower:  follower,
 		compactor: compactor,
 		replica:   replica,
+		lists:     lists,
 	}}, nil
 }
 
@@ -304,6 +308,7 @@ func (c CompletedConfig) New() (*Server, error) {
 	if err := generic.InstallAPIGroups(groups...); err != nil {
 		return nil, fmt.Errorf("install report API groups: %w", err)
 	}
+	c.lists.stores.Store(&s.stores)
 	analyticsGroup, err := c.analyticsGroup()
 	if err != nil {
 		return nil, err

@@ -27,25 +27,30 @@ import (
 // their results: it is the handlers' own negotiation (NegotiateOutputMediaType) on the same
 // request, serializer and endpoint restrictions. (A stored-JSON response that ends up encoded
 // otherwise is still right, only slower: storedjson decodes the objects for such an encoder.)
-func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer) http.Handler {
+//
+// Metadata-only lists in JSON are answered by a handler of their own (metadataLists), which
+// writes each item's stored metadata without decoding it.
+func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer, lists *metadataLists) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		withoutObjectProtobuf(req)
 		if req.Method == http.MethodGet {
-			if mark := readShape(req, serializer); mark != nil {
-				req = req.WithContext(mark(req.Context()))
+			// A type nothing produces is the handlers' to refuse (406).
+			if mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{}); err == nil {
+				if lists.serve(w, req, mediaType) {
+					return
+				}
+				if mark := readShape(req, mediaType); mark != nil {
+					req = req.WithContext(mark(req.Context()))
+				}
 			}
 		}
 		handler.ServeHTTP(w, req)
 	})
 }
 
-// readShape returns the pgstorage marker of what req's response will hold, nil for typed objects
-// (anything but the cases above).
-func readShape(req *http.Request, serializer runtime.NegotiatedSerializer) func(context.Context) context.Context {
-	mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{})
-	if err != nil {
-		return nil
-	}
+// readShape returns the pgstorage marker of what req's response (of the negotiated mediaType)
+// will hold, nil for typed objects (anything but the cases above).
+func readShape(req *http.Request, mediaType negotiation.MediaTypeOptions) func(context.Context) context.Context {
 	if mediaType.Convert == nil {
 		switch mediaType.Accepted.MediaType {
 		case runtime.ContentTypeJSON, runtime.ContentTypeYAML:

@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -156,7 +159,145 @@ func testMetadataExact(t *testing.T, kind reports.Kind, client dynamic.Interface
 			t.Fatalf("%s: metadata list JSON: %v", tc.name, err)
 		}
 		check(tc.name+", JSON", list.Items, tc.names...)
+
+		// The same in pages, and pretty: whole documents, as the generic handler writes them.
+		compareMetadataJSONPages(t, raw, apiPath(kind, ns), q, tc.name)
 	}
+}
+
+// The Accept headers of metadata-only lists in JSON: v1 is answered by the server's own handler
+// (internal/apiserver, metadatalist.go), from the stored metadata; v1beta1 by the generic list
+// handler, which converts the typed list. The two differ in apiVersion alone.
+const (
+	metadataListV1JSON      = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+	metadataListV1beta1JSON = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1beta1"
+)
+
+// compareMetadataJSONPages reads the collection at path (with query q) in pages of 2 as a
+// metadata-only JSON list three ways — v1 (the server's metadata list handler, from stored
+// metadata), v1 pretty (the same handler, encoding the typed list) and v1beta1 (the generic
+// handler) — and checks that every page is the same document once decoded: list kind and
+// metadata (resourceVersion, continue token, remainingItemCount), item kinds, every metadata
+// field.
+func compareMetadataJSONPages(t *testing.T, raw *rawClient, path string, q url.Values, what string) {
+	t.Helper()
+	type reading struct {
+		name, accept string
+		pretty       bool
+	}
+	var pages [3][]map[string]any
+	for i, r := range []reading{{"v1", metadataListV1JSON, false}, {"v1 pretty", metadataListV1JSON, true}, {"v1beta1", metadataListV1beta1JSON, false}} {
+		query := url.Values{}
+		for k, v := range q {
+			query[k] = v
+		}
+		query.Set("limit", "2")
+		if r.pretty {
+			query.Set("pretty", "true")
+		}
+		for {
+			body := rawGet(t, raw, path, query, r.accept)
+			// Pretty output is indented over many lines; plain output is one line.
+			if pretty := bytes.Contains(bytes.TrimSpace(body), []byte("\n")); pretty != r.pretty {
+				t.Errorf("%s, %s: pretty=%v, but the body is %.200s", what, r.name, r.pretty, body)
+			}
+			var page map[string]any
+			if err := json.Unmarshal(body, &page); err != nil {
+				t.Fatalf("%s, %s: %v", what, r.name, err)
+			}
+			pages[i] = append(pages[i], asMetaV1(page))
+			cont, _ := page["metadata"].(map[string]any)["continue"].(string)
+			if cont == "" {
+				break
+			}
+			query.Set("continue", cont)
+			query.Del("resourceVersion")
+			query.Del("resourceVersionMatch")
+		}
+	}
+	for i, name := range []string{"v1 pretty", "v1beta1"} {
+		if !reflect.DeepEqual(pages[0], pages[i+1]) {
+			t.Errorf("%s: metadata-only JSON pages differ, v1 then %s:\n%v\n%v", what, name, pages[0], pages[i+1])
+		}
+	}
+	if len(pages[0]) == 0 || pages[0][0]["kind"] != "PartialObjectMetadataList" {
+		t.Errorf("%s: not a PartialObjectMetadataList: %v", what, pages[0])
+	}
+}
+
+// asMetaV1 rewrites a decoded v1beta1 PartialObjectMetadataList's apiVersions as v1.
+func asMetaV1(page map[string]any) map[string]any {
+	const v1beta1, v1 = "meta.k8s.io/v1beta1", "meta.k8s.io/v1"
+	if page["apiVersion"] == v1beta1 {
+		page["apiVersion"] = v1
+	}
+	items, _ := page["items"].([]any)
+	for _, item := range items {
+		if m, ok := item.(map[string]any); ok && m["apiVersion"] == v1beta1 {
+			m["apiVersion"] = v1
+		}
+	}
+	return page
+}
+
+// TestMetadataListErrors: requests that the server's metadata-only list handler answers (JSON of
+// meta.k8s.io/v1) fail exactly as the generic list handler fails them (v1beta1): the same HTTP
+// code and Status (reason, message, details) for bad selectors, bad list options and a
+// resourceVersion too new; a cluster-scoped resource under a namespace is 404 for
+// both; and the lists it answers are counted in apiserver_request_total as LISTs.
+func TestMetadataListErrors(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	raw := newRawClient(t, srv.Config)
+	polr, cpolr := kindNamed(t, "PolicyReport"), kindNamed(t, "ClusterPolicyReport")
+	for _, tc := range []struct {
+		name, path, query string
+		code              int
+	}{
+		{"bad label selector", apiPath(polr, "errs"), "labelSelector=a+in+%28", http.StatusBadRequest},
+		{"unknown field selector", apiPath(polr, "errs"), "fieldSelector=spec.nope%3D1", http.StatusBadRequest},
+		{"bad field selector", apiPath(cpolr, ""), "fieldSelector=metadata.name%3D%3D%3D", http.StatusBadRequest},
+		{"initial events without a watch", apiPath(polr, "errs"), "sendInitialEvents=true", http.StatusUnprocessableEntity},
+		{"bad limit", apiPath(polr, "errs"), "limit=x", http.StatusBadRequest},
+		{"bad continue", apiPath(cpolr, ""), "limit=1&continue=garbage", http.StatusBadRequest},
+		{"exact revision too new", apiPath(polr, "errs"), "resourceVersion=99999999999&resourceVersionMatch=Exact", http.StatusGatewayTimeout},
+		{"match without a revision", apiPath(cpolr, ""), "resourceVersionMatch=NotOlderThan", http.StatusUnprocessableEntity},
+		{"cluster-scoped under a namespace", "/apis/wgpolicyk8s.io/v1alpha2/namespaces/errs/clusterpolicyreports", "", http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.path + "?" + tc.query
+			own := raw.send(http.MethodGet, path, metadataListV1JSON, "", nil)
+			generic := raw.send(http.MethodGet, path, metadataListV1beta1JSON, "", nil)
+			if own.code != tc.code || generic.code != tc.code {
+				t.Fatalf("got HTTP %d (v1) and %d (v1beta1), want %d: %s / %s", own.code, generic.code, tc.code, own.body, generic.body)
+			}
+			var a, b metav1.Status
+			if err := json.Unmarshal(own.body, &a); err != nil || a.Kind != "Status" {
+				t.Fatalf("v1 answer is not a Status: %s", own.body)
+			}
+			if err := json.Unmarshal(generic.body, &b); err != nil || b.Kind != "Status" {
+				t.Fatalf("v1beta1 answer is not a Status: %s", generic.body)
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("Status differs:\n v1      %+v\n v1beta1 %+v", a, b)
+			}
+		})
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rawGet(t, raw, apiPath(polr, "counted"), nil, metadataListV1JSON)
+	families := scrape(t, ctx, srv)
+	for _, m := range find(families, "apiserver_request_total", "resource", "policyreports") {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["verb"] == "LIST" && labels["code"] == "200" && labels["scope"] == "namespace" && labels["group"] == "wgpolicyk8s.io" && labels["version"] == "v1alpha2" {
+			return
+		}
+	}
+	t.Errorf("no apiserver_request_total LIST of policyreports with code 200: %v", find(families, "apiserver_request_total", "resource", "policyreports"))
 }
 
 // canonicalFields returns m with each managedFields entry's fieldsV1 in one spelling (compact,

@@ -1,13 +1,12 @@
 package storedjson
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -20,6 +19,8 @@ type Items struct {
 	data      [][]byte
 	decode    Decoder
 	encodings *Encodings
+	// metadata says data holds each item's metadata alone (KeepMetadata), for a MetadataList.
+	metadata bool
 }
 
 // DeepCopyInto leaves out empty (see Items).
@@ -29,6 +30,11 @@ func (in *Items) DeepCopyInto(out *Items) { *out = Items{} }
 func (s *Items) Keep(decode Decoder, encodings *Encodings) {
 	*s = Items{decode: decode, encodings: encodings}
 }
+
+// KeepMetadata starts keeping the items' stored metadata JSON (their "metadata" object, with its
+// resourceVersion) for a metadata-only JSON response (MetadataList): the items are then hollow,
+// not even their metadata decoded.
+func (s *Items) KeepMetadata() { *s = Items{metadata: true} }
 
 // Append adds the next item's stored JSON.
 func (s *Items) Append(data []byte) { s.data = append(s.data, data) }
@@ -61,6 +67,11 @@ var _ runtime.CacheableObject = (*List)(nil)
 // not match the items one for one (storage keeps both or neither).
 func NewList(list Carrier, gvk schema.GroupVersionKind) (runtime.Object, error) {
 	stored := list.StoredItems()
+	if stored.metadata {
+		// Hollow items encoded by a handler would lose everything: only a MetadataList writes
+		// such a list.
+		return nil, errors.New("list keeps its items' metadata alone, for a metadata-only response")
+	}
 	if stored.decode == nil {
 		return list, nil
 	}
@@ -91,11 +102,7 @@ func (l *List) stream(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	listMeta, err := json.Marshal(metav1.ListMeta{
-		ResourceVersion:    acc.GetResourceVersion(),
-		Continue:           acc.GetContinue(),
-		RemainingItemCount: acc.GetRemainingItemCount(),
-	})
+	listMeta, err := jsonListMeta(acc)
 	if err != nil {
 		return err
 	}

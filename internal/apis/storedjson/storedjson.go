@@ -43,6 +43,27 @@ func WithResourceVersion(data []byte, rv int64) ([]byte, error) {
 	return append(out, data[at:]...), nil
 }
 
+// MetadataWithResourceVersion returns the top-level "metadata" object of the stored JSON of an
+// object, with resourceVersion set to rv (see WithResourceVersion), in one copy.
+func MetadataWithResourceVersion(data []byte, rv int64) ([]byte, error) {
+	at, empty, err := metadataStart(data)
+	if err != nil {
+		return nil, err
+	}
+	end, err := skipValue(data, at-1)
+	if err != nil {
+		return nil, err
+	}
+	field := `"resourceVersion":"` + strconv.FormatInt(rv, 10) + `"`
+	if !empty {
+		field += ","
+	}
+	out := make([]byte, 0, end-at+1+len(field))
+	out = append(out, '{')
+	out = append(out, field...)
+	return append(out, data[at:end]...), nil
+}
+
 // Metadata returns the top-level "metadata" object of the JSON object data, as it is in data.
 func Metadata(data []byte) ([]byte, error) {
 	at, _, err := metadataStart(data)

@@ -39,10 +39,14 @@ func TestWithResourceVersion(t *testing.T) {
 		if !reflect.DeepEqual(g, w) {
 			t.Errorf("%s: got %s, want %s", tc.in, got, tc.want)
 		}
+		checkMetadataWithResourceVersion(t, []byte(tc.in), 7)
 	}
 	for _, bad := range []string{``, `[]`, `{"name": "a"}`, `{"metadata": "a"}`, `{"metadata": {"a": 1}`[:10]} {
 		if got, err := WithResourceVersion([]byte(bad), 7); err == nil {
 			t.Errorf("%q: got %s, want an error", bad, got)
+		}
+		if got, err := MetadataWithResourceVersion([]byte(bad), 7); err == nil {
+			t.Errorf("%q: got metadata %s, want an error", bad, got)
 		}
 	}
 }
@@ -95,6 +99,7 @@ func FuzzWithResourceVersion(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, rv int64) {
 		var in map[string]any
 		inErr := json.Unmarshal(data, &in)
+		checkMetadataWithResourceVersion(t, data, rv)
 		out, err := WithResourceVersion(data, rv)
 		if err != nil {
 			return
@@ -126,6 +131,25 @@ func FuzzWithResourceVersion(f *testing.F) {
 			t.Fatalf("%q became %q", data, out)
 		}
 	})
+}
+
+// checkMetadataWithResourceVersion checks that MetadataWithResourceVersion is, byte for byte, the
+// metadata of WithResourceVersion's result (a metadata-only list writes the one, a full list the
+// other), for data that WithResourceVersion accepts.
+func checkMetadataWithResourceVersion(t *testing.T, data []byte, rv int64) {
+	t.Helper()
+	full, err := WithResourceVersion(data, rv)
+	if err != nil {
+		return
+	}
+	want, err := Metadata(full)
+	if err != nil {
+		t.Fatalf("%q: no metadata in %q: %v", data, full, err)
+	}
+	got, err := MetadataWithResourceVersion(data, rv)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%q: MetadataWithResourceVersion = %q, %v; want %q", data, got, err, want)
+	}
 }
 
 // uniqueTopKeys reports whether the top-level keys of the JSON object data are distinct.

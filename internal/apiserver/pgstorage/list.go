@@ -414,6 +414,9 @@ type itemMaker struct {
 	// read for a plain JSON response (WithStoredJSON) and SQL did all the selecting, so nothing
 	// reads the items' fields.
 	stored *storedjson.Items
+	// storedMetadata says stored keeps each item's metadata alone: the list is read for a
+	// metadata-only response written from it (WithMetadataJSON).
+	storedMetadata bool
 	// metadata says the rows hold only their objects' metadata (readMetadata) and decoding
 	// them is a plain unmarshal (Config.PlainJSON) of typed items: then only the metadata is
 	// decoded (decodeMetadataInto; the handler converts the items to PartialObjectMetadata,
@@ -427,9 +430,15 @@ func (s *Store) itemMaker(ctx context.Context, shape readShape, complete bool, l
 	if shape == readMetadata && s.plainJSON {
 		_, m.metadata = objectMeta(newItem())
 	}
-	if c, ok := listObj.(storedjson.Carrier); ok && storedJSON(ctx) && shape == readObject && complete {
+	c, carrier := listObj.(storedjson.Carrier)
+	switch {
+	case carrier && storedJSON(ctx) && shape == readObject && complete:
 		m.stored = c.StoredItems()
 		m.stored.Keep(s.decodeJSON, s.encodings)
+	case carrier && metadataJSON(ctx) && shape == readMetadata:
+		// shapeFor reads metadata alone only when SQL does all the selecting.
+		m.stored, m.storedMetadata = c.StoredItems(), true
+		m.stored.KeepMetadata()
 	}
 	return m
 }
@@ -438,7 +447,11 @@ func (s *Store) itemMaker(ctx context.Context, shape readShape, complete bool, l
 // it) does not match.
 func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (runtime.Object, error) {
 	if m.stored != nil {
-		data, err := m.s.storedBytes(x.data, x.rev)
+		read := m.s.storedBytes
+		if m.storedMetadata {
+			read = storedMetadata
+		}
+		data, err := read(x.data, x.rev)
 		if err != nil {
 			return nil, err
 		}

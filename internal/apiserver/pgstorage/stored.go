@@ -33,6 +33,24 @@ func storedJSON(ctx context.Context) bool {
 	return v
 }
 
+// metadataJSONKey marks a metadata-only list whose response is written from stored metadata.
+type metadataJSONKey struct{}
+
+// WithMetadataJSON marks ctx's request as a metadata-only list (WithMetadataOnly) whose response
+// is written from each item's stored metadata JSON (storedjson.MetadataList): its lists then
+// return hollow items and keep each one's metadata JSON, with its resourceVersion
+// (storedjson.Items.KeepMetadata), when SQL does all the selecting; otherwise typed items, as
+// for WithMetadataOnly. The API server's metadata-only list handler sets it.
+func WithMetadataJSON(ctx context.Context) context.Context {
+	return context.WithValue(WithMetadataOnly(ctx), metadataJSONKey{}, true)
+}
+
+// metadataJSON reports whether WithMetadataJSON marked ctx.
+func metadataJSON(ctx context.Context) bool {
+	v, _ := ctx.Value(metadataJSONKey{}).(bool)
+	return v
+}
+
 // servedKind is the kind and group version the codec stores objects as: the version of their
 // stored JSON, which storedjson compares with the one a response is encoded in.
 func servedKind(codec runtime.Codec, newFunc func() runtime.Object) (schema.GroupVersionKind, error) {
@@ -64,6 +82,16 @@ func (s *Store) storedBytes(data []byte, rev int64) ([]byte, error) {
 		return nil, err
 	}
 	return runtime.Encode(s.codec, obj)
+}
+
+// storedMetadata is the metadata of a metadata row (readMetadata) as a client receives it:
+// unescaped (text.go) and with its resourceVersion.
+func storedMetadata(data []byte, rev int64) ([]byte, error) {
+	out, err := storedjson.MetadataWithResourceVersion(unescapeJSON(data), rev)
+	if err != nil {
+		return nil, storage.NewInternalError(fmt.Errorf("stored object: %w", err))
+	}
+	return out, nil
 }
 
 // decodeJSON decodes an object's JSON (unescaped) into a typed object; it is also the
