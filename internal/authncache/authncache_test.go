@@ -1,0 +1,225 @@
+package authncache
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/request/headerrequest"
+	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
+)
+
+// ca is a certificate authority that issues client certificates.
+type ca struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newCA(t *testing.T) *ca {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ca{cert: cert, key: key}
+}
+
+// issue returns a client certificate for user, valid until notAfter.
+func (c *ca) issue(t *testing.T, user string, notAfter time.Time) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: user, Organization: []string{"team"}},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: notAfter,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// counting counts the requests that reach the authenticator it wraps.
+type counting struct {
+	next  authenticator.Request
+	calls atomic.Int32
+}
+
+func (c *counting) AuthenticateRequest(req *http.Request) (*authenticator.Response, bool, error) {
+	c.calls.Add(1)
+	return c.next.AuthenticateRequest(req)
+}
+
+func request(cert *x509.Certificate, header http.Header) *http.Request {
+	req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1/apis", nil)
+	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	return req
+}
+
+// setup returns the cache around k8s.io/apiserver's client-certificate authenticator, trusting
+// authority, with the front proxy's default identity headers, and a clock the test moves.
+func setup(t *testing.T, authority *ca) (*Authenticator, *counting, *time.Time) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(authority.cert)
+	opts := x509request.DefaultVerifyOptions()
+	opts.Roots = roots
+	next := &counting{next: x509request.New(opts, x509request.CommonNameUserConversion)}
+	a := New(next, IdentityHeaders{
+		Names:    []headerrequest.StringSliceProvider{headerrequest.StaticStringSlice{"X-Remote-User"}, headerrequest.StaticStringSlice{"X-Remote-Group"}},
+		Prefixes: []headerrequest.StringSliceProvider{headerrequest.StaticStringSlice{"X-Remote-Extra-"}},
+	}, TTL)
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	return a, next, &now
+}
+
+func authenticate(t *testing.T, a *Authenticator, req *http.Request, wantUser string) {
+	t.Helper()
+	resp, ok, err := a.AuthenticateRequest(req)
+	if err != nil || !ok || resp.User.GetName() != wantUser {
+		t.Fatalf("got %+v, %v, %v; want user %s", resp, ok, err, wantUser)
+	}
+	if groups := resp.User.GetGroups(); len(groups) != 1 || groups[0] != "team" {
+		t.Fatalf("groups %v, want [team]", groups)
+	}
+}
+
+// TestRemembersCertificates: a certificate's identity is verified once per TTL, per chain; each
+// answer is the authenticator's (user and groups) and may be changed by its caller.
+func TestRemembersCertificates(t *testing.T) {
+	authority := newCA(t)
+	a, next, now := setup(t, authority)
+	alice := authority.issue(t, "alice", time.Now().Add(time.Hour))
+	bob := authority.issue(t, "bob", time.Now().Add(time.Hour))
+
+	for range 3 {
+		authenticate(t, a, request(alice, nil), "alice")
+	}
+	if n := next.calls.Load(); n != 1 {
+		t.Fatalf("alice verified %d times in one TTL, want 1", n)
+	}
+	resp, _, _ := a.AuthenticateRequest(request(alice, nil))
+	resp.User = nil // a caller's change stays its own
+	authenticate(t, a, request(bob, nil), "bob")
+	authenticate(t, a, request(alice, nil), "alice")
+	if n := next.calls.Load(); n != 2 {
+		t.Fatalf("%d verifications for two certificates, want 2", n)
+	}
+
+	*now = now.Add(TTL)
+	authenticate(t, a, request(alice, nil), "alice")
+	if n := next.calls.Load(); n != 3 {
+		t.Fatalf("after TTL: %d verifications, want 3", n)
+	}
+}
+
+// TestCertificateExpiry: an answer is not kept past the certificate's expiry, even within TTL.
+func TestCertificateExpiry(t *testing.T) {
+	authority := newCA(t)
+	a, next, now := setup(t, authority)
+	short := authority.issue(t, "short", time.Now().Add(TTL/2))
+	authenticate(t, a, request(short, nil), "short")
+	// The cache's clock passes the expiry; x509 verifies with the real time, so the certificate
+	// is still valid when the request reaches it again: what matters is that it does.
+	*now = short.NotAfter
+	authenticate(t, a, request(short, nil), "short")
+	if n := next.calls.Load(); n != 2 {
+		t.Fatalf("an expired certificate's answer was kept: %d verifications, want 2", n)
+	}
+}
+
+// TestNotRemembered: failures, and requests that carry another identity than the certificate's
+// (a bearer token, a WebSocket protocol, the front proxy's identity headers), always reach the
+// authenticator.
+func TestNotRemembered(t *testing.T) {
+	authority := newCA(t)
+	a, next, _ := setup(t, authority)
+	stranger := newCA(t).issue(t, "mallory", time.Now().Add(time.Hour))
+	for range 2 {
+		if _, ok, err := a.AuthenticateRequest(request(stranger, nil)); ok || err == nil {
+			t.Fatalf("a certificate of an unknown CA: ok=%v err=%v, want an error", ok, err)
+		}
+	}
+	if n := next.calls.Load(); n != 2 {
+		t.Fatalf("a failure was kept: %d verifications, want 2", n)
+	}
+
+	alice := authority.issue(t, "alice", time.Now().Add(time.Hour))
+	for _, header := range []http.Header{
+		{"Authorization": {"Bearer abc"}},
+		{"Sec-Websocket-Protocol": {"base64url.bearer.authorization.k8s.io.YWJj"}},
+		{"X-Remote-User": {"someone"}},
+		{"X-Remote-Group": {"admins"}},
+		{"X-Remote-Extra-Scopes": {"x"}},
+		{"x-remote-extra-scopes": {"x"}},
+	} {
+		next.calls.Store(0)
+		for range 2 {
+			authenticate(t, a, request(alice, header), "alice")
+		}
+		if n := next.calls.Load(); n != 2 {
+			t.Errorf("a request with %v was answered from the cache: %d verifications, want 2", header, n)
+		}
+	}
+	// No certificate: nothing to remember.
+	req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1/apis", nil)
+	next.calls.Store(0)
+	a.AuthenticateRequest(req)
+	a.AuthenticateRequest(req)
+	if n := next.calls.Load(); n != 2 {
+		t.Errorf("a request without a certificate: %d calls, want 2", n)
+	}
+}
+
+// TestBounded: the cache never holds more than maxEntries answers.
+func TestBounded(t *testing.T) {
+	authority := newCA(t)
+	a, _, _ := setup(t, authority)
+	cert := authority.issue(t, "many", time.Now().Add(time.Hour))
+	for i := range maxEntries + 10 {
+		// Distinct chains: the same leaf with a different (unused) intermediate.
+		req := request(cert, nil)
+		extra := *authority.cert
+		extra.Raw = append([]byte{byte(i), byte(i >> 8)}, authority.cert.Raw...)
+		req.TLS.PeerCertificates = append(req.TLS.PeerCertificates, &extra)
+		a.AuthenticateRequest(req)
+	}
+	if n := len(a.entries); n > maxEntries {
+		t.Fatalf("%d entries, want at most %d", n, maxEntries)
+	}
+}
