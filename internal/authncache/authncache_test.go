@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"math/big"
 	"net/http"
 	"sync/atomic"
@@ -81,6 +82,14 @@ func (c *counting) AuthenticateRequest(req *http.Request) (*authenticator.Respon
 	return c.next.AuthenticateRequest(req)
 }
 
+// want checks that n requests reached the authenticator.
+func (c *counting) want(t *testing.T, n int32, what string) {
+	t.Helper()
+	if got := c.calls.Load(); got != n {
+		t.Fatalf("%s: %d requests reached the authenticator, want %d", what, got, n)
+	}
+}
+
 func request(cert *x509.Certificate, header http.Header) *http.Request {
 	req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1/apis", nil)
 	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
@@ -130,22 +139,16 @@ func TestRemembersCertificates(t *testing.T) {
 	for range 3 {
 		authenticate(t, a, request(alice, nil), "alice")
 	}
-	if n := next.calls.Load(); n != 1 {
-		t.Fatalf("alice verified %d times in one TTL, want 1", n)
-	}
+	next.want(t, 1, "one certificate, three requests in one TTL")
 	resp, _, _ := a.AuthenticateRequest(request(alice, nil))
 	resp.User = nil // a caller's change stays its own
 	authenticate(t, a, request(bob, nil), "bob")
 	authenticate(t, a, request(alice, nil), "alice")
-	if n := next.calls.Load(); n != 2 {
-		t.Fatalf("%d verifications for two certificates, want 2", n)
-	}
+	next.want(t, 2, "two certificates")
 
 	*now = now.Add(TTL)
 	authenticate(t, a, request(alice, nil), "alice")
-	if n := next.calls.Load(); n != 3 {
-		t.Fatalf("after TTL: %d verifications, want 3", n)
-	}
+	next.want(t, 3, "after TTL")
 }
 
 // TestCertificateExpiry: an answer is not kept past the certificate's expiry, even within TTL.
@@ -158,9 +161,7 @@ func TestCertificateExpiry(t *testing.T) {
 	// is still valid when the request reaches it again: what matters is that it does.
 	*now = short.NotAfter
 	authenticate(t, a, request(short, nil), "short")
-	if n := next.calls.Load(); n != 2 {
-		t.Fatalf("an expired certificate's answer was kept: %d verifications, want 2", n)
-	}
+	next.want(t, 2, "past the certificate's expiry")
 }
 
 // TestNotRemembered: failures, and requests that carry another identity than the certificate's
@@ -175,9 +176,7 @@ func TestNotRemembered(t *testing.T) {
 			t.Fatalf("a certificate of an unknown CA: ok=%v err=%v, want an error", ok, err)
 		}
 	}
-	if n := next.calls.Load(); n != 2 {
-		t.Fatalf("a failure was kept: %d verifications, want 2", n)
-	}
+	next.want(t, 2, "two failures")
 
 	alice := authority.issue(t, "alice", time.Now().Add(time.Hour))
 	for _, header := range []http.Header{
@@ -192,18 +191,14 @@ func TestNotRemembered(t *testing.T) {
 		for range 2 {
 			authenticate(t, a, request(alice, header), "alice")
 		}
-		if n := next.calls.Load(); n != 2 {
-			t.Errorf("a request with %v was answered from the cache: %d verifications, want 2", header, n)
-		}
+		next.want(t, 2, fmt.Sprintf("two requests with %v", header))
 	}
 	// No certificate: nothing to remember.
 	req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1/apis", nil)
 	next.calls.Store(0)
 	a.AuthenticateRequest(req)
 	a.AuthenticateRequest(req)
-	if n := next.calls.Load(); n != 2 {
-		t.Errorf("a request without a certificate: %d calls, want 2", n)
-	}
+	next.want(t, 2, "two requests without a certificate")
 }
 
 // TestBounded: the cache never holds more than maxEntries answers.

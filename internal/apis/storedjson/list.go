@@ -1,12 +1,14 @@
 package storedjson
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -98,25 +100,11 @@ func (l *List) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io
 
 // stream writes the list as the JSON serializer would, with the stored JSON as its items.
 func (l *List) stream(w io.Writer) error {
-	acc, err := meta.ListAccessor(l.list)
+	head, err := startList(w, l.list, l.gvk.Kind, l.gvk.GroupVersion().String())
 	if err != nil {
 		return err
 	}
-	listMeta, err := jsonListMeta(acc)
-	if err != nil {
-		return err
-	}
-	// The opening brace goes alone, as the JSON serializer's streaming list encoder writes it: the
-	// API server's response writer takes a first write that short for the start of a stream and
-	// holds it until the response is large enough to compress (128 KB). A longer first write is
-	// sent at once, uncompressed, and then so is the whole list, even to clients that accept
-	// gzip (kube-apiserver compresses such lists; clients across a network would get 5–10 times
-	// the bytes).
-	if _, err := w.Write(listStart); err != nil {
-		return err
-	}
-	head := fmt.Appendf(nil, `"kind":%q,"apiVersion":%q,"metadata":%s,"items":[`, l.gvk.Kind, l.gvk.GroupVersion().String(), listMeta)
-	if _, err := w.Write(head); err != nil {
+	if _, err := w.Write(append(head, '[')); err != nil {
 		return err
 	}
 	for i, data := range l.list.StoredItems().data {
@@ -131,6 +119,34 @@ func (l *List) stream(w io.Writer) error {
 	}
 	_, err = w.Write(listEnd)
 	return err
+}
+
+// startList writes the opening brace of list's JSON and returns the rest of its head, up to
+// "items": (kind, apiVersion and the list's metadata), for the caller to write with what follows.
+//
+// The opening brace goes alone, as the JSON serializer's streaming list encoder writes it: the
+// API server's response writer takes a first write that short for the start of a stream and holds
+// it until the response is large enough to compress (128 KB). A longer first write is sent at
+// once, uncompressed, and then so is the whole list, even to clients that accept gzip
+// (kube-apiserver compresses such lists; clients across a network would get 5–10 times the
+// bytes).
+func startList(w io.Writer, list runtime.Object, kind, apiVersion string) ([]byte, error) {
+	acc, err := meta.ListAccessor(list)
+	if err != nil {
+		return nil, err
+	}
+	listMeta, err := json.Marshal(metav1.ListMeta{
+		ResourceVersion:    acc.GetResourceVersion(),
+		Continue:           acc.GetContinue(),
+		RemainingItemCount: acc.GetRemainingItemCount(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(listStart); err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, `"kind":%q,"apiVersion":%q,"metadata":%s,"items":`, kind, apiVersion, listMeta), nil
 }
 
 var (

@@ -1,7 +1,6 @@
 package storedjson
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -75,21 +74,11 @@ const streamBuffer = 32 << 10
 // stream writes the list as the JSON serializer writes a PartialObjectMetadataList, with the
 // stored metadata of each item.
 func (l *MetadataList) stream(w io.Writer) error {
-	acc, err := meta.ListAccessor(l.list)
+	head, err := startList(w, l.list, metadataListKind.Kind, metadataListKind.APIVersion)
 	if err != nil {
 		return err
 	}
-	listMeta, err := jsonListMeta(acc)
-	if err != nil {
-		return err
-	}
-	// The opening brace goes alone, so that the API server's response writer compresses a large
-	// list (see List.stream).
-	if _, err := w.Write(listStart); err != nil {
-		return err
-	}
-	buf := make([]byte, 0, streamBuffer+4<<10)
-	buf = fmt.Appendf(buf, `"kind":%q,"apiVersion":%q,"metadata":%s,"items":`, metadataListKind.Kind, metadataListKind.APIVersion, listMeta)
+	buf := append(make([]byte, 0, streamBuffer+4<<10), head...)
 	items := l.list.StoredItems().data
 	if len(items) == 0 {
 		// The generic handler's conversion leaves an empty list's items nil, which encodes as
@@ -186,12 +175,3 @@ func (l *MetadataList) GetObjectKind() schema.ObjectKind {
 
 // DeepCopyObject implements runtime.Object.
 func (l *MetadataList) DeepCopyObject() runtime.Object { return l.GetObject().DeepCopyObject() }
-
-// jsonListMeta is the JSON of a list's metadata, as the JSON serializer writes it.
-func jsonListMeta(acc meta.List) ([]byte, error) {
-	return json.Marshal(metav1.ListMeta{
-		ResourceVersion:    acc.GetResourceVersion(),
-		Continue:           acc.GetContinue(),
-		RemainingItemCount: acc.GetRemainingItemCount(),
-	})
-}
