@@ -33,14 +33,7 @@ func WithResourceVersion(data []byte, rv int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	field := `"resourceVersion":"` + strconv.FormatInt(rv, 10) + `"`
-	if !empty {
-		field += ","
-	}
-	out := make([]byte, 0, len(data)+len(field))
-	out = append(out, data[:at]...)
-	out = append(out, field...)
-	return append(out, data[at:]...), nil
+	return joinResourceVersion(data[:at], data[at:], rv, empty), nil
 }
 
 // MetadataWithResourceVersion returns the top-level "metadata" object of the stored JSON of an
@@ -54,14 +47,21 @@ func MetadataWithResourceVersion(data []byte, rv int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return joinResourceVersion(data[at-1:at], data[at:end], rv, empty), nil
+}
+
+// joinResourceVersion returns before, the resourceVersion field set to rv, and after, in a new
+// slice: before ends with the metadata's opening brace, after is the rest of the metadata (empty
+// says it has no other field, so the field takes no comma) and whatever follows.
+func joinResourceVersion(before, after []byte, rv int64, empty bool) []byte {
 	field := `"resourceVersion":"` + strconv.FormatInt(rv, 10) + `"`
 	if !empty {
 		field += ","
 	}
-	out := make([]byte, 0, end-at+1+len(field))
-	out = append(out, '{')
+	out := make([]byte, 0, len(before)+len(field)+len(after))
+	out = append(out, before...)
 	out = append(out, field...)
-	return append(out, data[at:end]...), nil
+	return append(out, after...)
 }
 
 // Metadata returns the top-level "metadata" object of the JSON object data, as it is in data.
