@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -232,6 +233,12 @@ func TestStoredJSONResponses(t *testing.T) {
 			items = nil
 			for _, r := range raw {
 				items = append(items, decode(t, "initial event", r))
+				// Each event is written around the stored JSON as PostgreSQL prints it (a space
+				// after each colon), not re-encoded by the handler's event encoder, which
+				// compacts it (storedjson's plainJSONEvent).
+				if !bytes.Contains(r, []byte(`": `)) {
+					t.Errorf("initial event is not the stored JSON: %.120s", r)
+				}
 			}
 			check(t, "watch-list", items)
 

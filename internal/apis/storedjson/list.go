@@ -86,7 +86,7 @@ func NewList(list Carrier, gvk schema.GroupVersionKind) (runtime.Object, error) 
 // CacheEncode implements runtime.CacheableObject.
 func (l *List) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
 	l.mu.Lock()
-	plain := l.encodings.of(id) == plainJSON && !l.decoded
+	plain := l.encodings.of(id).kind == plainJSON && !l.decoded
 	l.mu.Unlock()
 	if !plain {
 		list, err := l.typed()

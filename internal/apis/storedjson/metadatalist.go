@@ -57,7 +57,7 @@ func NewMetadataList(list Carrier, encodings *Encodings) (*MetadataList, error) 
 
 // CacheEncode implements runtime.CacheableObject.
 func (l *MetadataList) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
-	if l.list.StoredItems().metadata && l.encodings.of(id) == plainJSON {
+	if l.list.StoredItems().metadata && l.encodings.of(id).kind == plainJSON {
 		return l.stream(w)
 	}
 	list, err := l.typedList()

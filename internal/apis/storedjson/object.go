@@ -43,9 +43,11 @@ func NewHollow(into runtime.Object, data []byte, encodings *Encodings, decode De
 
 // CacheEncode implements runtime.CacheableObject.
 func (o *Object) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
-	switch o.encodings.of(id) {
+	switch enc := o.encodings.of(id); enc.kind {
 	case plainJSON:
 		return writeAll(w, o.data, newline)
+	case plainJSONEvent:
+		return writeAll(w, enc.eventStart, o.data, eventEnd)
 	case watchFrame:
 		// The event's encoder encodes the object with its embedded encoder, which asks this
 		// object again: hand it this object, not a typed copy.
@@ -101,5 +103,8 @@ func (o *Object) DeepCopyObject() runtime.Object {
 	return c
 }
 
-// newline ends an encoded object, as the JSON serializer ends it.
-var newline = []byte("\n")
+// newline ends an encoded object, as the JSON serializer ends it; eventEnd a watch event.
+var (
+	newline  = []byte("\n")
+	eventEnd = []byte("}\n")
+)

@@ -17,12 +17,14 @@ package storedjson
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 )
 
 // WithResourceVersion returns the stored JSON of an object with metadata.resourceVersion set to
@@ -177,12 +179,20 @@ func skipValue(data []byte, i int) (int, error) {
 }
 
 // encoding is what an encoder identifier asks of a CacheableObject.
-type encoding int
+type encoding struct {
+	kind encodingKind
+	// eventStart is a plainJSONEvent's event up to its object: {"type":"ADDED","object":
+	eventStart []byte
+}
+
+// encodingKind is the kind of an encoding.
+type encodingKind int
 
 const (
-	typedEncoding encoding = iota // anything else: the typed object's encoding
-	plainJSON                     // plain JSON of the served version: the stored JSON as it is
-	watchFrame                    // a watch event around the object: the object itself is encoded by the event's embedded encoder, which asks again
+	typedEncoding  encodingKind = iota // anything else: the typed object's encoding
+	plainJSON                          // plain JSON of the served version: the stored JSON as it is
+	watchFrame                         // a watch event around the object: the object itself is encoded by the event's embedded encoder, which asks again
+	plainJSONEvent                     // a watch event of a plain JSON stream whose object is plain JSON of the served version: the event around the stored JSON
 )
 
 // encodingOf tells what id asks for. id is the identifier of plain JSON of version gv when it is
@@ -190,25 +200,49 @@ const (
 // the stored JSON already is. Identifiers are JSON documents (k8s.io/apimachinery/pkg/runtime/
 // serializer/versioning and .../json, k8s.io/apiserver/pkg/endpoints/handlers' watch encoder);
 // anything unrecognised gets the typed encoding, which only costs time.
+//
+// A watch event whose object and event are both encoded as plain JSON of gv (the watch encoder's
+// embedded and outer encoders) is a plainJSONEvent: the handler would encode the object into a
+// buffer and then the event around it with encoding/json, which scans the whole object again to
+// compact it; the event written around the stored JSON is the same once decoded. Other watch
+// events (Tables, metadata, YAML, protobuf) are framed by the handler (watchFrame).
 func encodingOf(id runtime.Identifier, gv schema.GroupVersion) encoding {
-	var codec struct{ Name, EncodeGV, Encoder string }
+	var codec struct{ Name, EncodeGV, Encoder, EmbeddedEncoder, EventType string }
 	if json.Unmarshal([]byte(id), &codec) != nil {
-		return typedEncoding
+		return encoding{kind: typedEncoding}
 	}
 	switch {
 	case codec.Name == "watch":
-		return watchFrame
+		return watchEncoding(codec.EmbeddedEncoder, codec.Encoder, codec.EventType, gv)
 	case codec.Name != "versioning" || codec.EncodeGV != gv.String():
-		return typedEncoding
+		return encoding{kind: typedEncoding}
 	}
 	var enc map[string]string
 	if json.Unmarshal([]byte(codec.Encoder), &enc) != nil {
-		return typedEncoding
+		return encoding{kind: typedEncoding}
 	}
 	if enc["name"] == "json" && enc["yaml"] == "false" && enc["pretty"] == "false" {
-		return plainJSON
+		return encoding{kind: plainJSON}
 	}
-	return typedEncoding
+	return encoding{kind: typedEncoding}
+}
+
+// watchEncoding is the encoding of a watch event of type eventType by a watch encoder whose
+// embedded and outer encoders have the given identifiers.
+func watchEncoding(embedded, outer, eventType string, gv schema.GroupVersion) encoding {
+	switch watch.EventType(eventType) {
+	case watch.Added, watch.Modified, watch.Deleted:
+	default:
+		return encoding{kind: watchFrame}
+	}
+	if encodingOf(runtime.Identifier(embedded), gv).kind != plainJSON || encodingOf(runtime.Identifier(outer), gv).kind != plainJSON {
+		return encoding{kind: watchFrame}
+	}
+	start, err := json.Marshal(eventType)
+	if err != nil {
+		return encoding{kind: watchFrame}
+	}
+	return encoding{kind: plainJSONEvent, eventStart: fmt.Appendf(nil, `{"type":%s,"object":`, start)}
 }
 
 // Encodings remembers what each encoder identifier asks for (encodingOf) for the objects of one

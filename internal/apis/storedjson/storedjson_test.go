@@ -61,21 +61,33 @@ func TestEncodingOf(t *testing.T) {
 		return runtime.Identifier(id)
 	}
 	plain := map[string]string{"name": "json", "pretty": "false", "strict": "false", "yaml": "false"}
+	plainID := codec("wgpolicyk8s.io/v1alpha2", plain)
+	watchID := func(embedded, outer runtime.Identifier, eventType string) runtime.Identifier {
+		id, _ := json.Marshal(map[string]string{"name": "watch", "embeddedEncoder": string(embedded), "encoder": string(outer), "eventType": eventType})
+		return runtime.Identifier(id)
+	}
 	for _, tc := range []struct {
-		id   runtime.Identifier
-		want encoding
+		id         runtime.Identifier
+		want       encodingKind
+		eventStart string
 	}{
-		{codec("wgpolicyk8s.io/v1alpha2", plain), plainJSON},
-		{codec("wgpolicyk8s.io/v1", plain), typedEncoding},
-		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "json", "pretty": "true", "yaml": "false"}), typedEncoding},
-		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "json", "pretty": "false", "yaml": "true"}), typedEncoding},
-		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "protobuf"}), typedEncoding},
-		{runtime.Identifier(`{"name":"watch","embeddedEncoder":"x","encoder":"y","eventType":"ADDED"}`), watchFrame},
-		{runtime.Identifier(`{"name":"watch-embedded","encoder":"x","target":"meta.k8s.io/v1, Kind=Table"}`), typedEncoding},
-		{runtime.Identifier(`not json`), typedEncoding},
+		{plainID, plainJSON, ""},
+		{codec("wgpolicyk8s.io/v1", plain), typedEncoding, ""},
+		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "json", "pretty": "true", "yaml": "false"}), typedEncoding, ""},
+		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "json", "pretty": "false", "yaml": "true"}), typedEncoding, ""},
+		{codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "protobuf"}), typedEncoding, ""},
+		{runtime.Identifier(`{"name":"watch","embeddedEncoder":"x","encoder":"y","eventType":"ADDED"}`), watchFrame, ""},
+		{watchID(plainID, plainID, "ADDED"), plainJSONEvent, `{"type":"ADDED","object":`},
+		{watchID(plainID, plainID, "MODIFIED"), plainJSONEvent, `{"type":"MODIFIED","object":`},
+		{watchID(plainID, plainID, "DELETED"), plainJSONEvent, `{"type":"DELETED","object":`},
+		{watchID(plainID, plainID, "BOOKMARK"), watchFrame, ""},
+		{watchID(plainID, codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "protobuf"}), "ADDED"), watchFrame, ""},
+		{watchID(runtime.Identifier(`{"name":"watch-embedded","encoder":"x","target":"meta.k8s.io/v1, Kind=Table"}`), plainID, "ADDED"), watchFrame, ""},
+		{runtime.Identifier(`{"name":"watch-embedded","encoder":"x","target":"meta.k8s.io/v1, Kind=Table"}`), typedEncoding, ""},
+		{runtime.Identifier(`not json`), typedEncoding, ""},
 	} {
-		if got := encodingOf(tc.id, gv); got != tc.want {
-			t.Errorf("%s: %d, want %d", tc.id, got, tc.want)
+		if got := encodingOf(tc.id, gv); got.kind != tc.want || string(got.eventStart) != tc.eventStart {
+			t.Errorf("%s: %d %q, want %d %q", tc.id, got.kind, got.eventStart, tc.want, tc.eventStart)
 		}
 	}
 }
