@@ -41,11 +41,7 @@ func WithResourceVersion(data []byte, rv int64) ([]byte, error) {
 // MetadataWithResourceVersion returns the top-level "metadata" object of the stored JSON of an
 // object, with resourceVersion set to rv (see WithResourceVersion), in one copy.
 func MetadataWithResourceVersion(data []byte, rv int64) ([]byte, error) {
-	at, empty, err := metadataStart(data)
-	if err != nil {
-		return nil, err
-	}
-	end, err := skipValue(data, at-1)
+	at, end, empty, err := metadataSpan(data)
 	if err != nil {
 		return nil, err
 	}
@@ -68,15 +64,23 @@ func joinResourceVersion(before, after []byte, rv int64, empty bool) []byte {
 
 // Metadata returns the top-level "metadata" object of the JSON object data, as it is in data.
 func Metadata(data []byte) ([]byte, error) {
-	at, _, err := metadataStart(data)
-	if err != nil {
-		return nil, err
-	}
-	end, err := skipValue(data, at-1)
+	at, end, _, err := metadataSpan(data)
 	if err != nil {
 		return nil, err
 	}
 	return data[at-1 : end], nil
+}
+
+// metadataSpan finds the top-level "metadata" object in data: the offset just past its opening
+// brace, the offset just past its closing one, and whether it is empty (see metadataStart).
+func metadataSpan(data []byte) (at, end int, empty bool, err error) {
+	if at, empty, err = metadataStart(data); err != nil {
+		return 0, 0, false, err
+	}
+	if end, err = skipValue(data, at-1); err != nil {
+		return 0, 0, false, err
+	}
+	return at, end, empty, nil
 }
 
 // metadataStart finds the top-level "metadata" object in data and returns the offset just past
