@@ -106,17 +106,12 @@ func (a *Authenticator) certificateOnly(req *http.Request) bool {
 			}
 		}
 	}
-	var prefixes []string
 	for _, p := range a.headers.Prefixes {
-		prefixes = append(prefixes, p.Value()...)
-	}
-	if len(prefixes) == 0 {
-		return true
-	}
-	for name := range req.Header {
-		for _, prefix := range prefixes {
-			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
-				return false
+		for _, prefix := range p.Value() {
+			for name := range req.Header {
+				if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+					return false
+				}
 			}
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	kjson "sigs.k8s.io/json"
 )
 
 // MetadataList is a list read for a metadata-only response (a PartialObjectMetadataList of
@@ -130,11 +129,8 @@ func (l *MetadataList) typedList() (*metav1.PartialObjectMetadataList, error) {
 	if stored := l.list.StoredItems(); stored.metadata {
 		for i, data := range stored.data {
 			item := metav1.PartialObjectMetadata{TypeMeta: metadataItemKind}
-			if !DecodeObjectMeta(data, &item.ObjectMeta) {
-				item.ObjectMeta = metav1.ObjectMeta{}
-				if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &item.ObjectMeta); err != nil {
-					return nil, fmt.Errorf("decode stored metadata of item %d: %w", i, err)
-				}
+			if err := UnmarshalObjectMeta(data, &item.ObjectMeta); err != nil {
+				return nil, fmt.Errorf("decode stored metadata of item %d: %w", i, err)
 			}
 			out.Items = append(out.Items, item)
 		}

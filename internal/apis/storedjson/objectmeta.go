@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	kjson "sigs.k8s.io/json"
 )
 
 // DecodeObjectMeta decodes the JSON object data (an object's "metadata", as storage keeps it)
@@ -31,6 +32,17 @@ func DecodeObjectMeta(data []byte, into *metav1.ObjectMeta) bool {
 	}
 	d.space()
 	return d.i == len(d.data)
+}
+
+// UnmarshalObjectMeta decodes the JSON object data (an object's stored "metadata") into into:
+// with DecodeObjectMeta when data has the plain shape storage writes, else with the generic
+// decoder, whose result (value or error) then stands.
+func UnmarshalObjectMeta(data []byte, into *metav1.ObjectMeta) error {
+	if DecodeObjectMeta(data, into) {
+		return nil
+	}
+	*into = metav1.ObjectMeta{}
+	return kjson.UnmarshalCaseSensitivePreserveInts(data, into)
 }
 
 // metaDecoder reads JSON from data at i. Each method returns false when the input is outside

@@ -151,13 +151,8 @@ func (s *Store) decodeMetadataInto(data []byte, obj runtime.Object, objMeta *met
 	if err != nil {
 		return storage.NewInternalError(fmt.Errorf("stored object: %w", err))
 	}
-	// The plain shape storage writes decodes fast; the generic decoder has the rest (and the
-	// last word on what is not JSON).
-	if !storedjson.DecodeObjectMeta(span, objMeta) {
-		*objMeta = metav1.ObjectMeta{}
-		if err := kjson.UnmarshalCaseSensitivePreserveInts(span, objMeta); err != nil {
-			return storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
-		}
+	if err := storedjson.UnmarshalObjectMeta(span, objMeta); err != nil {
+		return storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
 	}
 	if err := s.versioner.UpdateObject(obj, uint64(rev)); err != nil {
 		return fmt.Errorf("set resource version: %w", err)
