@@ -76,6 +76,9 @@ type ExtraConfig struct {
 
 	// MaxUnpagedListBytes bounds lists without a limit (pgstorage.Config; 0: the default).
 	MaxUnpagedListBytes int64
+	// ObjectCacheBytes bounds the stored JSON of the objects kept for lists (pgstorage.ObjectCache;
+	// 0: pgstorage.DefaultObjectCacheBytes; negative: none kept).
+	ObjectCacheBytes int64
 
 	// Analytics, when set, runs the projector and summary refresher behind the SQL schema
 	// `reporting` (one replica at a time each; see internal/analytics). nil: not in this process.
@@ -249,7 +252,13 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	}
 	// One page cache for every resource's paged lists, so its bounds are the process's.
 	prefetcher := pgstorage.NewPrefetcher()
-	m.SetSources(metricSources(c.Extra, notifier, follower, replica, prefetcher))
+	// One object cache for every resource's lists, so its bound is the process's.
+	cacheBytes := c.Extra.ObjectCacheBytes
+	if cacheBytes == 0 {
+		cacheBytes = pgstorage.DefaultObjectCacheBytes
+	}
+	objects := pgstorage.NewObjectCache(cacheBytes)
+	m.SetSources(metricSources(c.Extra, notifier, follower, replica, prefetcher, objects))
 	// GET requests read what their response holds: metadata only, or the stored JSON (readshape.go).
 	// GET /metrics answers with the generic server's metrics and ours (internal/metrics), after
 	// authentication and authorization as before.
@@ -269,6 +278,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		Replica:   replica,
 
 		Prefetcher:          prefetcher,
+		Objects:             objects,
 		MaxUnpagedListBytes: c.Extra.MaxUnpagedListBytes,
 	}
 	return CompletedConfig{&completedConfig{

@@ -13,7 +13,7 @@ import (
 
 // metricSources are what the server's metrics read at scrape time (internal/metrics). The
 // served kinds always have a series (0 when none), so a kind does not vanish from dashboards.
-func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower, replica *db.Replica, prefetcher *pgstorage.Prefetcher) metrics.Sources {
+func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower, replica *db.Replica, prefetcher *pgstorage.Prefetcher, objects *pgstorage.ObjectCache) metrics.Sources {
 	pool, cluster, kinds := extra.Pool, extra.Cluster, extra.Kinds
 	src := metrics.Sources{
 		Pool: pool,
@@ -28,6 +28,10 @@ func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage
 		ListPrefetch: func() (int64, int64, int64) {
 			st := prefetcher.Stats()
 			return st.Used, st.Unused, st.Skipped
+		},
+		ObjectCache: func() (int64, int64, int64) {
+			st := objects.Stats()
+			return st.Hits, st.Misses, st.Bytes
 		},
 		Stored: func(ctx context.Context) ([]metrics.StoredCount, error) {
 			return storedCounts(ctx, pool, cluster, kinds)

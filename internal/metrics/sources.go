@@ -23,6 +23,9 @@ type Sources struct {
 	// ListPrefetch counts the list pages read ahead of their request: used, unused (never
 	// taken), skipped (not read ahead: the bounds were reached).
 	ListPrefetch func() (used, unused, skipped int64)
+	// ObjectCache counts the objects lists found in the object cache (hits) and read from the
+	// database (misses), and the bytes it keeps.
+	ObjectCache func() (hits, misses, bytes int64)
 	// Stored counts the stored reports and results. It queries the database: the collector
 	// caches its answer for StoredTTL.
 	Stored func(context.Context) ([]StoredCount, error)
@@ -89,11 +92,14 @@ var (
 		"Reads that tried the read replica, by outcome: served (on the replica), primary (it was behind, away or hung).", "outcome")
 	prefetchDesc = desc("list", "prefetched_pages_total",
 		"Pages of paged lists read ahead of their request, by outcome: used (taken by it), unused (never taken), skipped (not read: bounds reached).", "outcome")
-	storedReportsDesc = desc("", "stored_reports", "Stored reports of this server's cluster, by kind (refreshed at most every 30 s).", "kind")
-	storedResultsDesc = desc("", "stored_results", "Results of the stored reports (sum of their summaries), by kind (refreshed at most every 30 s).", "kind")
-	analyticsRevsDesc = desc("analytics", "projection_lag_revisions", "Committed revisions not yet projected into the analytics tables (refreshed at most every 30 s).")
-	analyticsSecsDesc = desc("analytics", "projection_lag_seconds", "Seconds since the projection checkpoint last moved while it is behind; 0 when caught up.")
-	allDescs          = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, replicaReadsDesc, prefetchDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
+	objectCacheDesc = desc("list", "objects_total",
+		"Whole objects read by lists and watch-lists of the current state, by where they came from: cache (the object cache, by key and revision) or database (0 when the cache is off).", "source")
+	objectCacheBytesDesc = desc("list", "object_cache_bytes", "Stored JSON kept in the object cache.")
+	storedReportsDesc    = desc("", "stored_reports", "Stored reports of this server's cluster, by kind (refreshed at most every 30 s).", "kind")
+	storedResultsDesc    = desc("", "stored_results", "Results of the stored reports (sum of their summaries), by kind (refreshed at most every 30 s).", "kind")
+	analyticsRevsDesc    = desc("analytics", "projection_lag_revisions", "Committed revisions not yet projected into the analytics tables (refreshed at most every 30 s).")
+	analyticsSecsDesc    = desc("analytics", "projection_lag_seconds", "Seconds since the projection checkpoint last moved while it is behind; 0 when caught up.")
+	allDescs             = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, replicaReadsDesc, prefetchDesc, objectCacheDesc, objectCacheBytesDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
 )
 
 // cached is a database-backed answer and when it was taken.
@@ -162,6 +168,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(used), "used")
 		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(unused), "unused")
 		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(skipped), "skipped")
+	}
+	if c.src.ObjectCache != nil {
+		hits, misses, bytes := c.src.ObjectCache()
+		ch <- prometheus.MustNewConstMetric(objectCacheDesc, prometheus.CounterValue, float64(hits), "cache")
+		ch <- prometheus.MustNewConstMetric(objectCacheDesc, prometheus.CounterValue, float64(misses), "database")
+		ch <- prometheus.MustNewConstMetric(objectCacheBytesDesc, prometheus.GaugeValue, float64(bytes))
 	}
 	if c.src.NotifyReconnects != nil {
 		ch <- prometheus.MustNewConstMetric(notifyDesc, prometheus.CounterValue, float64(c.src.NotifyReconnects()))

@@ -51,6 +51,8 @@ type Options struct {
 	WriteKubeconfig string
 	// MaxUnpagedListBytes bounds lists without a limit (pgstorage.Config).
 	MaxUnpagedListBytes int64
+	// ObjectCacheBytes bounds the objects kept in memory for lists (pgstorage.ObjectCache; 0: none).
+	ObjectCacheBytes int64
 	// MaxRequestBodyBytes bounds request bodies (413 beyond).
 	MaxRequestBodyBytes int64
 	// RequestTimeout bounds requests other than watches (the generic server's RequestTimeout).
@@ -92,6 +94,7 @@ func NewOptions() *Options {
 		DataDir:         DefaultDataDir,
 
 		MaxUnpagedListBytes: pgstorage.DefaultMaxUnpagedListBytes,
+		ObjectCacheBytes:    pgstorage.DefaultObjectCacheBytes,
 		MaxRequestBodyBytes: DefaultMaxRequestBodyBytes,
 		RequestTimeout:      DefaultRequestTimeout,
 		Migrate:             true,
@@ -125,6 +128,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&o.MaxUnpagedListBytes, "max-unpaged-list-bytes", o.MaxUnpagedListBytes,
 		"The most stored JSON a list without a limit may return; a larger one gets 400 telling the client to page "+
 			"(kubectl, client-go informers and pagers always page). Bounds the server's memory per request. -1: no bound.")
+	fs.Int64Var(&o.ObjectCacheBytes, "object-cache-bytes", o.ObjectCacheBytes,
+		"The most stored JSON of reports kept in memory for lists, by key and revision, so a list of unchanged reports "+
+			"does not read them from PostgreSQL again (counts against --memory-limit). 0: none kept.")
 	fs.Int64Var(&o.MaxRequestBodyBytes, "max-request-body-bytes", o.MaxRequestBodyBytes,
 		"The largest request body accepted (a report is one object: etcd's own limit is 1.5 MiB); larger ones get 413 "+
 			"without being read whole.")
@@ -198,6 +204,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxUnpagedListBytes == 0 || o.MaxUnpagedListBytes < -1 {
 		errs = append(errs, errors.New("--max-unpaged-list-bytes must be positive, or -1 for no bound"))
+	}
+	if o.ObjectCacheBytes < 0 {
+		errs = append(errs, errors.New("--object-cache-bytes must not be negative (0 keeps none)"))
 	}
 	if o.DatabaseURL == "" && !o.Standalone {
 		errs = append(errs, errors.New("--database-url (or $DATABASE_URL) is required unless --standalone is set"))

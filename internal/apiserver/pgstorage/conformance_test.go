@@ -111,6 +111,8 @@ func podConfig(pool *pgxpool.Pool, cluster string) pgstorage.Config {
 		ResourcePrefix: "/pods/",
 		NewFunc:        func() runtime.Object { return &example.Pod{} },
 		NewListFunc:    func() runtime.Object { return &example.PodList{} },
+		// The suite proves the lists read through the object cache, as the server's do.
+		Objects: pgstorage.NewObjectCache(pgstorage.DefaultObjectCacheBytes),
 	}
 }
 

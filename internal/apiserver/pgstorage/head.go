@@ -9,6 +9,9 @@ const (
 	readObject   readShape = iota // the whole object
 	readHead                      // reports_head: the object without its results
 	readMetadata                  // apiVersion, kind and metadata alone
+	// readRevision reads keys and revisions alone: a full read whose objects come from the
+	// object cache, or from a second read by key (objectcache.go). Never a request's shape.
+	readRevision
 )
 
 // shapeKey marks a request whose response carries only part of each object.

@@ -57,6 +57,9 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 	var rows []sqlc.ListObjectsRow
 	var err error
 	if r.atCurrent {
+		if r.shape == readObject && r.s.objects != nil {
+			return r.fetchCached(ctx, q, from, before, limit)
+		}
 		rows, err = r.s.q.ListObjects(ctx, q, sqlc.ListObjectsParams{
 			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
 			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
@@ -86,6 +89,53 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 		}
 		out[i] = row{key: x.Key, data: data, rev: x.ResourceVersion}
 	}
+	return out, nil
+}
+
+// fetchCached reads a page of whole objects of the current state through the object cache
+// (objectcache.go): the page's keys and revisions first, then, in the same snapshot, the objects
+// the cache does not hold at those revisions, which it then keeps.
+func (r *snapshotReader) fetchCached(ctx context.Context, q sqlc.DBTX, from, before string, limit int32) ([]row, error) {
+	f := r.filter
+	keys, err := r.s.q.ListObjects(ctx, q, sqlc.ListObjectsParams{
+		Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
+		LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
+		FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(readRevision),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]row, len(keys))
+	for i, x := range keys {
+		out[i] = row{key: x.Key, rev: x.ResourceVersion}
+	}
+	missing := r.s.objects.fill(r.s.cluster, out)
+	if len(missing) == 0 {
+		return out, nil
+	}
+	want := make([]string, len(missing))
+	for i, at := range missing {
+		want[i] = out[at].key
+	}
+	read, err := r.s.q.ObjectsByKey(ctx, r.tx, sqlc.ObjectsByKeyParams{Cluster: r.s.cluster, Keys: want})
+	if err != nil {
+		return nil, err
+	}
+	byKey := make(map[string]sqlc.ObjectsByKeyRow, len(read))
+	for _, x := range read {
+		byKey[x.Key] = x
+	}
+	added := make([]row, 0, len(missing))
+	for _, at := range missing {
+		x, ok := byKey[out[at].key]
+		if !ok || x.ResourceVersion != out[at].rev {
+			// One snapshot: the second read sees what the first one did.
+			return nil, fmt.Errorf("object %q at revision %d not found in the snapshot that listed it", out[at].key, out[at].rev)
+		}
+		out[at].data = x.Object
+		added = append(added, out[at])
+	}
+	r.s.objects.add(r.s.cluster, added)
 	return out, nil
 }
 

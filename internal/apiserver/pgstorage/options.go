@@ -33,6 +33,8 @@ type RESTOptionsGetter struct {
 	Replica *db.Replica
 	// Prefetcher keeps the pages paged lists read ahead; one per process (see prefetch.go).
 	Prefetcher *Prefetcher
+	// Objects keeps the objects lists read; one per process (see objectcache.go).
+	Objects *ObjectCache
 	// BookmarkInterval and SlowWatcherTimeout tune every watcher (see Config).
 	BookmarkInterval   time.Duration
 	SlowWatcherTimeout time.Duration
@@ -79,6 +81,7 @@ func (g *RESTOptionsGetter) decorate(
 		Compactor:      g.Compactor,
 		Replica:        g.Replica,
 		Prefetcher:     g.Prefetcher,
+		Objects:        g.Objects,
 
 		BookmarkInterval:    g.BookmarkInterval,
 		SlowWatcherTimeout:  g.SlowWatcherTimeout,

@@ -70,6 +70,9 @@ type Config struct {
 	// Prefetcher keeps the pages paged lists read ahead (prefetch.go). Share one per process,
 	// so its bounds hold for all resources together; when nil the store makes its own.
 	Prefetcher *Prefetcher
+	// Objects keeps the stored JSON of the objects lists read (objectcache.go). Share one per
+	// process, so its bound holds for all resources together; nil keeps nothing.
+	Objects *ObjectCache
 	// MaxUnpagedListBytes is the most stored JSON a list without a limit may return: beyond it
 	// the list is refused (400) and the client told to page, so one request cannot take the
 	// server's memory (DefaultMaxUnpagedListBytes when zero; negative: no bound).
@@ -98,6 +101,7 @@ type Store struct {
 	compactor      *Compactor
 	replica        *db.Replica
 	prefetcher     *Prefetcher
+	objects        *ObjectCache
 
 	bookmarkInterval    time.Duration
 	slowWatcherTimeout  time.Duration
@@ -141,6 +145,7 @@ func New(cfg Config) (*Store, error) {
 		compactor:      cfg.Compactor,
 		replica:        cfg.Replica,
 		prefetcher:     cfg.Prefetcher,
+		objects:        cfg.Objects,
 
 		bookmarkInterval:    cfg.BookmarkInterval,
 		slowWatcherTimeout:  cfg.SlowWatcherTimeout,

@@ -258,7 +258,7 @@ func (q *Queries) GetObject(ctx context.Context, db DBTX, arg GetObjectParams) (
 }
 
 const listObjects = `-- name: ListObjects :many
-SELECT key, (CASE $1::integer WHEN 1 THEN reports_head(object) WHEN 2 THEN NULL
+SELECT key, (CASE $1::integer WHEN 1 THEN reports_head(object) WHEN 2 THEN NULL WHEN 3 THEN NULL
              ELSE object END)::jsonb AS object,
        (CASE $1::integer WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind,
              'metadata', metadata) END)::json AS metadata_object, resource_version FROM reports
@@ -307,6 +307,8 @@ type ListObjectsRow struct {
 // A metadata row comes in its own column, metadata_object, as json (object is NULL): the metadata
 // column is kept as text already, so it is sent without a conversion (00012_metadata_json.sql);
 // objects stay jsonb, whose binary output is the cheapest text of them (to_json copies it twice).
+// 3 reads no object at all, for a full read whose objects mostly come from the server's object
+// cache by key and revision (pgstorage.ObjectCache); ObjectsByKey reads the others.
 func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParams) ([]ListObjectsRow, error) {
 	rows, err := db.Query(ctx, listObjects,
 		arg.Shape,
@@ -540,6 +542,44 @@ type NotifyParams struct {
 func (q *Queries) Notify(ctx context.Context, db DBTX, arg NotifyParams) error {
 	_, err := db.Exec(ctx, notify, arg.Channel, arg.Payload)
 	return err
+}
+
+const objectsByKey = `-- name: ObjectsByKey :many
+SELECT key, object, resource_version FROM reports
+WHERE cluster = $1 AND key = ANY($2::text[])
+`
+
+type ObjectsByKeyParams struct {
+	Cluster string
+	Keys    []string
+}
+
+type ObjectsByKeyRow struct {
+	Key             string
+	Object          []byte
+	ResourceVersion int64
+}
+
+// The objects of keys: those of a ListObjects page read with shape 3 that the object cache did
+// not hold, read in the page's snapshot, so each at the revision the page found.
+func (q *Queries) ObjectsByKey(ctx context.Context, db DBTX, arg ObjectsByKeyParams) ([]ObjectsByKeyRow, error) {
+	rows, err := db.Query(ctx, objectsByKey, arg.Cluster, arg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ObjectsByKeyRow
+	for rows.Next() {
+		var i ObjectsByKeyRow
+		if err := rows.Scan(&i.Key, &i.Object, &i.ResourceVersion); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const raiseRevision = `-- name: RaiseRevision :one

@@ -1,0 +1,74 @@
+package pgstorage
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+// TestObjectCacheBound keeps more objects than fit: the kept bytes stay within the bound, what
+// is found is always the object at the revision asked for, a newer revision replaces an older
+// one and never the other way round, and objects over the share of one are never kept.
+func TestObjectCacheBound(t *testing.T) {
+	const size = 100
+	c := NewObjectCache(size * objectCacheMaxShare)
+	data := func(key string, rev int64) []byte {
+		return bytes.Repeat([]byte(fmt.Sprintf("%s@%d;", key, rev)), size)[:size]
+	}
+	var rows []row
+	for i := range 3 * objectCacheMaxShare {
+		key := fmt.Sprintf("/k/%03d", i)
+		rows = append(rows, row{key: key, rev: int64(i + 1), data: data(key, int64(i+1))})
+	}
+	c.add("c", rows)
+	if st := c.Stats(); st.Bytes > size*objectCacheMaxShare || st.Bytes < size*objectCacheMaxShare/2 {
+		t.Fatalf("keeps %d bytes, bound %d", st.Bytes, size*objectCacheMaxShare)
+	}
+	look := make([]row, len(rows))
+	for i, r := range rows {
+		look[i] = row{key: r.key, rev: r.rev}
+	}
+	missing := c.fill("c", look)
+	if found := len(rows) - len(missing); found != int(c.Stats().Bytes/size) {
+		t.Fatalf("found %d, keeps %d bytes", found, c.Stats().Bytes)
+	}
+	for i, r := range look {
+		if r.data != nil && !bytes.Equal(r.data, rows[i].data) {
+			t.Fatalf("%s: found %q", r.key, r.data)
+		}
+	}
+	if m := c.fill("other", []row{{key: rows[0].key, rev: rows[0].rev}}); len(m) != 1 {
+		t.Fatal("found another cluster's object")
+	}
+
+	// Revisions: newer replaces, older does not.
+	k := "/k/x"
+	c.add("c", []row{{key: k, rev: 10, data: data(k, 10)}})
+	c.add("c", []row{{key: k, rev: 5, data: data(k, 5)}})
+	if e := c.entries[objectCacheKey{"c", k}]; e.rev != 10 {
+		t.Fatalf("kept revision %d, want 10", e.rev)
+	}
+	c.add("c", []row{{key: k, rev: 11, data: data(k, 11)}})
+	if m := c.fill("c", []row{{key: k, rev: 10}}); len(m) != 1 {
+		t.Fatal("found revision 10 after 11 was kept")
+	}
+	got := []row{{key: k, rev: 11}}
+	if m := c.fill("c", got); len(m) != 0 || !bytes.Equal(got[0].data, data(k, 11)) {
+		t.Fatalf("revision 11: missing %v, found %q", m, got[0].data)
+	}
+
+	// Too large for its share.
+	big := "/k/big"
+	c.add("c", []row{{key: big, rev: 1, data: make([]byte, size+1)}})
+	if _, ok := c.entries[objectCacheKey{"c", big}]; ok {
+		t.Fatal("kept an object over its share")
+	}
+	if st := c.Stats(); st.Bytes > size*objectCacheMaxShare {
+		t.Fatalf("keeps %d bytes, bound %d", st.Bytes, size*objectCacheMaxShare)
+	}
+
+	var none *ObjectCache = NewObjectCache(0)
+	if none != nil || none.Stats() != (ObjectCacheStats{}) {
+		t.Fatal("a cache of 0 bytes is not nil")
+	}
+}
