@@ -55,6 +55,13 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("create on B: %v", err)
 	}
 
+	// A lists its policy reports twice: the second list finds them in the object cache.
+	for range 2 {
+		if l, err := resourceFor(ca, kind, "metrics").List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) != 3 {
+			t.Fatalf("list on A: %v", err)
+		}
+	}
+
 	ma, mb := scrape(t, ctx, a), scrape(t, ctx, b)
 
 	// The generic server's metrics are still there.
@@ -68,6 +75,7 @@ func TestMetrics(t *testing.T) {
 		"reports_server_write_batch_size", "reports_server_write_batch_duration_seconds",
 		"reports_server_watch_changelog_lag_revisions", "reports_server_watchers",
 		"reports_server_notify_reconnects_total", "reports_server_stored_reports", "reports_server_stored_results",
+		"reports_server_list_objects_total", "reports_server_list_object_cache_bytes",
 		"reports_server_analytics_projection_lag_revisions", "reports_server_analytics_projection_lag_seconds",
 	} {
 		if _, ok := ma[name]; !ok {
@@ -101,6 +109,12 @@ func TestMetrics(t *testing.T) {
 	}
 	if n, _ := histCountSum(ma, "reports_server_write_batch_duration_seconds"); n < 1 {
 		t.Errorf("A: write batch durations: %d samples, want ≥ 1", n)
+	}
+	if db, cache := value(ma, "reports_server_list_objects_total", "source", "database"), value(ma, "reports_server_list_objects_total", "source", "cache"); db < 3 || cache < 3 {
+		t.Errorf("A: objects listed from the database %v, from the cache %v, want ≥ 3 each", db, cache)
+	}
+	if v := value(ma, "reports_server_list_object_cache_bytes", "", ""); v <= 0 {
+		t.Errorf("A: object cache bytes = %v, want > 0", v)
 	}
 	if v := value(ma, "reports_server_analytics_projection_lag_revisions", "", ""); v < 0 {
 		t.Errorf("A: analytics lag = %v, want ≥ 0", v)
