@@ -20,8 +20,9 @@ import (
 // BenchmarkReadPaths measures the read paths informers and kubectl use, over HTTP against a
 // standalone server holding READS_BENCH_REPORTS (default 3,000) PolicyReports of 20 results
 // (about 10 KB of JSON each): paged lists (limit=500) of whole objects, of metadata only and as
-// Tables, and watch-lists (sendInitialEvents) of whole objects and of metadata. Each sub-benchmark
-// reads every report once per iteration and reports items/s.
+// Tables, a label selection of 1% of them (list/label: 30 of 3,000), and watch-lists
+// (sendInitialEvents) of whole objects and of metadata. Each sub-benchmark reads every report
+// (list/label: every selected one) once per iteration and reports items/s.
 //
 //	go test ./test/integration -run XXX -bench BenchmarkReadPaths -benchtime 5x
 func BenchmarkReadPaths(b *testing.B) {
@@ -47,6 +48,9 @@ func BenchmarkReadPaths(b *testing.B) {
 		// 20 results, as a Kyverno report of a pod under the PSS policies has.
 		results := u.Object["results"].([]any)
 		u.Object["results"] = append(results, results...)
+		if i%100 == 0 {
+			u.SetLabels(map[string]string{"bench/rare": "yes"}) // list/label selects these
+		}
 		_, err := res.Namespace(u.GetNamespace()).Create(ctx, u, metav1.CreateOptions{})
 		return err
 	})
@@ -58,12 +62,15 @@ func BenchmarkReadPaths(b *testing.B) {
 	for _, tc := range []struct {
 		name, accept string
 		watch        bool
+		// selector is a label selector (the list reads 1% of the reports: they are its want).
+		selector string
 	}{
-		{"list/full", "application/json", false},
-		{"list/metadata", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", false},
-		{"list/table", "application/json;as=Table;v=v1;g=meta.k8s.io", false},
-		{"watchlist/full", "application/json", true},
-		{"watchlist/metadata", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1", true},
+		{"list/full", "application/json", false, ""},
+		{"list/label", "application/json", false, "labelSelector=bench%2Frare%3Dyes"},
+		{"list/metadata", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", false, ""},
+		{"list/table", "application/json;as=Table;v=v1;g=meta.k8s.io", false, ""},
+		{"watchlist/full", "application/json", true, ""},
+		{"watchlist/metadata", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1", true, ""},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			start := time.Now()
@@ -74,14 +81,17 @@ func BenchmarkReadPaths(b *testing.B) {
 				if tc.watch {
 					read, err = httpread.WatchList(ctx, hc, cfg.Host+path, tc.accept)
 				} else {
-					read, err = httpread.PagedList(ctx, hc, cfg.Host+path, "", tc.accept, 500)
+					read, err = httpread.PagedList(ctx, hc, cfg.Host+path, tc.selector, tc.accept, 500)
 				}
 				if err != nil {
 					b.Fatal(err)
 				}
-				got := len(read)
-				if got != n {
-					b.Fatalf("read %d reports, want %d", got, n)
+				got, want := len(read), n
+				if tc.selector != "" {
+					want = (n + 99) / 100
+				}
+				if got != want {
+					b.Fatalf("read %d reports, want %d", got, want)
 				}
 				items += got
 			}
