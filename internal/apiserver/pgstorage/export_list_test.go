@@ -1,9 +1,5 @@
 package pgstorage
 
-// SetRemainingCountLimit changes how many objects a list page counts for remainingItemCount
-// until the returned function restores it. Not safe while lists run.
-func SetRemainingCountLimit(n int64) (restore func()) {
-	old := remainingCountLimit
-	remainingCountLimit = n
-	return func() { remainingCountLimit = old }
-}
+// SetRemainingCountLimit changes how many objects s's list pages count for remainingItemCount.
+// Call it before s serves lists (the store's fields are not guarded).
+func (s *Store) SetRemainingCountLimit(n int64) { s.remainingCountLimit = n }

@@ -151,15 +151,15 @@ func (r *snapshotReader) unfiltered() *snapshotReader {
 	return &c
 }
 
-// remainingCountLimit is the most objects a list page counts for remainingItemCount; when more
-// remain the field is left out (docs/design.md, "Lists"). A count walks every key it counts, so
-// an exact count would make each page of a large list cost as much as the rest of the list.
-var remainingCountLimit int64 = 10_000
+// defaultRemainingCountLimit is the most objects a list page counts for remainingItemCount; when
+// more remain the field is left out (docs/design.md, "Lists"). A count walks every key it counts,
+// so an exact count would make each page of a large list cost as much as the rest of the list.
+const defaultRemainingCountLimit = 10_000
 
 // remaining counts the objects in [from, before) at the reader's revision, or returns nil when
-// there are remainingCountLimit or more.
+// there are the store's remainingCountLimit or more.
 func (r *snapshotReader) remaining(ctx context.Context, from, before string) (*int64, error) {
-	limit := int32(min(remainingCountLimit, math.MaxInt32))
+	limit := int32(min(r.s.remainingCountLimit, math.MaxInt32))
 	var n int64
 	if r.atCurrent {
 		var err error

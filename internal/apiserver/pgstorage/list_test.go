@@ -8,16 +8,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/apis/example"
 	"k8s.io/apiserver/pkg/storage"
-
-	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 )
 
 // TestRemainingItemCount checks remainingItemCount around its counting limit, at the current
 // revision and at an older one with changes since (created, updated and deleted keys in the
 // remaining range): exact below the limit, left out from it on.
 func TestRemainingItemCount(t *testing.T) {
-	defer pgstorage.SetRemainingCountLimit(10)()
 	ctx, s := newStore(t)
+	s.SetRemainingCountLimit(10)
 	for i := range 30 {
 		p := pod("a", fmt.Sprintf("p%02d", i), nil)
 		if err := s.Create(ctx, "/pods/a/"+p.Name, p, nil, 0); err != nil {

@@ -385,9 +385,9 @@ func TestListPageCostIsBounded(t *testing.T) {
 		t.Skip("loads 22,000 objects")
 	}
 	const page, count = 20, 200
-	defer pgstorage.SetRemainingCountLimit(count)()
 	for _, n := range []int{2_000, 20_000} {
 		e := newListEnv(t, n)
+		e.probe.SetRemainingCountLimit(count)
 		e.pageSize = page
 		for _, c := range listCases(n) {
 			// A page reads its rows plus one; a tenth of the pods match "tier", so a walk reads

@@ -106,6 +106,8 @@ type Store struct {
 	bookmarkInterval    time.Duration
 	slowWatcherTimeout  time.Duration
 	maxUnpagedListBytes int64
+	// remainingCountLimit bounds the count behind a page's remainingItemCount (list.go).
+	remainingCountLimit int64
 
 	sizeEstimation atomic.Bool
 	// kind is the kind and version objects are stored as (see stored.go).
@@ -150,6 +152,7 @@ func New(cfg Config) (*Store, error) {
 		bookmarkInterval:    cfg.BookmarkInterval,
 		slowWatcherTimeout:  cfg.SlowWatcherTimeout,
 		maxUnpagedListBytes: cfg.MaxUnpagedListBytes,
+		remainingCountLimit: defaultRemainingCountLimit,
 	}
 	if s.writer == nil {
 		s.writer = NewWriter(cfg.Pool, cfg.Cluster)
