@@ -77,7 +77,7 @@ type ExtraConfig struct {
 	// MaxUnpagedListBytes bounds lists without a limit (pgstorage.Config; 0: the default).
 	MaxUnpagedListBytes int64
 	// ObjectCacheBytes bounds the stored JSON of the objects kept for lists (pgstorage.ObjectCache;
-	// 0: pgstorage.DefaultObjectCacheBytes; negative: none kept).
+	// 0: none kept).
 	ObjectCacheBytes int64
 
 	// Analytics, when set, runs the projector and summary refresher behind the SQL schema
@@ -253,11 +253,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	// One page cache for every resource's paged lists, so its bounds are the process's.
 	prefetcher := pgstorage.NewPrefetcher()
 	// One object cache for every resource's lists, so its bound is the process's.
-	cacheBytes := c.Extra.ObjectCacheBytes
-	if cacheBytes == 0 {
-		cacheBytes = pgstorage.DefaultObjectCacheBytes
-	}
-	objects := pgstorage.NewObjectCache(cacheBytes)
+	objects := pgstorage.NewObjectCache(c.Extra.ObjectCacheBytes)
 	m.SetSources(metricSources(c.Extra, notifier, follower, replica, prefetcher, objects))
 	// GET requests read what their response holds: metadata only, or the stored JSON (readshape.go).
 	// GET /metrics answers with the generic server's metrics and ours (internal/metrics), after

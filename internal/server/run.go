@@ -227,9 +227,6 @@ func (o *Options) applyExtra(cfg *apiserver.Config, pool *pgxpool.Pool) {
 	cfg.Extra.Cluster = o.ClusterName
 	cfg.Extra.MaxUnpagedListBytes = o.MaxUnpagedListBytes
 	cfg.Extra.ObjectCacheBytes = o.ObjectCacheBytes
-	if o.ObjectCacheBytes == 0 {
-		cfg.Extra.ObjectCacheBytes = -1 // the flag's 0 keeps none; the config's 0 is the default
-	}
 	cfg.Generic.MaxRequestBodyBytes = o.MaxRequestBodyBytes
 	cfg.Generic.RequestTimeout = o.RequestTimeout
 	o.Shutdown.ApplyTo(&cfg.Generic.Config)

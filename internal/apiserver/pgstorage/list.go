@@ -60,11 +60,7 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 		if r.shape == readObject && r.s.objects != nil {
 			return r.fetchCached(ctx, q, from, before, limit)
 		}
-		rows, err = r.s.q.ListObjects(ctx, q, sqlc.ListObjectsParams{
-			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
-			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
-			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(r.shape),
-		})
+		rows, err = r.s.q.ListObjects(ctx, q, r.currentPage(from, before, limit, r.shape))
 	} else {
 		var past []sqlc.ListObjectsAtRow
 		past, err = r.s.q.ListObjectsAt(ctx, q, sqlc.ListObjectsAtParams{
@@ -96,12 +92,7 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 // (objectcache.go): the page's keys and revisions first, then, in the same snapshot, the objects
 // the cache does not hold at those revisions, which it then keeps.
 func (r *snapshotReader) fetchCached(ctx context.Context, q sqlc.DBTX, from, before string, limit int32) ([]row, error) {
-	f := r.filter
-	keys, err := r.s.q.ListObjects(ctx, q, sqlc.ListObjectsParams{
-		Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
-		LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
-		FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(readRevision),
-	})
+	keys, err := r.s.q.ListObjects(ctx, q, r.currentPage(from, before, limit, readRevision))
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +128,17 @@ func (r *snapshotReader) fetchCached(ctx context.Context, q sqlc.DBTX, from, bef
 	}
 	r.s.objects.add(r.s.cluster, added)
 	return out, nil
+}
+
+// currentPage is the ListObjects query of a page of the current state in [from, before), with
+// the reader's selectors, read in shape.
+func (r *snapshotReader) currentPage(from, before string, limit int32, shape readShape) sqlc.ListObjectsParams {
+	f := r.filter
+	return sqlc.ListObjectsParams{
+		Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before,
+		LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
+		FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(shape),
+	}
 }
 
 // filtered says whether f has a condition for SQL to evaluate.
