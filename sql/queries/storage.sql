@@ -110,8 +110,9 @@ SELECT @cluster, @resource_version, w.key, 'DELETED', w.object, @expected_resour
 -- A metadata row comes in its own column, metadata_object, as json (object is NULL): the metadata
 -- column is kept as text already, so it is sent without a conversion (00012_metadata_json.sql);
 -- objects stay jsonb, whose binary output is the cheapest text of them (to_json copies it twice).
--- 3 reads no object at all, for a full read whose objects mostly come from the server's object
--- cache by key and revision (pgstorage.ObjectCache); ObjectsByKey reads the others.
+-- 3 reads no object at all, for a read of whole objects or of metadata whose rows mostly come
+-- from the server's object cache by key and revision (pgstorage.ObjectCache); ObjectsByKey reads
+-- the others.
 SELECT key, (CASE @shape::integer WHEN 1 THEN reports_head(object) WHEN 2 THEN NULL WHEN 3 THEN NULL
              ELSE object END)::jsonb AS object,
        (CASE @shape::integer WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind,
@@ -128,8 +129,11 @@ LIMIT @row_limit;
 
 -- name: ObjectsByKey :many
 -- The objects of keys: those of a ListObjects page read with shape 3 that the object cache did
--- not hold, read in the page's snapshot, so each at the revision the page found.
-SELECT key, object, resource_version FROM reports
+-- not hold, read in the page's snapshot, so each at the revision the page found. shape is the
+-- one the page is for: 0 the whole object, 2 its metadata (as ListObjects reads them).
+SELECT key, (CASE @shape::integer WHEN 2 THEN NULL ELSE object END)::jsonb AS object,
+       (CASE @shape::integer WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind,
+             'metadata', metadata) END)::json AS metadata_object, resource_version FROM reports
 WHERE cluster = @cluster AND key = ANY(@keys::text[]);
 
 -- name: ListObjectsAt :many

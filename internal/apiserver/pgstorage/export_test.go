@@ -112,10 +112,11 @@ func (s *Store) ConfirmBatch(ctx context.Context, ops []WriteOp, revs []int64) (
 // PrefetchStats returns the counters of the store's list read-ahead.
 func (s *Store) PrefetchStats() PrefetchStats { return s.prefetcher.Stats() }
 
-// Kept returns what c keeps for key of cluster: its revision and stored JSON.
+// Kept returns what c keeps for key of cluster: its revision and stored JSON (nil when only its
+// metadata is kept).
 func (c *ObjectCache) Kept(cluster, key string) (int64, []byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[objectCacheKey{cluster, key}]
-	return e.rev, e.data, ok
+	return e.rev, e.object, ok
 }

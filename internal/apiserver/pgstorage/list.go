@@ -54,80 +54,114 @@ func (r *snapshotReader) fetch(ctx context.Context, from, before string, limit i
 	if filtered(f) || !r.atCurrent {
 		q = db.PlanEachCall(r.tx)
 	}
-	var rows []sqlc.ListObjectsRow
-	var err error
 	if r.atCurrent {
-		if r.shape == readObject && r.s.objects != nil {
+		if cacheable(r.shape) && r.s.objects != nil {
 			return r.fetchCached(ctx, q, from, before, limit)
 		}
-		rows, err = r.s.q.ListObjects(ctx, q, r.currentPage(from, before, limit, r.shape))
-	} else {
-		var past []sqlc.ListObjectsAtRow
-		past, err = r.s.q.ListObjectsAt(ctx, q, sqlc.ListObjectsAtParams{
-			Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at,
-			LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
-			FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(r.shape),
-		})
-		rows = make([]sqlc.ListObjectsRow, len(past))
-		for i, x := range past {
-			rows[i] = sqlc.ListObjectsRow(x)
-		}
+		return r.current(ctx, q, from, before, limit, r.shape)
 	}
+	past, err := r.s.q.ListObjectsAt(ctx, q, sqlc.ListObjectsAtParams{
+		Cluster: r.s.cluster, KeyFrom: from, KeyBefore: before, AtRevision: r.at,
+		LabelContains: f.labelContains, LabelExists: f.labelExists, LabelReqs: f.labelReqs,
+		FieldContains: f.fieldContains, FieldReqs: f.fieldReqs, RowLimit: limit, Shape: int32(r.shape),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]row, len(past))
+	for i, x := range past {
+		out[i] = rowOf(x.Key, x.Object, x.MetadataObject, x.ResourceVersion, r.shape)
+	}
+	return out, nil
+}
+
+// current reads a page of the current state in shape.
+func (r *snapshotReader) current(ctx context.Context, q sqlc.DBTX, from, before string, limit int32, shape readShape) ([]row, error) {
+	rows, err := r.s.q.ListObjects(ctx, q, r.currentPage(from, before, limit, shape))
 	if err != nil {
 		return nil, err
 	}
 	out := make([]row, len(rows))
 	for i, x := range rows {
-		data := x.Object
-		if r.shape == readMetadata {
-			// Metadata rows come in a column of their own (see ListObjects).
-			data = x.MetadataObject
-		}
-		out[i] = row{key: x.Key, data: data, rev: x.ResourceVersion}
+		out[i] = rowOf(x.Key, x.Object, x.MetadataObject, x.ResourceVersion, shape)
 	}
 	return out, nil
 }
 
-// fetchCached reads a page of whole objects of the current state through the object cache
-// (objectcache.go): the page's keys and revisions first, then, in the same snapshot, the objects
-// the cache does not hold at those revisions, which it then keeps.
+// rowOf is the row of an object read in shape: metadata rows come in a column of their own (see
+// ListObjects).
+func rowOf(key string, object, metadata []byte, rev int64, shape readShape) row {
+	if shape == readMetadata {
+		object = metadata
+	}
+	return row{key: key, data: object, rev: rev}
+}
+
+// fetchCached reads a page of whole objects or of metadata of the current state through the
+// object cache (objectcache.go): the page's keys and revisions first, then, in the same
+// snapshot, what the cache does not hold at those revisions, which it then keeps.
 func (r *snapshotReader) fetchCached(ctx context.Context, q sqlc.DBTX, from, before string, limit int32) ([]row, error) {
-	keys, err := r.s.q.ListObjects(ctx, q, r.currentPage(from, before, limit, readRevision))
+	out, err := r.current(ctx, q, from, before, limit, readRevision)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]row, len(keys))
-	for i, x := range keys {
-		out[i] = row{key: x.Key, rev: x.ResourceVersion}
-	}
-	missing := r.s.objects.fill(r.s.cluster, out)
+	missing := r.s.objects.fill(r.s.cluster, r.shape, out)
 	if len(missing) == 0 {
 		return out, nil
+	}
+	if 2*len(missing) > len(out) {
+		// Mostly not kept: the page read again whole, as without the cache, costs less than
+		// as many lookups by key.
+		return r.refetch(ctx, q, from, before, limit, out)
 	}
 	want := make([]string, len(missing))
 	for i, at := range missing {
 		want[i] = out[at].key
 	}
-	read, err := r.s.q.ObjectsByKey(ctx, r.tx, sqlc.ObjectsByKeyParams{Cluster: r.s.cluster, Keys: want})
+	read, err := r.s.q.ObjectsByKey(ctx, r.tx, sqlc.ObjectsByKeyParams{Cluster: r.s.cluster, Keys: want, Shape: int32(r.shape)})
 	if err != nil {
 		return nil, err
 	}
-	byKey := make(map[string]sqlc.ObjectsByKeyRow, len(read))
+	byKey := make(map[string]row, len(read))
 	for _, x := range read {
-		byKey[x.Key] = x
+		byKey[x.Key] = rowOf(x.Key, x.Object, x.MetadataObject, x.ResourceVersion, r.shape)
 	}
 	added := make([]row, 0, len(missing))
 	for _, at := range missing {
 		x, ok := byKey[out[at].key]
-		if !ok || x.ResourceVersion != out[at].rev {
-			// One snapshot: the second read sees what the first one did.
-			return nil, fmt.Errorf("object %q at revision %d not found in the snapshot that listed it", out[at].key, out[at].rev)
+		if !ok || x.rev != out[at].rev {
+			return nil, notInSnapshot(out[at])
 		}
-		out[at].data = x.Object
+		out[at].data = x.data
 		added = append(added, out[at])
 	}
-	r.s.objects.add(r.s.cluster, added)
+	r.s.objects.add(r.s.cluster, r.shape, added)
 	return out, nil
+}
+
+// refetch reads the page whose keys and revisions are listed again, in the reader's shape, and
+// keeps what it read in the object cache.
+func (r *snapshotReader) refetch(ctx context.Context, q sqlc.DBTX, from, before string, limit int32, listed []row) ([]row, error) {
+	read, err := r.current(ctx, q, from, before, limit, r.shape)
+	if err != nil {
+		return nil, err
+	}
+	if len(read) != len(listed) {
+		return nil, fmt.Errorf("a page listed %d objects, then %d in the same snapshot", len(listed), len(read))
+	}
+	for i, x := range read {
+		if x.key != listed[i].key || x.rev != listed[i].rev {
+			return nil, notInSnapshot(listed[i])
+		}
+	}
+	r.s.objects.add(r.s.cluster, r.shape, read)
+	return read, nil
+}
+
+// notInSnapshot is the error of a second read that did not find what the first one listed: one
+// snapshot, so it cannot happen.
+func notInSnapshot(x row) error {
+	return fmt.Errorf("object %q at revision %d not found in the snapshot that listed it", x.key, x.rev)
 }
 
 // currentPage is the ListObjects query of a page of the current state in [from, before), with

@@ -20,8 +20,9 @@ import (
 // TestObjectCache lists through the object cache (objectcache.go) and compares every list with
 // the same list read by a store without one: a second list finds every object in the cache and
 // returns the same; an update, a delete and a create are seen at once; label selections, pages
-// and lists at an older revision are exact; what the cache keeps is the stored JSON, unchanged
-// by the lists that used it.
+// and lists at an older revision are exact; metadata-only lists keep and find the metadata
+// beside the objects; what the cache keeps is the stored JSON, unchanged by the lists that used
+// it.
 func TestObjectCache(t *testing.T) {
 	p := openProcess(t, dbtest.URL(t))
 	cfg := podConfig(p.pool, testCluster)
@@ -109,6 +110,42 @@ func TestObjectCache(t *testing.T) {
 		}
 		paged.Continue = l.Continue
 	}
+
+	// Metadata-only reads keep and find each object's metadata beside its stored JSON: the
+	// same lists, hits and misses as whole objects.
+	mctx := pgstorage.WithMetadataOnly(ctx)
+	metadataList := func(st *pgstorage.Store, pred storage.SelectionPredicate) *example.PodList {
+		t.Helper()
+		out := &example.PodList{}
+		if err := st.GetList(mctx, "/pods/", storage.ListOptions{Recursive: true, Predicate: pred}, out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	sameMetadata := func(step string, pred storage.SelectionPredicate, hits, misses int64) {
+		t.Helper()
+		before := cache.Stats()
+		got, want := metadataList(s, pred), metadataList(plain, pred)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: through the cache\n%v\nwithout\n%v", step, got, want)
+		}
+		if st := cache.Stats(); st.Hits-before.Hits != hits || st.Misses-before.Misses != misses {
+			t.Fatalf("%s: %d hits and %d misses, want %d and %d", step, st.Hits-before.Hits, st.Misses-before.Misses, hits, misses)
+		}
+	}
+	sameMetadata("first metadata list", storage.Everything, 0, 20)
+	sameMetadata("second metadata list", storage.Everything, 20, 0)
+	if err := s.GuaranteedUpdate(ctx, "/pods/a/p07", &example.Pod{}, false, nil,
+		storage.SimpleUpdate(func(obj runtime.Object) (runtime.Object, error) {
+			po := obj.(*example.Pod)
+			po.Labels = map[string]string{"parity": "1", "changed": "yes"}
+			return po, nil
+		}), nil); err != nil {
+		t.Fatal(err)
+	}
+	sameMetadata("metadata after an update", storage.Everything, 19, 1)
+	sameMetadata("metadata of a label selection", odd, 10, 0)
+	after = same("after the metadata lists", storage.Everything, "")
 
 	for _, po := range after.Items {
 		key := "/pods/a/" + po.Name

@@ -307,8 +307,9 @@ type ListObjectsRow struct {
 // A metadata row comes in its own column, metadata_object, as json (object is NULL): the metadata
 // column is kept as text already, so it is sent without a conversion (00012_metadata_json.sql);
 // objects stay jsonb, whose binary output is the cheapest text of them (to_json copies it twice).
-// 3 reads no object at all, for a full read whose objects mostly come from the server's object
-// cache by key and revision (pgstorage.ObjectCache); ObjectsByKey reads the others.
+// 3 reads no object at all, for a read of whole objects or of metadata whose rows mostly come
+// from the server's object cache by key and revision (pgstorage.ObjectCache); ObjectsByKey reads
+// the others.
 func (q *Queries) ListObjects(ctx context.Context, db DBTX, arg ListObjectsParams) ([]ListObjectsRow, error) {
 	rows, err := db.Query(ctx, listObjects,
 		arg.Shape,
@@ -545,11 +546,14 @@ func (q *Queries) Notify(ctx context.Context, db DBTX, arg NotifyParams) error {
 }
 
 const objectsByKey = `-- name: ObjectsByKey :many
-SELECT key, object, resource_version FROM reports
-WHERE cluster = $1 AND key = ANY($2::text[])
+SELECT key, (CASE $1::integer WHEN 2 THEN NULL ELSE object END)::jsonb AS object,
+       (CASE $1::integer WHEN 2 THEN json_build_object('apiVersion', api_version, 'kind', kind,
+             'metadata', metadata) END)::json AS metadata_object, resource_version FROM reports
+WHERE cluster = $2 AND key = ANY($3::text[])
 `
 
 type ObjectsByKeyParams struct {
+	Shape   int32
 	Cluster string
 	Keys    []string
 }
@@ -557,13 +561,15 @@ type ObjectsByKeyParams struct {
 type ObjectsByKeyRow struct {
 	Key             string
 	Object          []byte
+	MetadataObject  []byte
 	ResourceVersion int64
 }
 
 // The objects of keys: those of a ListObjects page read with shape 3 that the object cache did
-// not hold, read in the page's snapshot, so each at the revision the page found.
+// not hold, read in the page's snapshot, so each at the revision the page found. shape is the
+// one the page is for: 0 the whole object, 2 its metadata (as ListObjects reads them).
 func (q *Queries) ObjectsByKey(ctx context.Context, db DBTX, arg ObjectsByKeyParams) ([]ObjectsByKeyRow, error) {
-	rows, err := db.Query(ctx, objectsByKey, arg.Cluster, arg.Keys)
+	rows, err := db.Query(ctx, objectsByKey, arg.Shape, arg.Cluster, arg.Keys)
 	if err != nil {
 		return nil, err
 	}
@@ -571,7 +577,12 @@ func (q *Queries) ObjectsByKey(ctx context.Context, db DBTX, arg ObjectsByKeyPar
 	var items []ObjectsByKeyRow
 	for rows.Next() {
 		var i ObjectsByKeyRow
-		if err := rows.Scan(&i.Key, &i.Object, &i.ResourceVersion); err != nil {
+		if err := rows.Scan(
+			&i.Key,
+			&i.Object,
+			&i.MetadataObject,
+			&i.ResourceVersion,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
