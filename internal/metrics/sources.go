@@ -23,8 +23,8 @@ type Sources struct {
 	// ListPrefetch counts the list pages read ahead of their request: used, unused (never
 	// taken), skipped (not read ahead: the bounds were reached).
 	ListPrefetch func() (used, unused, skipped int64)
-	// ObjectCache counts the objects lists found in the object cache (hits) and read from the
-	// database (misses), and the bytes it keeps.
+	// ObjectCache counts the objects and metadata lists found in the object cache (hits) and
+	// read from the database (misses), and the bytes it keeps.
 	ObjectCache func() (hits, misses, bytes int64)
 	// Stored counts the stored reports and results. It queries the database: the collector
 	// caches its answer for StoredTTL.
@@ -93,8 +93,8 @@ var (
 	prefetchDesc = desc("list", "prefetched_pages_total",
 		"Pages of paged lists read ahead of their request, by outcome: used (taken by it), unused (never taken), skipped (not read: bounds reached).", "outcome")
 	objectCacheDesc = desc("list", "objects_total",
-		"Whole objects read by lists and watch-lists of the current state, by where they came from: cache (the object cache, by key and revision) or database (0 when the cache is off).", "source")
-	objectCacheBytesDesc = desc("list", "object_cache_bytes", "Stored JSON kept in the object cache.")
+		"Whole objects and metadata read by lists and watch-lists of the current state, by where they came from: cache (the object cache, by key and revision) or database (0 when the cache is off).", "source")
+	objectCacheBytesDesc = desc("list", "object_cache_bytes", "Stored JSON and metadata kept in the object cache.")
 	storedReportsDesc    = desc("", "stored_reports", "Stored reports of this server's cluster, by kind (refreshed at most every 30 s).", "kind")
 	storedResultsDesc    = desc("", "stored_results", "Results of the stored reports (sum of their summaries), by kind (refreshed at most every 30 s).", "kind")
 	analyticsRevsDesc    = desc("analytics", "projection_lag_revisions", "Committed revisions not yet projected into the analytics tables (refreshed at most every 30 s).")
