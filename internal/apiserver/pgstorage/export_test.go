@@ -112,8 +112,8 @@ func (s *Store) ConfirmBatch(ctx context.Context, ops []WriteOp, revs []int64) (
 // PrefetchStats returns the counters of the store's list read-ahead.
 func (s *Store) PrefetchStats() PrefetchStats { return s.prefetcher.Stats() }
 
-// Kept returns what c keeps for key of cluster: its revision and stored JSON (nil when only its
-// metadata is kept).
+// Kept returns what c keeps for key of cluster: its revision and the object as clients receive
+// it (nil when only its metadata is kept).
 func (c *ObjectCache) Kept(cluster, key string) (int64, []byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

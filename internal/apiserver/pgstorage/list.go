@@ -26,6 +26,18 @@ type row struct {
 	key  string
 	data []byte
 	rev  int64
+	// sent says data is the object as a client receives it (storedBytes: unescaped, with its
+	// resourceVersion) rather than as it is stored: whole objects the object cache keeps or is
+	// about to keep, made once for every list that reads them.
+	sent bool
+}
+
+// rowBytes is x's object as a client receives it (see storedBytes).
+func (s *Store) rowBytes(x row) ([]byte, error) {
+	if x.sent {
+		return x.data, nil
+	}
+	return s.storedBytes(x.data, x.rev)
 }
 
 // snapshotReader runs the reads of one list request in one REPEATABLE READ snapshot, so the
@@ -133,6 +145,9 @@ func (r *snapshotReader) fetchCached(ctx context.Context, q sqlc.DBTX, from, bef
 			return nil, notInSnapshot(out[at])
 		}
 		out[at].data = x.data
+		if err := r.s.sending(r.shape, &out[at]); err != nil {
+			return nil, err
+		}
 		added = append(added, out[at])
 	}
 	r.s.objects.add(r.s.cluster, r.shape, added)
@@ -153,9 +168,27 @@ func (r *snapshotReader) refetch(ctx context.Context, q sqlc.DBTX, from, before 
 		if x.key != listed[i].key || x.rev != listed[i].rev {
 			return nil, notInSnapshot(listed[i])
 		}
+		if err := r.s.sending(r.shape, &read[i]); err != nil {
+			return nil, err
+		}
 	}
 	r.s.objects.add(r.s.cluster, r.shape, read)
 	return read, nil
+}
+
+// sending turns a whole object read for the object cache into the form the cache keeps, the one
+// clients receive (see row.sent), so the lists that find it there need not make it again.
+// Metadata is kept as read.
+func (s *Store) sending(shape readShape, x *row) error {
+	if shape != readObject || x.sent {
+		return nil
+	}
+	data, err := s.storedBytes(x.data, x.rev)
+	if err != nil {
+		return err
+	}
+	x.data, x.sent = data, true
+	return nil
 }
 
 // notInSnapshot is the error of a second read that did not find what the first one listed: one
@@ -533,11 +566,13 @@ func (s *Store) itemMaker(ctx context.Context, shape readShape, complete bool, l
 // it) does not match.
 func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (runtime.Object, error) {
 	if m.stored != nil {
-		read := m.s.storedBytes
+		var data []byte
+		var err error
 		if m.storedMetadata {
-			read = storedMetadata
+			data, err = storedMetadata(x.data, x.rev)
+		} else {
+			data, err = m.s.rowBytes(x)
 		}
-		data, err := read(x.data, x.rev)
 		if err != nil {
 			return nil, err
 		}
@@ -559,7 +594,11 @@ func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (
 // apply all of it: complete is false) does not match it.
 func (s *Store) decodeMatching(x row, newObj func() runtime.Object, pred storage.SelectionPredicate, complete bool) (runtime.Object, error) {
 	obj := newObj()
-	if err := s.decode(x.data, obj, x.rev); err != nil {
+	decode := s.decode
+	if x.sent {
+		decode = s.decodeSent
+	}
+	if err := decode(x.data, obj, x.rev); err != nil {
 		return nil, err
 	}
 	if !complete {

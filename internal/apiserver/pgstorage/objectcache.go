@@ -49,9 +49,9 @@ type ObjectCache struct {
 
 type objectCacheKey struct{ cluster, key string }
 
-// cachedObject is what the cache keeps of one object at one revision: its stored JSON, as the
-// database returned it, its metadata as metadata-only reads read it (ListObjects' shape 2), or
-// both. The bytes are shared by every reader and never written to.
+// cachedObject is what the cache keeps of one object at one revision: the object as clients
+// receive it (row.sent: made once, not on every list), its metadata as metadata-only reads read
+// it (ListObjects' shape 2), or both. The bytes are shared by every reader and never written to.
 type cachedObject struct {
 	rev      int64
 	object   []byte
@@ -105,7 +105,7 @@ func (c *ObjectCache) fill(cluster string, shape readShape, rows []row) (missing
 	for i := range rows {
 		e, ok := c.entries[objectCacheKey{cluster, rows[i].key}]
 		if data := *e.part(shape); ok && e.rev == rows[i].rev && data != nil {
-			rows[i].data = data
+			rows[i].data, rows[i].sent = data, shape == readObject
 			continue
 		}
 		missing = append(missing, i)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apiserver/pkg/apis/example"
 	"k8s.io/apiserver/pkg/storage"
 
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
 	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 	"github.com/reports-server/reports-server/internal/db/dbtest"
 )
@@ -21,8 +22,8 @@ import (
 // the same list read by a store without one: a second list finds every object in the cache and
 // returns the same; an update, a delete and a create are seen at once; label selections, pages
 // and lists at an older revision are exact; metadata-only lists keep and find the metadata
-// beside the objects; what the cache keeps is the stored JSON, unchanged by the lists that used
-// it.
+// beside the objects; what the cache keeps is the stored JSON with its resourceVersion, as
+// clients receive it, unchanged by the lists that used it.
 func TestObjectCache(t *testing.T) {
 	p := openProcess(t, dbtest.URL(t))
 	cfg := podConfig(p.pool, testCluster)
@@ -157,8 +158,13 @@ func TestObjectCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(kept, stored) {
-			t.Fatalf("%s: kept\n%s\nstored\n%s", key, kept, stored)
+		// Kept as clients receive it: the stored JSON with its resourceVersion.
+		sent, err := storedjson.WithResourceVersion(stored, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(kept, sent) {
+			t.Fatalf("%s: kept\n%s\nstored, with its resourceVersion\n%s", key, kept, sent)
 		}
 	}
 }

@@ -658,6 +658,18 @@ func (s *Store) decode(data []byte, out runtime.Object, rev int64) error {
 	return nil
 }
 
+// decodeSent decodes an object as a client receives it (row.sent) into out, with resourceVersion
+// rev (already in data; set again, as decode sets it).
+func (s *Store) decodeSent(data []byte, out runtime.Object, rev int64) error {
+	if err := s.decodeJSON(data, out); err != nil {
+		return storage.NewInternalError(err)
+	}
+	if err := s.versioner.UpdateObject(out, uint64(rev)); err != nil {
+		return fmt.Errorf("set resource version: %w", err)
+	}
+	return nil
+}
+
 // prepareKey checks key as the etcd store does, and makes it safe to send to PostgreSQL: a key
 // with bytes no stored key has (NUL, invalid UTF-8 from the URL) matches nothing (see text.go).
 func (s *Store) prepareKey(key string, recursive bool) (string, error) {

@@ -292,7 +292,7 @@ func (w *watcher) start() (int64, error) {
 func (w *watcher) initialObject(x row) (runtime.Object, error) {
 	s := w.s
 	if w.storedJSON && w.filter.complete {
-		data, err := s.storedBytes(x.data, x.rev)
+		data, err := s.rowBytes(x)
 		if err != nil {
 			return nil, err
 		}
