@@ -596,7 +596,7 @@ func (s *Store) decodeMatching(x row, newObj func() runtime.Object, pred storage
 	obj := newObj()
 	decode := s.decode
 	if x.sent {
-		decode = s.decodeSent
+		decode = s.decodeUnescaped
 	}
 	if err := decode(x.data, obj, x.rev); err != nil {
 		return nil, err

@@ -27,16 +27,17 @@ import (
 // restart the servers then, as kube-apiserver must be restarted after etcd is restored
 // (docs/operations.md).
 
-// DefaultObjectCacheBytes is the stored JSON an ObjectCache keeps by default: about 5,000
-// reports of 20 results, or 60,000 reports' metadata.
+// DefaultObjectCacheBytes is how much an ObjectCache keeps by default: about 5,000 reports of 20
+// results, or the metadata of 60,000 reports.
 const DefaultObjectCacheBytes = 64 << 20
 
 // objectCacheMaxShare: an object larger than the cache's bound over this is never kept, so one
 // huge report cannot push out hundreds of others.
 const objectCacheMaxShare = 64
 
-// ObjectCache keeps the stored JSON and the metadata of objects lists have read, for the lists
-// of every store of a process. Share one per process. Safe for concurrent use; a nil *ObjectCache keeps nothing.
+// ObjectCache keeps the objects and the metadata lists have read, for the lists of every store
+// of a process. Share one per process. Safe for concurrent use; a nil *ObjectCache keeps
+// nothing.
 type ObjectCache struct {
 	maxBytes int64
 
@@ -72,8 +73,8 @@ func (e cachedObject) size() int64 { return int64(len(e.object) + len(e.metadata
 // lists, watch-lists and informers read over and over.
 func cacheable(shape readShape) bool { return shape == readObject || shape == readMetadata }
 
-// NewObjectCache returns a cache that keeps at most maxBytes of stored JSON; nil when maxBytes
-// is not positive (no cache).
+// NewObjectCache returns a cache that keeps at most maxBytes of objects and metadata; nil when
+// maxBytes is not positive (no cache).
 func NewObjectCache(maxBytes int64) *ObjectCache {
 	if maxBytes <= 0 {
 		return nil
@@ -116,8 +117,9 @@ func (c *ObjectCache) fill(cluster string, shape readShape, rows []row) (missing
 	return missing
 }
 
-// add keeps the data of the rows, read in shape, each at its revision, unless an entry of a
-// newer revision is kept already. An entry of the same revision gains the shape's part.
+// add keeps the data of the rows, read in shape (whole objects in the form clients receive, see
+// row.sent), each at its revision, unless an entry of a newer revision is kept already. An entry
+// of the same revision gains the shape's part.
 func (c *ObjectCache) add(cluster string, shape readShape, rows []row) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -648,19 +648,15 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 	return s.compactor.Compact(ctx, rev)
 }
 
+// decode decodes stored JSON into out, with resourceVersion rev.
 func (s *Store) decode(data []byte, out runtime.Object, rev int64) error {
-	if err := s.decodeJSON(unescapeJSON(data), out); err != nil {
-		return storage.NewInternalError(err)
-	}
-	if err := s.versioner.UpdateObject(out, uint64(rev)); err != nil {
-		return fmt.Errorf("set resource version: %w", err)
-	}
-	return nil
+	return s.decodeUnescaped(unescapeJSON(data), out, rev)
 }
 
-// decodeSent decodes an object as a client receives it (row.sent) into out, with resourceVersion
-// rev (already in data; set again, as decode sets it).
-func (s *Store) decodeSent(data []byte, out runtime.Object, rev int64) error {
+// decodeUnescaped decodes unescaped JSON (text.go) into out, with resourceVersion rev: stored
+// JSON once unescaped, or an object as a client receives it (row.sent), whose resourceVersion is
+// rev already.
+func (s *Store) decodeUnescaped(data []byte, out runtime.Object, rev int64) error {
 	if err := s.decodeJSON(data, out); err != nil {
 		return storage.NewInternalError(err)
 	}
