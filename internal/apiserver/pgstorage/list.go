@@ -150,12 +150,12 @@ func (r *snapshotReader) fetchCached(ctx context.Context, q sqlc.DBTX, from, bef
 		}
 		added = append(added, out[at])
 	}
-	r.s.objects.add(r.s.cluster, r.shape, added)
+	r.s.objects.add(r.s.cluster, r.shape, added, true)
 	return out, nil
 }
 
 // refetch reads the page whose keys and revisions are listed again, in the reader's shape, and
-// keeps what it read in the object cache.
+// keeps what it read in the object cache as far as it has room (see ObjectCache.add).
 func (r *snapshotReader) refetch(ctx context.Context, q sqlc.DBTX, from, before string, limit int32, listed []row) ([]row, error) {
 	read, err := r.current(ctx, q, from, before, limit, r.shape)
 	if err != nil {
@@ -172,7 +172,7 @@ func (r *snapshotReader) refetch(ctx context.Context, q sqlc.DBTX, from, before 
 			return nil, err
 		}
 	}
-	r.s.objects.add(r.s.cluster, r.shape, read)
+	r.s.objects.add(r.s.cluster, r.shape, read, false)
 	return read, nil
 }
 

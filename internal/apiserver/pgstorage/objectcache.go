@@ -17,7 +17,8 @@ import (
 // nor does its metadata, and a list that finds them here need not read them again: its query
 // returns keys and revisions (readRevision), and only the objects not kept here are read, in the
 // same snapshot: by key when they are few, else by reading the page again whole (a first read,
-// or a list larger than the cache), which costs less than hundreds of lookups by key.
+// or a list larger than the cache), which costs less than hundreds of lookups by key and drops
+// nothing the cache holds (see add).
 //
 // Nothing is ever stale: a newer revision of a key is a miss (and replaces the kept one), a
 // deleted key is never listed. The memory is bounded; past the bound, entries are dropped at
@@ -120,7 +121,15 @@ func (c *ObjectCache) fill(cluster string, shape readShape, rows []row) (missing
 // add keeps the data of the rows, read in shape (whole objects in the form clients receive, see
 // row.sent), each at its revision, unless an entry of a newer revision is kept already. An entry
 // of the same revision gains the shape's part.
-func (c *ObjectCache) add(cluster string, shape readShape, rows []row) {
+//
+// evict says whether other entries may be dropped to make room. Pages found mostly missing do
+// not evict: such pages are a first read, or a list larger than the cache, where every object
+// kept pushes out another one the same list is as likely to read, and a metadata informer over
+// a million reports would turn the whole cache over on every page for a hit rate no better
+// than keeping what it holds. An entry of an older revision of the same key is still replaced
+// (a rewritten report takes its old one's place), so a list of reports rescanned since it was
+// kept warms up again.
+func (c *ObjectCache) add(cluster string, shape readShape, rows []row, evict bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range rows {
@@ -141,12 +150,21 @@ func (c *ObjectCache) add(cluster string, shape readShape, rows []row) {
 		if size > c.maxBytes/objectCacheMaxShare {
 			continue
 		}
+		var old int64
+		if ok {
+			old = c.entries[k].size()
+		}
+		if !evict && c.bytes-old+size > c.maxBytes {
+			continue
+		}
 		if ok {
 			// Taken out while room is made, so the entry being grown is not what goes.
-			c.bytes -= c.entries[k].size()
+			c.bytes -= old
 			delete(c.entries, k)
 		}
-		c.makeRoomLocked(size)
+		if evict {
+			c.makeRoomLocked(size)
+		}
 		c.entries[k] = e
 		c.bytes += size
 	}

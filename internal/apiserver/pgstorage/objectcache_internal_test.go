@@ -8,8 +8,8 @@ import (
 
 // TestObjectCacheBound keeps more objects than fit: the kept bytes stay within the bound, what
 // is found is always the object at the revision asked for, a newer revision replaces an older
-// one and never the other way round, objects over the share of one are never kept, and an
-// object's metadata is kept beside it.
+// one and never the other way round, objects over the share of one are never kept, an object's
+// metadata is kept beside it, and pages read mostly from the database evict nothing.
 func TestObjectCacheBound(t *testing.T) {
 	const size = 100
 	c := NewObjectCache(size * objectCacheMaxShare)
@@ -21,7 +21,7 @@ func TestObjectCacheBound(t *testing.T) {
 		key := fmt.Sprintf("/k/%03d", i)
 		rows = append(rows, row{key: key, rev: int64(i + 1), data: data(key, int64(i+1))})
 	}
-	c.add("c", readObject, rows)
+	c.add("c", readObject, rows, true)
 	if st := c.Stats(); st.Bytes > size*objectCacheMaxShare || st.Bytes < size*objectCacheMaxShare/2 {
 		t.Fatalf("keeps %d bytes, bound %d", st.Bytes, size*objectCacheMaxShare)
 	}
@@ -44,12 +44,12 @@ func TestObjectCacheBound(t *testing.T) {
 
 	// Revisions: newer replaces, older does not.
 	k := "/k/x"
-	c.add("c", readObject, []row{{key: k, rev: 10, data: data(k, 10)}})
-	c.add("c", readObject, []row{{key: k, rev: 5, data: data(k, 5)}})
+	c.add("c", readObject, []row{{key: k, rev: 10, data: data(k, 10)}}, true)
+	c.add("c", readObject, []row{{key: k, rev: 5, data: data(k, 5)}}, true)
 	if e := c.entries[objectCacheKey{"c", k}]; e.rev != 10 {
 		t.Fatalf("kept revision %d, want 10", e.rev)
 	}
-	c.add("c", readObject, []row{{key: k, rev: 11, data: data(k, 11)}})
+	c.add("c", readObject, []row{{key: k, rev: 11, data: data(k, 11)}}, true)
 	if m := c.fill("c", readObject, []row{{key: k, rev: 10}}); len(m) != 1 {
 		t.Fatal("found revision 10 after 11 was kept")
 	}
@@ -60,7 +60,7 @@ func TestObjectCacheBound(t *testing.T) {
 
 	// Too large for its share.
 	big := "/k/big"
-	c.add("c", readObject, []row{{key: big, rev: 1, data: make([]byte, size+1)}})
+	c.add("c", readObject, []row{{key: big, rev: 1, data: make([]byte, size+1)}}, true)
 	if _, ok := c.entries[objectCacheKey{"c", big}]; ok {
 		t.Fatal("kept an object over its share")
 	}
@@ -72,11 +72,11 @@ func TestObjectCacheBound(t *testing.T) {
 	// of its own shape, and a newer revision of either drops both.
 	c = NewObjectCache(size * objectCacheMaxShare)
 	m := "/k/m"
-	c.add("c", readMetadata, []row{{key: m, rev: 7, data: []byte("meta@7")}})
+	c.add("c", readMetadata, []row{{key: m, rev: 7, data: []byte("meta@7")}}, true)
 	if got := []row{{key: m, rev: 7}}; len(c.fill("c", readObject, got)) != 1 {
 		t.Fatal("a whole-object read found metadata")
 	}
-	c.add("c", readObject, []row{{key: m, rev: 7, data: []byte("object@7")}})
+	c.add("c", readObject, []row{{key: m, rev: 7, data: []byte("object@7")}}, true)
 	obj, meta := []row{{key: m, rev: 7}}, []row{{key: m, rev: 7}}
 	if len(c.fill("c", readObject, obj)) != 0 || len(c.fill("c", readMetadata, meta)) != 0 ||
 		string(obj[0].data) != "object@7" || string(meta[0].data) != "meta@7" {
@@ -85,12 +85,45 @@ func TestObjectCacheBound(t *testing.T) {
 	if st := c.Stats(); st.Bytes != int64(len("meta@7")+len("object@7")) {
 		t.Fatalf("keeps %d bytes for both parts", st.Bytes)
 	}
-	c.add("c", readMetadata, []row{{key: m, rev: 8, data: []byte("meta@8")}})
+	c.add("c", readMetadata, []row{{key: m, rev: 8, data: []byte("meta@8")}}, true)
 	if len(c.fill("c", readObject, []row{{key: m, rev: 7}})) != 1 || len(c.fill("c", readObject, []row{{key: m, rev: 8}})) != 1 {
 		t.Fatal("kept revision 7's object after revision 8's metadata")
 	}
 	if st := c.Stats(); st.Bytes != int64(len("meta@8")) {
 		t.Fatalf("keeps %d bytes after revision 8 replaced 7", st.Bytes)
+	}
+
+	// Without evicting (pages read mostly from the database): a full cache keeps no new key,
+	// but a newer revision of a kept key takes its place, and a kept entry gains a part only
+	// where it fits.
+	c = NewObjectCache(size * objectCacheMaxShare)
+	var full []row
+	for i := range objectCacheMaxShare {
+		key := fmt.Sprintf("/f/%03d", i)
+		full = append(full, row{key: key, rev: 1, data: data(key, 1)})
+	}
+	c.add("c", readObject, full, false)
+	if st := c.Stats(); st.Bytes != size*objectCacheMaxShare {
+		t.Fatalf("keeps %d bytes of a page that fits in %d", st.Bytes, size*objectCacheMaxShare)
+	}
+	c.add("c", readObject, []row{{key: "/f/new", rev: 2, data: data("/f/new", 2)}}, false)
+	if _, ok := c.entries[objectCacheKey{"c", "/f/new"}]; ok {
+		t.Fatal("a full cache kept a new key without evicting")
+	}
+	c.add("c", readObject, []row{{key: "/f/000", rev: 3, data: data("/f/000", 3)}}, false)
+	if e := c.entries[objectCacheKey{"c", "/f/000"}]; e.rev != 3 {
+		t.Fatalf("kept revision %d of a rewritten key, want 3", e.rev)
+	}
+	c.add("c", readMetadata, []row{{key: "/f/001", rev: 1, data: []byte("meta")}}, false)
+	if e := c.entries[objectCacheKey{"c", "/f/001"}]; e.metadata != nil || e.object == nil {
+		t.Fatalf("a full cache grew an entry, or dropped its object: %+v", e)
+	}
+	c.add("c", readObject, []row{{key: "/f/new", rev: 2, data: data("/f/new", 2)}}, true)
+	if _, ok := c.entries[objectCacheKey{"c", "/f/new"}]; !ok {
+		t.Fatal("evicting, a full cache did not keep a new key")
+	}
+	if st := c.Stats(); st.Bytes > size*objectCacheMaxShare {
+		t.Fatalf("keeps %d bytes, bound %d", st.Bytes, size*objectCacheMaxShare)
 	}
 
 	var none *ObjectCache = NewObjectCache(0)
