@@ -168,6 +168,10 @@ func (r *snapshotReader) refetch(ctx context.Context, q sqlc.DBTX, from, before 
 		if x.key != listed[i].key || x.rev != listed[i].rev {
 			return nil, notInSnapshot(listed[i])
 		}
+		if listed[i].data != nil {
+			read[i] = listed[i] // found in the cache: already in the form it keeps
+			continue
+		}
 		if err := r.s.sending(r.shape, &read[i]); err != nil {
 			return nil, err
 		}
