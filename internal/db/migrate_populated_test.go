@@ -491,3 +491,166 @@ func diffRows(want, got []string) string {
 	}
 	return b.String()
 }
+
+// TestGeneratedColumnsPLpgSQL checks that the generated columns' functions in PL/pgSQL
+// (00014_generated_plpgsql) compute what their SQL bodies did, on objects that take every branch:
+// missing and empty fields, labels, summaries in either place, counts that are null, negative,
+// fractional or beyond 2^31-1, timestamps with and without fractions. Each object's columns are
+// read as the SQL functions compute them (down to 00013, every row rewritten) and as the
+// PL/pgSQL ones do (up again, rewritten again), and must be equal.
+func TestGeneratedColumnsPLpgSQL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	url := dbtest.EmptyURL(t)
+	if err := db.Migrate(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	m, err := db.NewMigrator(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	objects := []string{
+		`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":{"name":"a","namespace":"ns","labels":{"x":"1","y":""},"creationTimestamp":"2026-12-05T10:11:12Z"},"scope":{"apiVersion":"v1","kind":"Pod","name":"p","namespace":"ns","uid":"u"},"summary":{"pass":3,"fail":0,"warn":-2,"error":2147483648,"skip":1.6}}`,
+		`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"ClusterPolicyReport","metadata":{"name":"b","creationTimestamp":"2026-12-05T10:11:12.123456Z"}}`,
+		`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":{"name":"c","namespace":"","labels":{}},"scope":{},"summary":{"pass":null,"fail":"7"}}`,
+		`{"apiVersion":"openreports.io/v1alpha1","kind":"Report","metadata":{"name":"d","namespace":"ns"},"spec":{"summary":{"pass":-3000000000,"fail":12}},"scope":{"kind":"Deployment"}}`,
+		`{"apiVersion":"reports.kyverno.io/v1","kind":"EphemeralReport","metadata":{"name":"e","namespace":"ns","labels":{"audit.kyverno.io/resource.uid":"0b5f"}},"summary":{},"spec":{"summary":{"pass":1}}}`,
+		`{"kind":"PolicyReport","metadata":{}}`,
+	}
+	for i, o := range objects {
+		if _, err := pool.Exec(ctx, `INSERT INTO reports (cluster, key, resource_version, object) VALUES ('c', $1, $2, $3)`,
+			fmt.Sprintf("/wgpolicyk8s.io/policyreports/ns/r%d", i), i+1, o); err != nil {
+			t.Fatalf("object %d: %v", i, err)
+		}
+	}
+	// columns rewrites every row, so PostgreSQL computes its generated columns again with the
+	// functions defined now, and reads them.
+	columns := func(step string) []string {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `UPDATE reports SET object = object`); err != nil {
+			t.Fatalf("%s: rewrite: %v", step, err)
+		}
+		rows, err := pool.Query(ctx, `SELECT concat_ws(' | ', key, labels::text, fields::text, coalesce(created_at::text, 'null'), summary_pass,
+			summary_fail, summary_warn, summary_error, summary_skip) FROM reports ORDER BY key`)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		return got
+	}
+	var lang string
+	language := func() string {
+		t.Helper()
+		if err := pool.QueryRow(ctx, `SELECT string_agg(DISTINCT l.lanname, ',') FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+			WHERE p.proname IN ('reports_rfc3339', 'reports_fields', 'reports_labels', 'reports_summary_count')`).Scan(&lang); err != nil {
+			t.Fatal(err)
+		}
+		return lang
+	}
+	if got := language(); got != "plpgsql" {
+		t.Fatalf("the generated columns' functions are in %s, want plpgsql", got)
+	}
+	if err := m.DownTo(ctx, 13); err != nil {
+		t.Fatalf("down to 13: %v", err)
+	}
+	if got := language(); got != "sql" {
+		t.Fatalf("after down to 13 the functions are in %s, want sql", got)
+	}
+	want := columns("sql")
+	if err := m.Up(ctx); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	got := columns("plpgsql")
+	if d := diffRows(want, got); d != "" {
+		t.Errorf("generated columns differ between the SQL (-) and PL/pgSQL (+) functions:\n%s", d)
+	}
+	t.Logf("%d objects, columns:\n%s", len(got), strings.Join(got, "\n"))
+}
+
+// TestObjectsCompressedWithLZ4: after 00015_toast_lz4 a stored object and a change log's previous
+// object are compressed with lz4, rows stored before keep pglz and read the same, and rolling the
+// migration back makes new values pglz again.
+func TestObjectsCompressedWithLZ4(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	url := dbtest.EmptyURL(t)
+	m, err := db.NewMigrator(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.UpTo(ctx, 14); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	// A report large enough to be compressed (over 2 KB), different each time.
+	object := func(name string) string {
+		results := make([]string, 40)
+		for i := range results {
+			results[i] = fmt.Sprintf(`{"policy":"p%d","rule":"r%d","result":"fail","message":"%s %s"}`, i, i, name, strings.Repeat("must be set; ", 8))
+		}
+		return `{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":{"name":"` + name +
+			`","namespace":"ns"},"results":[` + strings.Join(results, ",") + `]}`
+	}
+	insert := func(name string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO reports (cluster, key, resource_version, object) VALUES ('c', $1, 1, $2)`,
+			"/wgpolicyk8s.io/policyreports/ns/"+name, object(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compression := func(name string) string {
+		t.Helper()
+		var method string
+		if err := pool.QueryRow(ctx, `SELECT coalesce(pg_column_compression(object), 'none') FROM reports WHERE key = $1`,
+			"/wgpolicyk8s.io/policyreports/ns/"+name).Scan(&method); err != nil {
+			t.Fatal(err)
+		}
+		return method
+	}
+	insert("before")
+	if err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	insert("after")
+	// The replaced version goes to the change log's prev_object.
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (cluster, resource_version, key, event, prev_object) VALUES ('c', 2, 'k', 'MODIFIED', $1)`, object("prev")); err != nil {
+		t.Fatal(err)
+	}
+	var prev string
+	if err := pool.QueryRow(ctx, `SELECT pg_column_compression(prev_object) FROM changes WHERE key = 'k'`).Scan(&prev); err != nil {
+		t.Fatal(err)
+	}
+	if got := compression("before"); got != "pglz" {
+		t.Errorf("an object stored before the migration is compressed with %s, want pglz (kept as stored)", got)
+	}
+	if got := compression("after"); got != "lz4" || prev != "lz4" {
+		t.Errorf("after the migration objects are compressed with %s and previous objects with %s, want lz4", got, prev)
+	}
+	var same bool
+	if err := pool.QueryRow(ctx, `SELECT (SELECT object FROM reports WHERE key LIKE '%/before') = $1::jsonb
+		AND (SELECT object FROM reports WHERE key LIKE '%/after') = $2::jsonb`, object("before"), object("after")).Scan(&same); err != nil || !same {
+		t.Errorf("objects read back differ from those written (%v)", err)
+	}
+	if err := m.DownTo(ctx, 14); err != nil {
+		t.Fatal(err)
+	}
+	insert("down")
+	if got := compression("down"); got != "pglz" {
+		t.Errorf("after rolling the migration back an object is compressed with %s, want pglz", got)
+	}
+}

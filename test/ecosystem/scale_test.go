@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
+	"github.com/reports-server/reports-server/internal/procstat"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
 	"github.com/reports-server/reports-server/test/ecosystem/kyverno"
 )
@@ -180,7 +180,7 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		run.pgSettings = postgresSettings(ctx, t, c.DatabaseURL)
 	}
 	cpuBefore := cpuTimes(t, processes)
-	pgCPUBefore := postgresCPU()
+	pgCPUBefore := procstat.CPUTimeOf("postgres")
 	requestsBefore, dbBefore := reportRequests(ctx, t, c, client)
 
 	start := time.Now()
@@ -198,7 +198,7 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	for name, d := range cpuAfter {
 		run.cpu[name] = d - cpuBefore[name]
 	}
-	if pgCPU := postgresCPU(); pgCPU > 0 {
+	if pgCPU := procstat.CPUTimeOf("postgres"); pgCPU > 0 {
 		run.cpu["PostgreSQL"] = pgCPU - pgCPUBefore
 	}
 	requestsAfter, dbAfter := reportRequests(ctx, t, c, client)
@@ -233,45 +233,6 @@ func postgresSettings(ctx context.Context, t *testing.T, url string) string {
 		t.Logf("warning: %s", settings)
 	}
 	return settings
-}
-
-// postgresCPU is the CPU time every PostgreSQL on the machine has used so far, all its processes:
-// each one's own, plus what the postmasters' reaped backends used (their cutime and cstime). The
-// test's database is a private server under make e2e-kyverno-scale, else the machine's shared
-// one: the figure is the workload's when no other PostgreSQL is busy meanwhile. Zero when no
-// PostgreSQL process is visible.
-func postgresCPU() time.Duration {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	var ticks int64
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // exited meanwhile
-		}
-		stat := string(data)
-		open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
-		if open < 0 || end < open || stat[open+1:end] != "postgres" {
-			continue
-		}
-		// After the command: state is field 3; utime, stime, cutime, cstime fields 14-17, in
-		// clock ticks (100 per second on Linux).
-		fields := strings.Fields(stat[end+1:])
-		if len(fields) < 15 {
-			continue
-		}
-		for _, f := range fields[11:15] {
-			if n, err := strconv.ParseInt(f, 10, 64); err == nil {
-				ticks += n
-			}
-		}
-	}
-	return time.Duration(ticks) * time.Second / 100
 }
 
 // reportRequests reads apiserver_request_total for the report groups from kube-apiserver and

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/reports-server/reports-server/internal/db/dbtest"
+	"github.com/reports-server/reports-server/internal/procstat"
 )
 
 // Environment of BenchmarkServerMemory.
@@ -141,9 +142,9 @@ func BenchmarkServerMemory(b *testing.B) {
 					}
 					elapsed := time.Since(start)
 					peakHeap, peakAnon := smp.stop()
-					hwm := p.rss(b).hwm
+					hwm := p.rss(b).Peak
 					p.stop(b)
-					b.ReportMetric(float64(idle.rss)/(1<<20), "idle-RSS-MB")
+					b.ReportMetric(float64(idle.RSS)/(1<<20), "idle-RSS-MB")
 					b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MB")
 					b.ReportMetric(float64(peakAnon)/(1<<20), "peak-anon-MB")
 					b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MB")
@@ -300,12 +301,8 @@ func (p *memProcess) alive(b testing.TB) {
 	}
 }
 
-// memRSS is what /proc/<pid>/status says: VmRSS, VmHWM and RssAnon (the part that is not the
-// binary's file-backed pages, which are reclaimable), in bytes.
-type memRSS struct{ rss, hwm, anon int64 }
-
-// rss reads the process's resident set size and its peak (VmRSS, VmHWM) in bytes.
-func (p *memProcess) rss(b testing.TB) memRSS {
+// rss reads the process's resident memory (procstat.Memory: now, peak and anonymous).
+func (p *memProcess) rss(b testing.TB) procstat.Memory {
 	b.Helper()
 	p.alive(b)
 	m, err := p.readRSS()
@@ -315,31 +312,8 @@ func (p *memProcess) rss(b testing.TB) memRSS {
 	return m
 }
 
-func (p *memProcess) readRSS() (memRSS, error) {
-	var m memRSS
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return m, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM" && name != "RssAnon") {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(value), "kB")), 10, 64)
-		if err != nil {
-			return m, fmt.Errorf("%s: %w", line, err)
-		}
-		switch name {
-		case "VmRSS":
-			m.rss = kb << 10
-		case "VmHWM":
-			m.hwm = kb << 10
-		default:
-			m.anon = kb << 10
-		}
-	}
-	return m, nil
+func (p *memProcess) readRSS() (procstat.Memory, error) {
+	return procstat.ReadMemory(p.cmd.Process.Pid)
 }
 
 // heapInuse reads go_memstats_heap_inuse_bytes from the server's /metrics.
@@ -390,14 +364,14 @@ func (p *memProcess) sample(b testing.TB, name string) *memSampler {
 					}
 				}
 			}
-			if m, err := p.readRSS(); err == nil && m.anon > s.peakAnon.Load() {
-				s.peakAnon.Store(m.anon)
+			if m, err := p.readRSS(); err == nil && m.Anon > s.peakAnon.Load() {
+				s.peakAnon.Store(m.Anon)
 			}
 			if time.Since(lastProgress) > time.Minute {
 				lastProgress = time.Now()
 				if m, err := p.readRSS(); err == nil {
 					fmt.Fprintf(os.Stderr, "membench %s: %v: peak heap %.1f MB, peak RSS %.1f MB\n",
-						name, time.Since(start).Round(time.Second), float64(s.peak.Load())/(1<<20), float64(m.hwm)/(1<<20))
+						name, time.Since(start).Round(time.Second), float64(s.peak.Load())/(1<<20), float64(m.Peak)/(1<<20))
 				}
 			}
 			select {

@@ -186,7 +186,7 @@ func (s *soakSampler) sample(ctx context.Context, t *testing.T, phase string) {
 		t.Errorf("sample %s: no go_goroutines or go_memstats_heap_inuse_bytes in /metrics", phase)
 	}
 	if m, err := (&memProcess{process: s.e.proc}).readRSS(); err == nil {
-		got.rss = uint64(m.rss)
+		got.rss = uint64(m.RSS)
 	}
 	// The database may be down (the restart); then the sample has no connection count.
 	_ = s.e.admin(ctx, func(c *pgx.Conn) error {

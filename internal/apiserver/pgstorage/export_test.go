@@ -95,6 +95,26 @@ func (s *Store) CommitBatch(ops []WriteOp) []WriteResult {
 	return out
 }
 
+// ApplyBatch applies ops as one batch, as CommitBatch does, but without commit's retry of a
+// failed batch one write at a time: an error of the batch's statements is returned, not hidden.
+func (s *Store) ApplyBatch(ops []WriteOp) ([]WriteResult, error) {
+	batch := make([]*writeOp, len(ops))
+	for i, o := range ops {
+		kind := map[string]opKind{"create": opCreate, "update": opUpdate, "delete": opDelete}[o.Kind]
+		batch[i] = &writeOp{kind: kind, key: o.Key, data: o.Data, expected: o.Expected}
+	}
+	results, err := s.writer.apply(context.Background(), batch)
+	out := make([]WriteResult, len(ops))
+	for i, r := range results {
+		out[i] = WriteResult{Rev: r.rev, Err: r.err}
+	}
+	return out, err
+}
+
+// OneByOneBatches is how many batches the store's writer applied one write at a time after their
+// pipeline found a failed precondition.
+func (s *Store) OneByOneBatches() int64 { return s.writer.oneByOne.Load() }
+
 // ConfirmBatch says what the writer concludes about a batch of ops written at revs that the
 // database reports committed (after a lost COMMIT answer): "committed", "aborted" or "unknown".
 func (s *Store) ConfirmBatch(ctx context.Context, ops []WriteOp, revs []int64) (string, error) {

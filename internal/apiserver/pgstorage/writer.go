@@ -112,6 +112,9 @@ type Writer struct {
 	start   sync.Once
 	ops     chan *writeOp
 	metrics *metrics.Metrics
+	// oneByOne counts the batches whose pipeline was rolled back and applied one write at a
+	// time (a failed precondition), for tests.
+	oneByOne atomic.Int64
 }
 
 // WithMetrics makes w record its batches in m; call it before the first write.
@@ -267,6 +270,7 @@ func (w *Writer) apply(ctx context.Context, batch []*writeOp) ([]writeResult, er
 		if done, err := w.pipelined(ctx, tx, batch, cur, results); done || err != nil {
 			return err
 		}
+		w.oneByOne.Add(1)
 		rev := cur
 		for i, op := range batch {
 			next := rev + 1
@@ -409,13 +413,36 @@ func sameJSON(a, b []byte) bool {
 
 // pipelined applies batch in one round trip after cur, each write with the next revision, and
 // reports whether it did: false (with everything since its savepoint rolled back) when a
-// precondition failed, so the revisions after that write would have a gap.
+// precondition failed, so the revisions after that write would have a gap. Consecutive creates
+// go in one statement (CreateObjects): PostgreSQL prepares the insert once for all of them.
 func (w *Writer) pipelined(ctx context.Context, tx pgx.Tx, batch []*writeOp, cur int64, results []writeResult) (bool, error) {
 	p := db.NewPipeline()
-	for i, op := range batch {
-		if _, err := w.exec(ctx, p, op, cur+int64(i)+1); err != nil {
+	// want is the rows each queued statement must affect: one per write it carries.
+	var want []int64
+	for i := 0; i < len(batch); {
+		rev := cur + int64(i) + 1
+		creates := i
+		for creates < len(batch) && batch[creates].kind == opCreate {
+			creates++
+		}
+		if creates-i < 2 {
+			if _, err := w.exec(ctx, p, batch[i], rev); err != nil {
+				return false, err
+			}
+			want = append(want, 1)
+			i++
+			continue
+		}
+		run := batch[i:creates]
+		params := sqlc.CreateObjectsParams{Cluster: w.cluster, FirstResourceVersion: rev, Keys: make([]string, len(run)), Objects: make([][]byte, len(run))}
+		for j, op := range run {
+			params.Keys[j], params.Objects[j] = op.key, op.data
+		}
+		if _, err := w.q.CreateObjects(ctx, p, params); err != nil {
 			return false, err
 		}
+		want = append(want, int64(len(run)))
+		i = creates
 	}
 	last := cur + int64(len(batch))
 	if err := w.rev.advance(ctx, p, last); err != nil {
@@ -425,8 +452,8 @@ func (w *Writer) pipelined(ctx context.Context, tx pgx.Tx, batch []*writeOp, cur
 	if err != nil {
 		return false, fmt.Errorf("write batch: %w", err)
 	}
-	for i := range batch {
-		if affected[i] == 0 {
+	for i, n := range want {
+		if affected[i] != n {
 			// The notification goes too: it is sent at commit only if its subtransaction commits.
 			return false, p.Rollback(ctx, tx)
 		}

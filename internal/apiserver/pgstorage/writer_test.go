@@ -62,12 +62,66 @@ func TestBatchWithFailedPreconditions(t *testing.T) {
 		}
 	}
 
-	// The change log: exactly the successful writes, gapless from the start.
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
+
+	// Runs of creates go to PostgreSQL as one statement each. All new, around an update: the
+	// pipelined path, every key at the revision its write was answered with.
+	// (ApplyBatch: an error of the statements must not be hidden by commit's one-by-one retry.)
+	c := b + 2
+	oneByOne := s.OneByOneBatches()
+	runs, err := s.ApplyBatch([]pgstorage.WriteOp{
+		{Kind: "create", Key: key("d"), Data: obj("d")},              // b+4
+		{Kind: "create", Key: key("e"), Data: obj("e")},              // b+5
+		{Kind: "create", Key: key("f"), Data: obj("f")},              // b+6
+		{Kind: "update", Key: key("c"), Data: obj("c"), Expected: c}, // b+7
+		{Kind: "create", Key: key("g"), Data: obj("g")},              // b+8
+		{Kind: "create", Key: key("h"), Data: obj("h")},              // b+9
+	})
+	if err != nil {
+		t.Fatalf("a batch of runs of creates: %v", err)
+	}
+	if n := s.OneByOneBatches() - oneByOne; n != 0 {
+		t.Errorf("a batch of runs of new keys was applied one write at a time (%d), want in one pipeline", n)
+	}
+	// A key that exists in the middle of a run, and a key created twice in one run: those
+	// creates fail alone, the others keep consecutive revisions.
+	failing, err := s.ApplyBatch([]pgstorage.WriteOp{
+		{Kind: "create", Key: key("i"), Data: obj("i")}, // b+10
+		{Kind: "create", Key: key("e"), Data: obj("e")}, // exists
+		{Kind: "create", Key: key("j"), Data: obj("j")}, // b+11
+		{Kind: "create", Key: key("k"), Data: obj("k")}, // b+12
+		{Kind: "create", Key: key("k"), Data: obj("k")}, // created just before
+		{Kind: "create", Key: key("l"), Data: obj("l")}, // b+13
+	})
+	if err != nil {
+		t.Fatalf("a batch of runs of creates, some failing: %v", err)
+	}
+	if n := s.OneByOneBatches() - oneByOne; n != 1 {
+		t.Errorf("%d batches applied one write at a time, want 1 (the one with failing creates)", n)
+	}
+	runs = append(runs, failing...)
+	wantRuns := []int64{b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, 0, b + 11, b + 12, 0, b + 13}
+	runKeys := []string{"d", "e", "f", "c", "g", "h", "i", "e", "j", "k", "k", "l"}
+	for i, r := range runs {
+		if (r.Err != nil) != (wantRuns[i] == 0) || r.Rev != wantRuns[i] {
+			t.Errorf("run write %d (%s): revision %d, err %v; want revision %d (0: a failed precondition)", i, runKeys[i], r.Rev, r.Err, wantRuns[i])
+		}
+	}
+	for i, r := range runs {
+		if r.Err != nil || runKeys[i] == "c" {
+			continue
+		}
+		var stored int64
+		if err := pool.QueryRow(ctx, "SELECT resource_version FROM reports WHERE cluster = 'c1' AND key = $1", key(runKeys[i])).Scan(&stored); err != nil || stored != r.Rev {
+			t.Errorf("%s is stored at revision %d (%v), want %d", runKeys[i], stored, err, r.Rev)
+		}
+	}
+
+	// The change log: exactly the successful writes, gapless from the start.
 	rows, err := pool.Query(ctx, "SELECT resource_version FROM changes WHERE cluster = 'c1' ORDER BY resource_version")
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +131,9 @@ func TestBatchWithFailedPreconditions(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []int64{a, b, b + 1, b + 2, b + 3}
+	for rev := b + 4; rev <= b+13; rev++ {
+		want = append(want, rev)
+	}
 	if len(revs) != len(want) {
 		t.Fatalf("change log revisions %v, want %v", revs, want)
 	}

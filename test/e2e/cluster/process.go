@@ -8,11 +8,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/reports-server/reports-server/internal/procstat"
 )
 
 // Process is one component of the cluster, run as a child in a process group of its own so that
@@ -269,53 +270,29 @@ func (p *Process) Pid() int {
 	return p.cmd.Process.Pid
 }
 
+// runningPID is Pid, or an error naming the process when it is not running.
+func (p *Process) runningPID() (int, error) {
+	if pid := p.Pid(); pid != 0 {
+		return pid, nil
+	}
+	return 0, fmt.Errorf("%s is not running", p.Name)
+}
+
 // PeakRSS is the largest resident set the running process has had (VmHWM), in bytes.
 func (p *Process) PeakRSS() (int64, error) {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return 0, fmt.Errorf("%s is not running", p.Name)
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	pid, err := p.runningPID()
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("%s: no VmHWM in /proc/%d/status", p.Name, cmd.Process.Pid)
+	m, err := procstat.ReadMemory(pid)
+	return m.Peak, err
 }
 
 // CPUTime is the CPU time (user and system) the running process has used so far.
 func (p *Process) CPUTime() (time.Duration, error) {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return 0, fmt.Errorf("%s is not running", p.Name)
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	pid, err := p.runningPID()
 	if err != nil {
 		return 0, err
 	}
-	// The fields after the command name (which may hold spaces, so split after its ")"):
-	// state is field 3, utime and stime fields 14 and 15, in clock ticks (100 per second on Linux).
-	_, rest, ok := strings.Cut(string(data), ") ")
-	fields := strings.Fields(rest)
-	if !ok || len(fields) < 13 {
-		return 0, fmt.Errorf("%s: malformed /proc/%d/stat", p.Name, cmd.Process.Pid)
-	}
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond, nil
+	return procstat.CPUTime(pid)
 }
