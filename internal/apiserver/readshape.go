@@ -15,7 +15,8 @@ import (
 )
 
 // withReadShape marks GET requests (lists, gets, watches) with what their response will hold, so
-// that storage reads no more than that:
+// that storage reads no more than that (and creates whose response is plain JSON or YAML, so that
+// they answer with the JSON they stored, see REST.Create):
 //   - only metadata (PartialObjectMetadata, which Kyverno's and Policy Reporter's informers ask
 //     for): storage reads the reports' metadata alone (pgstorage.WithMetadataOnly);
 //   - a Table without embedded objects (kubectl get): storage reads the reports without their
@@ -33,7 +34,8 @@ import (
 func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer, lists *metadataLists) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		withoutObjectProtobuf(req)
-		if req.Method == http.MethodGet {
+		switch req.Method {
+		case http.MethodGet:
 			// A type nothing produces is the handlers' to refuse (406).
 			if mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{}); err == nil {
 				if lists.serve(w, req, mediaType) {
@@ -42,6 +44,13 @@ func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer
 				if mark := readShape(req, mediaType); mark != nil {
 					req = req.WithContext(mark(req.Context()))
 				}
+			}
+		case http.MethodPost:
+			// A create answers with the object it wrote: as its stored JSON when the response
+			// is plain JSON or YAML (REST.Create).
+			if mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{}); err == nil &&
+				mediaType.Convert == nil && readShape(req, mediaType) != nil {
+				req = req.WithContext(pgstorage.WithStoredJSON(req.Context()))
 			}
 		}
 		handler.ServeHTTP(w, req)

@@ -303,6 +303,57 @@ func TestStoredJSONResponses(t *testing.T) {
 			}
 		})
 	}
+
+	// A create answers with the object as written: for plain JSON the JSON it was stored as, with
+	// its resourceVersion put first in its metadata (where storedjson puts it; encoding/json puts
+	// it after the name), unescaped; YAML the same object; a Table a Table. Each equals the
+	// object's GET.
+	for _, kind := range reports.All() {
+		t.Run("create/"+kind.Kind, func(t *testing.T) {
+			gvr := kind.GroupVersionResource()
+			ns := "stored-" + strings.ToLower(kind.Kind)
+			collection := "/apis/" + gvr.Group + "/" + gvr.Version + "/" + gvr.Resource
+			if kind.Namespaced {
+				collection = "/apis/" + gvr.Group + "/" + gvr.Version + "/namespaces/" + ns + "/" + gvr.Resource
+			}
+			for i, accept := range []string{"application/json", "application/yaml", "application/json;as=Table;v=v1;g=meta.k8s.io"} {
+				u := sample(kind, ns, fmt.Sprintf("created-%d", i), map[string]string{"n": fmt.Sprint(i)}, "Pod", "fail")
+				if !kind.Namespaced {
+					u.SetNamespace("")
+				}
+				results, _, _ := unstructured.NestedSlice(u.Object, contentPath(kind, "results")...)
+				results[0].(map[string]any)["message"] = "a NUL \u0000 and an escape \uFDD0 in a message"
+				if err := unstructured.SetNestedSlice(u.Object, results, contentPath(kind, "results")...); err != nil {
+					t.Fatal(err)
+				}
+				body, err := json.Marshal(u.Object)
+				if err != nil {
+					t.Fatal(err)
+				}
+				answer := g.post(t, collection, accept, body)
+				want := decode(t, "get", do(t, collection+"/"+u.GetName(), "application/json"))
+				wantJSON, _ := json.Marshal(want)
+				switch i {
+				case 0:
+					if !strings.Contains(string(answer), `"metadata":{"resourceVersion":`) {
+						t.Errorf("plain JSON answer to a create is not the JSON stored:\n%.300s", answer)
+					}
+					if got := decode(t, "create answer", answer); !reflect.DeepEqual(got, want) {
+						t.Errorf("plain JSON answer to a create differs from its GET:\n got %s\nwant %s", answer, wantJSON)
+					}
+				case 1:
+					var got map[string]any
+					if err := yaml.Unmarshal(answer, &got); err != nil || !reflect.DeepEqual(normalize(t, got), want) {
+						t.Errorf("YAML answer to a create differs from its GET (%v):\n got %s\nwant %s", err, answer, wantJSON)
+					}
+				case 2:
+					if got := decode(t, "create answer", answer); got["kind"] != "Table" {
+						t.Errorf("a create asked for a Table answered %.300s", answer)
+					}
+				}
+			}
+		})
+	}
 }
 
 type watchEventJSON struct {

@@ -221,9 +221,13 @@ func (s *Store) Create(ctx context.Context, key string, obj, out runtime.Object,
 	if err != nil {
 		return s.dbError(key, "create", err)
 	}
-	if out != nil {
-		return s.adopt(obj, data, out, rev)
+	if out == nil {
+		return nil
 	}
+	if err := s.adopt(obj, data, out, rev); err != nil {
+		return err
+	}
+	s.keepWritten(ctx, out, data, rev)
 	return nil
 }
 

@@ -19,8 +19,9 @@ type storedJSONKey struct{}
 
 // WithStoredJSON marks ctx's request as one whose response the API server's handlers encode as
 // JSON or YAML of the served version, with no conversion: its lists then return hollow items
-// with their stored JSON (storedjson.Items) and its watches storedjson.Objects, which encode as
-// the stored JSON without decoding it (see package storedjson). The API server's handler chain
+// with their stored JSON (storedjson.Items), its watches storedjson.Objects, which encode as
+// the stored JSON without decoding it (see package storedjson), and its creates the object
+// written as such an Object (Written). The API server's handler chain
 // sets it after negotiating the response's media type exactly as the handlers do. Unmarked
 // requests (and every caller inside the server) get typed objects.
 func WithStoredJSON(ctx context.Context) context.Context {
@@ -31,6 +32,39 @@ func WithStoredJSON(ctx context.Context) context.Context {
 func storedJSON(ctx context.Context) bool {
 	v, _ := ctx.Value(storedJSONKey{}).(bool)
 	return v
+}
+
+// writtenKey holds a create's Written, where Create leaves the object it wrote.
+type writtenKey struct{}
+
+// Written is where Create leaves, for a request marked WithStoredJSON, the object it wrote as a
+// storedjson.Object: the same typed object Create returns, with the JSON it was stored as (and
+// its resourceVersion), so the response is written from those bytes instead of encoded again.
+type Written struct {
+	Object runtime.Object
+}
+
+// WithWritten returns ctx with a Written for the Create it is passed to. The generic store
+// hands the object storage wrote back to its caller as typed: REST.Create, which owns the
+// Written, answers with w.Object when Create filled it.
+func WithWritten(ctx context.Context) (context.Context, *Written) {
+	w := &Written{}
+	return context.WithValue(ctx, writtenKey{}, w), w
+}
+
+// keepWritten leaves obj, written as data (stored JSON) at rev, in ctx's Written when the
+// request's response is plain JSON or YAML (WithStoredJSON). A failure only costs the encoding
+// it would have saved.
+func (s *Store) keepWritten(ctx context.Context, obj runtime.Object, data []byte, rev int64) {
+	w, _ := ctx.Value(writtenKey{}).(*Written)
+	if w == nil || !storedJSON(ctx) {
+		return
+	}
+	sent, err := s.storedBytes(data, rev)
+	if err != nil {
+		return
+	}
+	w.Object = storedjson.NewShared(obj, sent, s.encodings)
 }
 
 // metadataJSONKey marks a metadata-only list whose response is written from stored metadata.

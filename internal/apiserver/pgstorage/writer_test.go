@@ -116,8 +116,10 @@ func TestBatchWithFailedPreconditions(t *testing.T) {
 			continue
 		}
 		var stored int64
-		if err := pool.QueryRow(ctx, "SELECT resource_version FROM reports WHERE cluster = 'c1' AND key = $1", key(runKeys[i])).Scan(&stored); err != nil || stored != r.Rev {
-			t.Errorf("%s is stored at revision %d (%v), want %d", runKeys[i], stored, err, r.Rev)
+		var same bool
+		if err := pool.QueryRow(ctx, "SELECT resource_version, object = $2::jsonb FROM reports WHERE cluster = 'c1' AND key = $1",
+			key(runKeys[i]), obj(runKeys[i])).Scan(&stored, &same); err != nil || stored != r.Rev || !same {
+			t.Errorf("%s is stored at revision %d, the object written: %v (%v); want revision %d", runKeys[i], stored, same, err, r.Rev)
 		}
 	}
 

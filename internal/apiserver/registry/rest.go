@@ -20,6 +20,7 @@ import (
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/apis/storedjson"
+	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
 )
 
 // REST serves one report kind. All verbs come from the generic registry store; REST adds the
@@ -75,12 +76,19 @@ func NewREST(kind reports.Kind, optsGetter generic.RESTOptionsGetter) (*REST, er
 
 // Create is the generic store's, for an object of this kind only: the report groups' decoder
 // hands on a body of the group's other kind as that kind (see otherkind.go in package
-// apiserver), and that is refused here as kube-apiserver refuses it for a CRD.
+// apiserver), and that is refused here as kube-apiserver refuses it for a CRD. When the response
+// is plain JSON or YAML (pgstorage.WithStoredJSON), the object is answered as storage wrote it
+// (pgstorage.Written): its stored JSON, not encoded again.
 func (r *REST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
 	if err := r.sentAsOtherKind(obj); err != nil {
 		return nil, err
 	}
-	return r.Store.Create(ctx, obj, createValidation, options)
+	ctx, written := pgstorage.WithWritten(ctx)
+	out, err := r.Store.Create(ctx, obj, createValidation, options)
+	if err != nil || written.Object == nil {
+		return out, err
+	}
+	return written.Object, nil
 }
 
 // sentAsOtherKind is a 422 on `kind` ("must be PolicyReport") for an object that is not of this
