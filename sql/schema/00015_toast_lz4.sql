@@ -7,14 +7,20 @@
 --
 -- Only values written from now on are compressed with lz4: rows already stored keep pglz until
 -- they are next written, and PostgreSQL reads both. A server built without lz4 (it is optional
--- before PostgreSQL 16; every packaged build has it) keeps pglz: the migration says so and goes on.
+-- before PostgreSQL 16; every packaged build has it), or PostgreSQL 13, keeps pglz: the migration
+-- says so and goes on.
 
 -- +goose Up
 -- +goose StatementBegin
 DO $$
 BEGIN
-    ALTER TABLE reports ALTER COLUMN object SET COMPRESSION lz4;
-    ALTER TABLE changes ALTER COLUMN prev_object SET COMPRESSION lz4;
+    -- (The statements are strings: PostgreSQL 13 has no SET COMPRESSION to parse.)
+    IF current_setting('server_version_num')::integer >= 140000 THEN
+        EXECUTE 'ALTER TABLE reports ALTER COLUMN object SET COMPRESSION lz4';
+        EXECUTE 'ALTER TABLE changes ALTER COLUMN prev_object SET COMPRESSION lz4';
+    ELSE
+        RAISE NOTICE 'PostgreSQL before 14 has no lz4 compression: stored objects stay compressed with pglz';
+    END IF;
 EXCEPTION WHEN feature_not_supported THEN
     RAISE NOTICE 'this PostgreSQL has no lz4 compression: stored objects stay compressed with pglz (%)', SQLERRM;
 END
@@ -22,5 +28,13 @@ $$;
 -- +goose StatementEnd
 
 -- +goose Down
-ALTER TABLE reports ALTER COLUMN object SET COMPRESSION default;
-ALTER TABLE changes ALTER COLUMN prev_object SET COMPRESSION default;
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::integer >= 140000 THEN
+        EXECUTE 'ALTER TABLE reports ALTER COLUMN object SET COMPRESSION default';
+        EXECUTE 'ALTER TABLE changes ALTER COLUMN prev_object SET COMPRESSION default';
+    END IF;
+END
+$$;
+-- +goose StatementEnd
