@@ -19,11 +19,11 @@ type storedJSONKey struct{}
 
 // WithStoredJSON marks ctx's request as one whose response the API server's handlers encode as
 // JSON or YAML of the served version, with no conversion: its lists then return hollow items
-// with their stored JSON (storedjson.Items), its watches storedjson.Objects, which encode as
-// the stored JSON without decoding it (see package storedjson), and its creates the object
-// written as such an Object (Written). The API server's handler chain
-// sets it after negotiating the response's media type exactly as the handlers do. Unmarked
-// requests (and every caller inside the server) get typed objects.
+// with their stored JSON (storedjson.Items), its watches storedjson.Objects, which encode as the
+// stored JSON without decoding it (see package storedjson), and its creates the object written
+// as such an Object (Written). The API server's handler chain sets it after negotiating the
+// response's media type exactly as the handlers do. Unmarked requests (and every caller inside
+// the server) get typed objects.
 func WithStoredJSON(ctx context.Context) context.Context {
 	return context.WithValue(ctx, storedJSONKey{}, true)
 }
