@@ -23,20 +23,10 @@ import (
 func TestMigrationsKeepReports(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	url := dbtest.EmptyURL(t)
-	if err := db.Migrate(ctx, url); err != nil {
+	pool, m := emptyDatabase(t)
+	if err := m.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := db.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	m, err := db.NewMigrator(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 
 	const reports = 500
 	if _, err := pool.Exec(ctx, `
@@ -254,20 +244,10 @@ func TestLeanChangeLogMigration(t *testing.T) {
 func TestNormalizedAnalyticsMigration(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	url := dbtest.EmptyURL(t)
-	m, err := db.NewMigrator(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	pool, m := emptyDatabase(t)
 	if err := m.UpTo(ctx, 6); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := db.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
 
 	write := func(cluster, key string, obj map[string]any) {
 		t.Helper()
@@ -501,20 +481,10 @@ func diffRows(want, got []string) string {
 func TestGeneratedColumnsPLpgSQL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	url := dbtest.EmptyURL(t)
-	if err := db.Migrate(ctx, url); err != nil {
+	pool, m := emptyDatabase(t)
+	if err := m.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := db.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	m, err := db.NewMigrator(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 
 	objects := []string{
 		`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":{"name":"a","namespace":"ns","labels":{"x":"1","y":""},"creationTimestamp":"2026-12-05T10:11:12Z"},"scope":{"apiVersion":"v1","kind":"Pod","name":"p","namespace":"ns","uid":"u"},"summary":{"pass":3,"fail":0,"warn":-2,"error":2147483648,"skip":1.6}}`,
@@ -583,20 +553,10 @@ func TestGeneratedColumnsPLpgSQL(t *testing.T) {
 func TestObjectsCompressedWithLZ4(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	url := dbtest.EmptyURL(t)
-	m, err := db.NewMigrator(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	pool, m := emptyDatabase(t)
 	if err := m.UpTo(ctx, 14); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := db.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
 	// A report large enough to be compressed (over 2 KB), different each time.
 	object := func(name string) string {
 		results := make([]string, 40)

@@ -23,17 +23,7 @@ var coreTables = []string{"reports", "changes", "revisions"}
 func TestMigrationsUpDownUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	url := dbtest.EmptyURL(t)
-	pool, err := db.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	m, err := db.NewMigrator(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	pool, m := emptyDatabase(t)
 
 	total := len(status(ctx, t, m))
 	if total == 0 {
@@ -96,6 +86,24 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if got := schema(ctx, t, pool); !slices.Equal(got, before) {
 		t.Fatalf("second migrate changed the schema:\n%s", diff(before, got))
 	}
+}
+
+// emptyDatabase returns a pool on a new database without any migration and a migrator of it,
+// both closed when t ends.
+func emptyDatabase(t *testing.T) (*pgxpool.Pool, *db.Migrator) {
+	t.Helper()
+	url := dbtest.EmptyURL(t)
+	pool, err := db.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	m, err := db.NewMigrator(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return pool, m
 }
 
 func status(ctx context.Context, t *testing.T, m *db.Migrator) []db.MigrationStatus {

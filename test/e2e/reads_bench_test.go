@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/reports-server/reports-server/internal/benchreport"
 	"github.com/reports-server/reports-server/internal/httpread"
 	"github.com/reports-server/reports-server/internal/procstat"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
@@ -97,7 +98,7 @@ func BenchmarkCompareReads(b *testing.B) {
 					if i > int64(to) {
 						return
 					}
-					r := benchReport(apiVersion, fmt.Sprintf("r%d", i))
+					r := benchreport.New(apiVersion, "bench", fmt.Sprintf("r%d", i))
 					if i%100 == 0 {
 						r.SetLabels(map[string]string{"app.kubernetes.io/managed-by": "kyverno", "bench/rare": "yes"})
 					}
@@ -219,7 +220,9 @@ func BenchmarkCompareReads(b *testing.B) {
 	// Sizes: etcd's growth in use (its history of the creates included until kube-apiserver
 	// compacts, as in a cluster), PostgreSQL's after the projection caught up and VACUUM.
 	etcdAfter := etcdInUse(b, c.EtcdURL())
-	waitProjected(ctx, b, c.DatabaseURL, n*20)
+	if err := benchreport.WaitProjected(ctx, c.DatabaseURL, n*benchreport.Results, 5*time.Minute); err != nil {
+		b.Fatal(err)
+	}
 	pgAfter := postgresBytes(ctx, b, c.DatabaseURL)
 	etcdPer, pgPer := float64(etcdAfter-etcdBefore)/float64(n), float64(pgAfter-pgBefore)/float64(n)
 	sizeRow := fmt.Sprintf("| bytes per stored report (etcd in use / PostgreSQL total) | %.0f | %.0f | | %.2f | |", etcdPer, pgPer, pgPer/etcdPer)
@@ -471,27 +474,4 @@ func postgresBytes(ctx context.Context, b *testing.B, url string) int64 {
 		b.Fatal(err)
 	}
 	return total
-}
-
-// waitProjected waits until the analytics projection holds results rows.
-func waitProjected(ctx context.Context, b *testing.B, url string, results int) {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		var got int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM analytics_results").Scan(&got); err != nil {
-			b.Fatal(err)
-		}
-		if got >= results {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("analytics projection holds %d results after 5 minutes, want %d", got, results)
-		}
-		time.Sleep(time.Second)
-	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,9 +21,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/kube-openapi/pkg/validation/spec"
 
+	"github.com/reports-server/reports-server/internal/benchreport"
 	"github.com/reports-server/reports-server/internal/crdmigrate"
 	"github.com/reports-server/reports-server/internal/db/dbtest"
 	"github.com/reports-server/reports-server/internal/generated/openapi"
+	"github.com/reports-server/reports-server/internal/procstat"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
 )
 
@@ -96,7 +97,7 @@ func benchCreates(b *testing.B, client dynamic.ResourceInterface, apiVersion str
 	ctx := context.Background()
 	run := benchRun.Add(1)
 	// One warm-up write: connections, discovery and caches are not what is measured.
-	if _, err := client.Create(ctx, benchReport(apiVersion, fmt.Sprintf("warm-%d", run)), metav1.CreateOptions{}); err != nil {
+	if _, err := client.Create(ctx, benchreport.New(apiVersion, "bench", fmt.Sprintf("warm-%d", run)), metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	var next atomic.Int64
@@ -113,7 +114,7 @@ func benchCreates(b *testing.B, client dynamic.ResourceInterface, apiVersion str
 				if i > int64(b.N) || failed.Load() != nil {
 					return
 				}
-				if _, err := client.Create(ctx, benchReport(apiVersion, fmt.Sprintf("r%d-%d", run, i)), metav1.CreateOptions{}); err != nil {
+				if _, err := client.Create(ctx, benchreport.New(apiVersion, "bench", fmt.Sprintf("r%d-%d", run, i)), metav1.CreateOptions{}); err != nil {
 					failed.Store(&err)
 					return
 				}
@@ -131,87 +132,21 @@ func benchCreates(b *testing.B, client dynamic.ResourceInterface, apiVersion str
 
 // cpuTimes is the CPU time used so far by kube-apiserver, etcd, the reports-server replicas
 // together and every PostgreSQL process of the machine (the benchmark's database is the only
-// busy one), from /proc.
+// busy one), from /proc (0 for a process that cannot be read).
 func cpuTimes(c *cluster.Cluster) map[string]time.Duration {
+	cpu := func(p *cluster.Process) time.Duration {
+		t, _ := p.CPUTime()
+		return t
+	}
 	out := map[string]time.Duration{
-		"kube-apiserver": procCPU(c.APIServer.Pid()),
-		"etcd":           procCPU(c.Etcd.Pid()),
+		"kube-apiserver": cpu(c.APIServer),
+		"etcd":           cpu(c.Etcd),
+		"postgres":       procstat.CPUTimeOf("postgres"),
 	}
 	for _, r := range c.ReportsServers {
-		out["reports-server"] += procCPU(r.Pid())
-	}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.TrimSpace(string(comm)) == "postgres" {
-			out["postgres"] += procCPU(pid)
-		}
+		out["reports-server"] += cpu(r.Process)
 	}
 	return out
-}
-
-// procCPU is the user and system time of pid (0 if it cannot be read), from /proc/<pid>/stat in
-// clock ticks of 10 ms (USER_HZ is 100 on Linux).
-func procCPU(pid int) time.Duration {
-	if pid == 0 {
-		return 0
-	}
-	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	// The command name in parentheses may contain spaces; fields count from after it.
-	_, rest, ok := strings.Cut(string(raw), ") ")
-	if !ok {
-		return 0
-	}
-	fields := strings.Fields(rest)
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-// benchReport is a PolicyReport of 20 results, about 10 KB of JSON, like a Kyverno report of a
-// workload with many rules.
-func benchReport(apiVersion, name string) *unstructured.Unstructured {
-	results := make([]any, 20)
-	for i := range results {
-		results[i] = map[string]any{
-			"policy":   fmt.Sprintf("policy-%02d", i),
-			"rule":     fmt.Sprintf("rule-%02d-check-something-long", i),
-			"result":   []string{"pass", "fail", "warn"}[i%3],
-			"severity": []string{"low", "medium", "high", "critical"}[i%4],
-			"category": "Pod Security Standards (Restricted)",
-			"source":   "kyverno",
-			"scored":   true,
-			"message":  "validation error: " + strings.Repeat("the container must set a field to a value; ", 6),
-			"timestamp": map[string]any{
-				"seconds": int64(1764000000 + i), "nanos": int64(0),
-			},
-			"properties": map[string]any{"process": "background scan", "index": fmt.Sprint(i)},
-		}
-	}
-	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": apiVersion,
-		"kind":       "PolicyReport",
-		"metadata": map[string]any{
-			"name":      name,
-			"namespace": "bench",
-			"labels": map[string]any{
-				"app.kubernetes.io/managed-by":  "kyverno",
-				"audit.kyverno.io/resource.uid": "0b5f5a0e-2c1d-4a47-9d55-" + fmt.Sprintf("%012d", len(name)),
-			},
-		},
-		"scope":   map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "bench", "name": name},
-		"summary": map[string]any{"pass": int64(7), "fail": int64(7), "warn": int64(6), "error": int64(0), "skip": int64(0)},
-		"results": results,
-	}}
 }
 
 // startBenchCluster is startCluster for a benchmark: the cluster lives until b ends.

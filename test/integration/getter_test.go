@@ -29,31 +29,30 @@ func newGetter(t *testing.T, ctx context.Context, cfg *rest.Config) getter {
 
 func (g getter) get(t *testing.T, path, accept string) []byte {
 	t.Helper()
-	req, err := http.NewRequestWithContext(g.ctx, http.MethodGet, g.host+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", accept)
-	resp, err := g.hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s (%s): %d %v %s", path, accept, resp.StatusCode, err, body)
-	}
-	return body
+	return g.do(t, http.MethodGet, path, accept, nil, http.StatusOK)
 }
 
 // post POSTs body (JSON) to path with an Accept header and returns the body of a 201.
 func (g getter) post(t *testing.T, path, accept string, body []byte) []byte {
 	t.Helper()
-	req, err := http.NewRequestWithContext(g.ctx, http.MethodPost, g.host+path, bytes.NewReader(body))
+	return g.do(t, http.MethodPost, path, accept, body, http.StatusCreated)
+}
+
+// do sends a request with an Accept header (and body, as JSON, unless nil) and returns the body of
+// the answer, failing t unless its status is want.
+func (g getter) do(t *testing.T, method, path, accept string, body []byte, want int) []byte {
+	t.Helper()
+	var content io.Reader
+	if body != nil {
+		content = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(g.ctx, method, g.host+path, content)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Header.Set("Accept", accept)
 	resp, err := g.hc.Do(req)
 	if err != nil {
@@ -61,8 +60,8 @@ func (g getter) post(t *testing.T, path, accept string, body []byte) []byte {
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST %s (%s): %d %v %s", path, accept, resp.StatusCode, err, answer)
+	if err != nil || resp.StatusCode != want {
+		t.Fatalf("%s %s (%s): %d %v %s", method, path, accept, resp.StatusCode, err, answer)
 	}
 	return answer
 }

@@ -1,0 +1,78 @@
+// Package benchreport is the report the write and read benchmarks create (make bench-compare,
+// BenchmarkWrites, BenchmarkCreateCPU), in one place so that they measure the same object, and
+// the wait for the analytics projection to have their results.
+package benchreport
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Results is the number of results of a report New makes.
+const Results = 20
+
+// New is a PolicyReport (of apiVersion: a report group's or a CRD's) of Results results, about
+// 10 KB of JSON, like a Kyverno report of a workload with many rules.
+func New(apiVersion, namespace, name string) *unstructured.Unstructured {
+	results := make([]any, Results)
+	for i := range results {
+		results[i] = map[string]any{
+			"policy":   fmt.Sprintf("policy-%02d", i),
+			"rule":     fmt.Sprintf("rule-%02d-check-something-long", i),
+			"result":   []string{"pass", "fail", "warn"}[i%3],
+			"severity": []string{"low", "medium", "high", "critical"}[i%4],
+			"category": "Pod Security Standards (Restricted)",
+			"source":   "kyverno",
+			"scored":   true,
+			"message":  "validation error: " + strings.Repeat("the container must set a field to a value; ", 6),
+			"timestamp": map[string]any{
+				"seconds": int64(1764000000 + i), "nanos": int64(0),
+			},
+			"properties": map[string]any{"process": "background scan", "index": fmt.Sprint(i)},
+		}
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": apiVersion,
+		"kind":       "PolicyReport",
+		"metadata": map[string]any{
+			"name":      name,
+			"namespace": namespace,
+			"labels": map[string]any{
+				"app.kubernetes.io/managed-by":  "kyverno",
+				"audit.kyverno.io/resource.uid": "0b5f5a0e-2c1d-4a47-9d55-" + fmt.Sprintf("%012d", len(name)),
+			},
+		},
+		"scope":   map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": namespace, "name": name},
+		"summary": map[string]any{"pass": int64(7), "fail": int64(7), "warn": int64(6), "error": int64(0), "skip": int64(0)},
+		"results": results,
+	}}
+}
+
+// WaitProjected waits until the analytics projection of the database at url holds at least
+// results result rows, or timeout passes.
+func WaitProjected(ctx context.Context, url string, results int, timeout time.Duration) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(timeout)
+	for {
+		var got int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM analytics_results").Scan(&got); err != nil {
+			return fmt.Errorf("count the projected results: %w", err)
+		}
+		if got >= results {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the analytics projection holds %d results after %s, want %d", got, timeout, results)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
