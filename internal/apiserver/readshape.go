@@ -48,8 +48,7 @@ func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer
 		case http.MethodPost:
 			// A create answers with the object it wrote: as its stored JSON when the response
 			// is plain JSON or YAML (REST.Create).
-			if mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{}); err == nil &&
-				mediaType.Convert == nil && readShape(req, mediaType) != nil {
+			if mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{}); err == nil && plainOutput(mediaType) {
 				req = req.WithContext(pgstorage.WithStoredJSON(req.Context()))
 			}
 		}
@@ -57,14 +56,26 @@ func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer
 	})
 }
 
+// plainOutput tells whether a response of mediaType is the served objects as JSON or YAML, with
+// no conversion: what their stored JSON can be written as.
+func plainOutput(mediaType negotiation.MediaTypeOptions) bool {
+	if mediaType.Convert != nil {
+		return false
+	}
+	switch mediaType.Accepted.MediaType {
+	case runtime.ContentTypeJSON, runtime.ContentTypeYAML:
+		return true
+	}
+	return false
+}
+
 // readShape returns the pgstorage marker of what req's response (of the negotiated mediaType)
 // will hold, nil for typed objects (anything but the cases above).
 func readShape(req *http.Request, mediaType negotiation.MediaTypeOptions) func(context.Context) context.Context {
+	if plainOutput(mediaType) {
+		return pgstorage.WithStoredJSON
+	}
 	if mediaType.Convert == nil {
-		switch mediaType.Accepted.MediaType {
-		case runtime.ContentTypeJSON, runtime.ContentTypeYAML:
-			return pgstorage.WithStoredJSON
-		}
 		return nil
 	}
 	if mediaType.Convert.Group != metav1.GroupName {

@@ -83,6 +83,7 @@ SELECT @cluster, @resource_version, w.key, 'ADDED' FROM w;
 WITH w AS (
     INSERT INTO reports (cluster, key, resource_version, object)
     SELECT @cluster, k.key, k.n - 1 + sqlc.arg(first_resource_version)::bigint, o.object
+    -- (Two unnests joined by position: sqlc does not know the multi-argument unnest.)
     FROM unnest(@keys::text[]) WITH ORDINALITY AS k(key, n)
     JOIN unnest(@objects::jsonb[]) WITH ORDINALITY AS o(object, n) ON o.n = k.n
     ON CONFLICT (cluster, key) DO NOTHING

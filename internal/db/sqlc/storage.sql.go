@@ -167,6 +167,7 @@ const createObjects = `-- name: CreateObjects :execrows
 WITH w AS (
     INSERT INTO reports (cluster, key, resource_version, object)
     SELECT $1, k.key, k.n - 1 + $2::bigint, o.object
+    -- (Two unnests joined by position: sqlc does not know the multi-argument unnest.)
     FROM unnest($3::text[]) WITH ORDINALITY AS k(key, n)
     JOIN unnest($4::jsonb[]) WITH ORDINALITY AS o(object, n) ON o.n = k.n
     ON CONFLICT (cluster, key) DO NOTHING
