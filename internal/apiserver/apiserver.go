@@ -346,6 +346,13 @@ func (c CompletedConfig) New() (*Server, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("add compactor hook: %w", err)
 	}
+	keeper := pgstorage.NewStatisticsKeeper(c.extra.Pool, pgstorage.DefaultStatisticsInterval, slog.Default().With("component", "statistics"))
+	if err := generic.AddPostStartHook("reports-statistics", func(ctx genericapiserver.PostStartHookContext) error {
+		go keeper.Run(ctx)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("add statistics hook: %w", err)
+	}
 
 	if c.extra.Analytics != nil {
 		cfg := *c.extra.Analytics

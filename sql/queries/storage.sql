@@ -231,6 +231,11 @@ SELECT (SELECT count(*) FROM (
             ORDER BY c.key, c.resource_version
         ) f)::bigint AS since;
 
+-- name: AnalyzeReportsIfStale :one
+-- Analyzes reports when autovacuum's rule says its statistics are due (StatisticsKeeper;
+-- sql/schema/00016_reports_statistics.sql): how many rows had changed, 0 if it did not.
+SELECT reports_analyze_if_stale()::bigint AS changed;
+
 -- name: StatsObjects :one
 SELECT count(*)::bigint AS objects, coalesce(avg(pg_column_size(object)), 0)::bigint AS avg_size
 FROM reports WHERE cluster = @cluster AND key >= @key_from AND key < @key_before;

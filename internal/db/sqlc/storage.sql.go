@@ -11,6 +11,19 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const analyzeReportsIfStale = `-- name: AnalyzeReportsIfStale :one
+SELECT reports_analyze_if_stale()::bigint AS changed
+`
+
+// Analyzes reports when autovacuum's rule says its statistics are due (StatisticsKeeper;
+// sql/schema/00016_reports_statistics.sql): how many rows had changed, 0 if it did not.
+func (q *Queries) AnalyzeReportsIfStale(ctx context.Context, db DBTX) (int64, error) {
+	row := db.QueryRow(ctx, analyzeReportsIfStale)
+	var changed int64
+	err := row.Scan(&changed)
+	return changed, err
+}
+
 const compactionState = `-- name: CompactionState :one
 
 SELECT v.current, v.compacted,
