@@ -155,6 +155,7 @@ func BenchmarkCompareReads(b *testing.B) {
 	profiled := profileReplicas(b, c, time.Duration(float64(n/2)/aggCreates*float64(time.Second)), "creates")
 	directCreates := load(direct.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), n/2+1, n)
 	cpu2, pg2 := serverCPU(), procstat.CPUTimeOf("postgres")
+	created := time.Now()
 	profiled()
 	b.Logf("creates/s: CRD %.0f, aggregated %.0f, direct %.0f", crdCreates, aggCreates, directCreates)
 	logPeaks("creates")
@@ -225,6 +226,9 @@ func BenchmarkCompareReads(b *testing.B) {
 		table = append(table, fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f |", r.name, crdRate, agg, dir, agg/crdRate, dir/crdRate))
 		logPeaks(r.name)
 	}
+	// Label selections are planned from the statistics of reports (pgstorage.StatisticsKeeper):
+	// say when the table was first analyzed after the creates, and by whom.
+	b.Logf("reports after the creates: %s", analyzedAfter(ctx, b, c.DatabaseURL, created))
 
 	b.StopTimer()
 	// Sizes: etcd's growth in use (its history of the creates included until kube-apiserver
@@ -468,6 +472,29 @@ func etcdInUse(b *testing.B, etcdURL string) int64 {
 
 // postgresBytes is the total size of the database's tables and materialized views (heap, TOAST,
 // indexes) after VACUUM.
+// analyzedAfter says how soon after t the reports table was analyzed, by reports-server (its
+// statistics keeper) or by autovacuum, and how often each did so.
+func analyzedAfter(ctx context.Context, b *testing.B, url string, t time.Time) string {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var server, auto int64
+	var serverAt, autoAt *time.Time
+	if err := conn.QueryRow(ctx, `SELECT analyze_count, autoanalyze_count, last_analyze, last_autoanalyze
+		FROM pg_stat_user_tables WHERE relname = 'reports'`).Scan(&server, &auto, &serverAt, &autoAt); err != nil {
+		b.Fatal(err)
+	}
+	at := func(x *time.Time) string {
+		if x == nil {
+			return "never"
+		}
+		return fmt.Sprintf("last %+.1f s", x.Sub(t).Seconds())
+	}
+	return fmt.Sprintf("analyzed %d times by reports-server (%s), %d by autovacuum (%s)", server, at(serverAt), auto, at(autoAt))
+}
+
 func postgresBytes(ctx context.Context, b *testing.B, url string) int64 {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

@@ -43,16 +43,25 @@ func (k *StatisticsKeeper) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(k.interval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if _, err := k.Pass(ctx); err != nil && ctx.Err() == nil {
-			// Stale statistics cost plans, not answers: retry at the next interval.
-			k.log.Warn("analyze reports failed; retrying at the next interval", "err", err)
+		_, err := k.Pass(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			// Stale statistics cost plans, not answers: retry at every interval, and say so
+			// once rather than every 10 s of a database outage.
+			k.log.Warn("analyze reports failed; retrying every interval", "interval", k.interval, "err", err)
+		case err == nil && failing:
+			k.log.Info("analyze reports works again")
 		}
+		failing = err != nil
 	}
 }
 
