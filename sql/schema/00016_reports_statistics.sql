@@ -9,16 +9,11 @@
 -- reports_analyze_if_stale, which analyzes the table when autovacuum's own rule says it is due,
 -- so autovacuum, when it runs, finds nothing left to do. ANALYZE is reserved to the owner, hence
 -- a SECURITY DEFINER function that does exactly that statement on exactly that table
--- (00011_server_role).
---
--- The stored objects get no statistics: nothing filters on a whole object, and sampling them
--- (jsonb values of ~10 KB, detoasted and sorted for a histogram) was most of an ANALYZE's cost.
--- The same for the change log's previous objects.
+-- (00011_server_role). An ANALYZE samples at most 30,000 rows however large the table
+-- (default_statistics_target 100): 0.35 s at 30,000 reports of 20 results on the development
+-- machine.
 
 -- +goose Up
-ALTER TABLE reports ALTER COLUMN object SET STATISTICS 0;
-ALTER TABLE changes ALTER COLUMN prev_object SET STATISTICS 0;
-
 -- reports_analyze_if_stale analyzes reports when the rows changed since its last ANALYZE exceed
 -- autovacuum's threshold (autovacuum_analyze_threshold + autovacuum_analyze_scale_factor ×
 -- rows; reltuples is -1 before the first ANALYZE or VACUUM), and returns how many had changed
@@ -52,5 +47,3 @@ GRANT EXECUTE ON FUNCTION reports_analyze_if_stale() TO reports_server;
 
 -- +goose Down
 DROP FUNCTION reports_analyze_if_stale();
-ALTER TABLE changes ALTER COLUMN prev_object SET STATISTICS -1;
-ALTER TABLE reports ALTER COLUMN object SET STATISTICS -1;

@@ -16,8 +16,8 @@ import (
 
 // TestStatisticsKeeper: a table autovacuum has not analyzed yet (a bulk load; a server without
 // autovacuum) is analyzed by the keeper once enough rows changed, after which a 1% label
-// selection is planned on the labels index; the whole objects get no statistics; a fresh table
-// is left alone; and while another process analyzes, a pass returns at once.
+// selection is planned on the labels index; a fresh table is left alone; and while another
+// process analyzes, a pass returns at once.
 func TestStatisticsKeeper(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -44,14 +44,12 @@ FROM generate_series(1, 3000) i`); err != nil {
 	t.Logf("plan before the keeper's first pass:\n%s", labelPlan(t, pool))
 	// The inserting backend reports its counts to the statistics system within about a second.
 	passUntilAnalyzed(t, keeper, 3000)
-	var labelStats, objectStats bool
-	if err := pool.QueryRow(ctx, `SELECT
-		EXISTS (SELECT FROM pg_stats WHERE tablename = 'reports' AND attname = 'labels'),
-		EXISTS (SELECT FROM pg_stats WHERE tablename = 'reports' AND attname = 'object')`).Scan(&labelStats, &objectStats); err != nil {
+	var labelStats bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stats WHERE tablename = 'reports' AND attname = 'labels')`).Scan(&labelStats); err != nil {
 		t.Fatal(err)
 	}
-	if !labelStats || objectStats {
-		t.Errorf("statistics of labels %v (want them), of the whole objects %v (want none)", labelStats, objectStats)
+	if !labelStats {
+		t.Error("no statistics of labels after the keeper's ANALYZE")
 	}
 	if plan := labelPlan(t, pool); !strings.Contains(plan, "reports_labels_idx") {
 		t.Errorf("a 1%% label selection after the keeper's ANALYZE does not use the labels index:\n%s", plan)
