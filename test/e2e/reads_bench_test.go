@@ -227,7 +227,7 @@ func BenchmarkCompareReads(b *testing.B) {
 		logPeaks(r.name)
 	}
 	// Label selections are planned from the statistics of reports (pgstorage.StatisticsKeeper):
-	// say when the table was first analyzed after the creates, and by whom.
+	// say who analyzed the table, how often, and when last, against the end of the creates.
 	b.Logf("reports after the creates: %s", analyzedAfter(ctx, b, c.DatabaseURL, created))
 
 	b.StopTimer()
@@ -470,8 +470,6 @@ func etcdInUse(b *testing.B, etcdURL string) int64 {
 	return 0
 }
 
-// postgresBytes is the total size of the database's tables and materialized views (heap, TOAST,
-// indexes) after VACUUM.
 // analyzedAfter says how soon after t the reports table was analyzed, by reports-server (its
 // statistics keeper) or by autovacuum, and how often each did so.
 func analyzedAfter(ctx context.Context, b *testing.B, url string, t time.Time) string {
@@ -495,6 +493,8 @@ func analyzedAfter(ctx context.Context, b *testing.B, url string, t time.Time) s
 	return fmt.Sprintf("analyzed %d times by reports-server (%s), %d by autovacuum (%s)", server, at(serverAt), auto, at(autoAt))
 }
 
+// postgresBytes is the total size of the database's tables and materialized views (heap, TOAST,
+// indexes) after VACUUM.
 func postgresBytes(ctx context.Context, b *testing.B, url string) int64 {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

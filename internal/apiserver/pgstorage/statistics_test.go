@@ -14,6 +14,9 @@ import (
 	"github.com/reports-server/reports-server/internal/db/dbtest"
 )
 
+// statisticsLockClass is the advisory lock reports_analyze_if_stale takes ("rpst", 00016).
+const statisticsLockClass int32 = 0x72707374
+
 // TestStatisticsKeeper: a table autovacuum has not analyzed yet (a bulk load; a server without
 // autovacuum) is analyzed by the keeper once enough rows changed, after which a 1% label
 // selection is planned on the labels index; a fresh table is left alone; and while another
@@ -67,7 +70,7 @@ FROM generate_series(1, 3000) i`); err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(1919972212, 0)"); err != nil {
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1, 0)", statisticsLockClass); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `UPDATE reports SET object = object || '{"touched": true}' WHERE cluster = 'stats' AND resource_version <= 1001`); err != nil {
@@ -86,7 +89,7 @@ FROM generate_series(1, 3000) i`); err != nil {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a pass waited for another process's lock")
 	}
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock(1919972212, 0)"); err != nil {
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1, 0)", statisticsLockClass); err != nil {
 		t.Fatal(err)
 	}
 	passUntilAnalyzed(t, keeper, 1000)
