@@ -30,15 +30,16 @@ import (
 // otherwise is still right, only slower: storedjson decodes the objects for such an encoder.)
 //
 // Metadata-only lists in JSON are answered by a handler of their own (metadataLists), which
-// writes each item's stored metadata without decoding it.
+// writes each item's stored metadata without decoding it; so are plain JSON lists of whole
+// reports that will be gzip-compressed, which splice in each cached object's deflate block.
 func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer, lists *metadataLists) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		withoutObjectProtobuf(req)
 		switch req.Method {
 		case http.MethodGet:
 			// A type nothing produces is the handlers' to refuse (406).
-			if mediaType, _, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{}); err == nil {
-				if lists.serve(w, req, mediaType) {
+			if mediaType, info, err := negotiation.NegotiateOutputMediaType(req, serializer, reportEndpoint{}); err == nil {
+				if lists.serve(w, req, mediaType, info) {
 					return
 				}
 				if mark := readShape(req, mediaType); mark != nil {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,7 +20,10 @@ import (
 // KB) is gzip-compressed for a client that accepts gzip, as kube-apiserver compresses it, whichever
 // way it is encoded: the stored JSON of full lists (package storedjson), the streaming encoder of
 // metadata-only lists, the one-piece encoding of pretty output; and decompressed it is the
-// response a client that does not accept gzip gets. A small list is sent as it is.
+// response a client that does not accept gzip gets. A small list is sent as it is. Full lists of
+// plain JSON are compressed by a handler of our own that splices in the deflate blocks the object
+// cache keeps (metadataLists.objectList): the first such list makes them, the next ones reuse
+// them, with a label selector too; and the headers are kube-apiserver's.
 func TestListsCompressed(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
@@ -32,6 +37,9 @@ func TestListsCompressed(t *testing.T) {
 	createConcurrently(t, 8, 320, func(i int) error {
 		u := benchPolicyReport(i)
 		u.SetNamespace("compressed")
+		if i%2 == 0 {
+			u.SetLabels(map[string]string{"half": "yes"})
+		}
 		_, err := res.Namespace("compressed").Create(ctx, u, metav1.CreateOptions{})
 		return err
 	})
@@ -55,17 +63,29 @@ func TestListsCompressed(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s (%s): %d %v %.300s", url, accept, resp.StatusCode, err, body)
 		}
-		return body, resp.Header.Get("Content-Encoding")
+		contentEncoding = resp.Header.Get("Content-Encoding")
+		if contentEncoding == "gzip" && !slices.Contains(resp.Header.Values("Vary"), "Accept-Encoding") {
+			t.Errorf("a compressed response with Vary %q", resp.Header.Values("Vary"))
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type %q", ct)
+		}
+		return body, contentEncoding
 	}
 	for _, tc := range []struct {
 		name, query, accept string
 		compressed          bool
+		// spliced: every item is a block of its own, which ends in a sync flush (00 00 ff ff)
+		spliced bool
 	}{
-		{"full", "?limit=500", "application/json", true},
-		{"full, pretty", "?limit=500&pretty=true", "application/json", true},
-		{"metadata", "?limit=500", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", true},
-		{"full, one item", "?limit=1", "application/json", false},
-		{"metadata, ten items", "?limit=10", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", false},
+		{"full", "?limit=500", "application/json", true, true},
+		{"full, again (the kept blocks)", "?limit=500", "application/json", true, true},
+		{"full, label selected", "?limit=500&labelSelector=half%3Dyes", "application/json", true, true},
+		{"full, pages of 100", "?limit=100", "application/json", true, true},
+		{"full, pretty", "?limit=500&pretty=true", "application/json", true, false},
+		{"metadata", "?limit=500", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", true, false},
+		{"full, one item", "?limit=1", "application/json", false, false},
+		{"metadata, ten items", "?limit=10", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			plain, enc := get(t, path+tc.query, tc.accept, "identity")
@@ -75,6 +95,15 @@ func TestListsCompressed(t *testing.T) {
 			body, enc := get(t, path+tc.query, tc.accept, "gzip")
 			if want := map[bool]string{true: "gzip", false: ""}[tc.compressed]; enc != want {
 				t.Fatalf("Content-Encoding %q for %d bytes, want %q", enc, len(plain), want)
+			}
+			if tc.spliced {
+				var list struct{ Items []json.RawMessage }
+				if err := json.Unmarshal(plain, &list); err != nil {
+					t.Fatal(err)
+				}
+				if flushes := bytes.Count(body, []byte{0, 0, 0xff, 0xff}); flushes < len(list.Items) {
+					t.Errorf("%d sync flushes in the compressed list of %d items: not spliced item by item", flushes, len(list.Items))
+				}
 			}
 			if enc == "gzip" {
 				zr, err := gzip.NewReader(bytes.NewReader(body))

@@ -121,6 +121,33 @@ func (l *List) stream(w io.Writer) error {
 	return err
 }
 
+// JSONSize is the length of the list's plain JSON encoding (what WriteJSON writes), or -1 when
+// the list no longer writes its stored JSON (it was decoded, and may have changed).
+func (l *List) JSONSize() int {
+	l.mu.Lock()
+	decoded := l.decoded
+	l.mu.Unlock()
+	if decoded {
+		return -1
+	}
+	head, err := startList(io.Discard, l.list, l.gvk.Kind, l.gvk.GroupVersion().String())
+	if err != nil {
+		return -1
+	}
+	items := l.list.StoredItems().data
+	n := len(listStart) + len(head) + 1 + len(listEnd) + max(0, len(items)-1)*len(comma)
+	for _, data := range items {
+		n += len(data)
+	}
+	return n
+}
+
+// WriteJSON writes the list's plain JSON encoding, as CacheEncode writes it for the JSON
+// serializer: the items as their stored JSON, each in one Write of the bytes storage handed on
+// (so a writer can tell the objects it knows, see GzipWriter). Only for a list whose JSONSize is
+// not -1.
+func (l *List) WriteJSON(w io.Writer) error { return l.stream(w) }
+
 // startList writes the opening brace of list's JSON and returns the rest of its head, up to
 // "items": (kind, apiVersion and the list's metadata), for the caller to write with what follows.
 //
