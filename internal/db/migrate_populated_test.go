@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/reports-server/reports-server/internal/analytics"
 	"github.com/reports-server/reports-server/internal/db"
 	"github.com/reports-server/reports-server/internal/db/dbtest"
@@ -314,15 +312,7 @@ func TestNormalizedAnalyticsMigration(t *testing.T) {
 
 	rows := func(q string) []string {
 		t.Helper()
-		r, err := pool.Query(ctx, "SELECT x::text FROM ("+q+") AS x ORDER BY 1")
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		out, err := pgx.CollectRows(r, pgx.RowTo[string])
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		return out
+		return textRows(ctx, t, pool, q, "SELECT x::text FROM ("+q+") AS x ORDER BY 1")
 	}
 	const published = `SELECT * FROM reporting.results`
 	// The flattening of the stored reports, as reporting.results shows it.
@@ -507,16 +497,8 @@ func TestGeneratedColumnsPLpgSQL(t *testing.T) {
 		if _, err := pool.Exec(ctx, `UPDATE reports SET object = object`); err != nil {
 			t.Fatalf("%s: rewrite: %v", step, err)
 		}
-		rows, err := pool.Query(ctx, `SELECT concat_ws(' | ', key, labels::text, fields::text, coalesce(created_at::text, 'null'), summary_pass,
+		return textRows(ctx, t, pool, step, `SELECT concat_ws(' | ', key, labels::text, fields::text, coalesce(created_at::text, 'null'), summary_pass,
 			summary_fail, summary_warn, summary_error, summary_skip) FROM reports ORDER BY key`)
-		if err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-		return got
 	}
 	var lang string
 	language := func() string {

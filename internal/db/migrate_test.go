@@ -181,13 +181,20 @@ SELECT 'trigger ' || pg_get_triggerdef(tg.oid) FROM pg_trigger tg WHERE NOT tg.t
 UNION ALL
 SELECT 'extension ' || extname FROM pg_extension
 ORDER BY 1`
+	return textRows(ctx, t, pool, "describe schema", q)
+}
+
+// textRows runs q, whose rows are one text column, and returns them; what names the query in a
+// failure.
+func textRows(ctx context.Context, t *testing.T, pool *pgxpool.Pool, what, q string) []string {
+	t.Helper()
 	rows, err := pool.Query(ctx, q)
 	if err != nil {
-		t.Fatalf("describe schema: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		t.Fatalf("describe schema: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	return out
 }

@@ -53,8 +53,6 @@ type GzipWriter struct {
 	// pending says fw holds compressed bytes not flushed yet.
 	pending bool
 	err     error
-	// Spliced counts the writes that were spliced in.
-	Spliced int
 }
 
 // gzipHeader is a gzip member header: deflate, no flags, no time, fastest compression, OS unknown.
@@ -101,7 +99,6 @@ func (g *GzipWriter) Write(p []byte) (int, error) {
 		return 0, g.err
 	}
 	g.fw.Reset(g.w)
-	g.Spliced++
 	return len(p), nil
 }
 
