@@ -260,7 +260,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	// authentication and authorization as before.
 	chain := c.Generic.BuildHandlerChainFunc
 	codecs := c.Codecs
-	lists := newMetadataLists(c.Scheme, codecs, objects)
+	lists := newMetadataLists(c.Scheme, codecs)
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
 		return chain(m.WithHandler(withReadShape(h, codecs, lists)), cfg)
 	}

@@ -3,9 +3,11 @@ package apiserver
 import (
 	"fmt"
 	"net/http"
-	"strings"
 	"sync/atomic"
 
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
+	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
+	"github.com/reports-server/reports-server/internal/apiserver/registry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
@@ -20,10 +22,6 @@ import (
 	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/features"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
-
-	"github.com/reports-server/reports-server/internal/apis/storedjson"
-	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
-	"github.com/reports-server/reports-server/internal/apiserver/registry"
 )
 
 // metadataLists answers the metadata-only JSON lists of the report resources (GET of a
@@ -37,14 +35,11 @@ import (
 // envelope (storedjson.MetadataList), through the same response writer (content negotiation,
 // compression over 128 KB, errors as a Status) and with the same request metrics.
 //
-// It also answers the plain JSON lists of whole reports that will be gzip-compressed (the client
-// accepts gzip and the list is over kube-apiserver's 128 KB threshold): the generic response
-// writer compresses every object of every such list again, about half of the server's CPU for a
-// label list of 30 reports, although most come from the object cache, the same bytes list after
-// list. This handler writes the same JSON (storedjson.List) through a GzipWriter that splices
-// in each cached object's deflate block (ObjectCache.Deflated), made once, with the headers
-// kube-apiserver's writer sets. Smaller lists, and lists not read as stored JSON, go through the
-// generic response writer as before.
+// It also answers the plain JSON lists that will be gzip-compressed (the client accepts gzip and
+// the list is over kube-apiserver's 128 KB threshold), of whole reports as well as of metadata:
+// it writes the same JSON (storedjson.List, storedjson.MetadataList) through a faster gzip
+// encoder than the generic response writer's (compress.go), with the same headers. Smaller
+// lists, and lists not read as stored JSON, go through the generic response writer.
 //
 // Everything else about the request is the generic handler's: it parses and validates the list
 // options as handlers.ListResource does, and runs inside the same handler chain
@@ -60,25 +55,23 @@ type metadataLists struct {
 	encodings *storedjson.Encodings
 	// stores are the report resources' stores, set once they exist (New), before any request.
 	stores atomic.Pointer[map[schema.GroupVersionResource]*registry.REST]
-	// objects keeps the deflate blocks of the objects it keeps (nil: no cache, no whole lists here).
-	objects *pgstorage.ObjectCache
 }
 
-func newMetadataLists(convertor runtime.ObjectConvertor, errors runtime.NegotiatedSerializer, objects *pgstorage.ObjectCache) *metadataLists {
-	return &metadataLists{convertor: convertor, errors: errors, encodings: storedjson.NewEncodings(metav1.SchemeGroupVersion), objects: objects}
+func newMetadataLists(convertor runtime.ObjectConvertor, errors runtime.NegotiatedSerializer) *metadataLists {
+	return &metadataLists{convertor: convertor, errors: errors, encodings: storedjson.NewEncodings(metav1.SchemeGroupVersion)}
 }
 
 // serve answers req and returns true when it is a metadata-only JSON list of a report resource,
 // or a plain JSON list of whole reports to a client that accepts gzip (mediaType and serializer
 // are req's negotiated output); otherwise it leaves req to the generic handlers.
 func (m *metadataLists) serve(w http.ResponseWriter, req *http.Request, mediaType negotiation.MediaTypeOptions, serializer runtime.SerializerInfo) bool {
+	// Pretty JSON (asked for, or for curl and browsers) is compressed by the generic writer.
+	pretty := serializer.PrettySerializer != nil && serializer.Serializer.Identifier() == serializer.PrettySerializer.Identifier()
+	compress := !pretty && acceptsGzip(req)
 	answer := m.list
 	if convert := mediaType.Convert; convert == nil || convert.Kind != "PartialObjectMetadataList" ||
 		convert.GroupVersion() != metav1.SchemeGroupVersion || mediaType.Accepted.MediaType != runtime.ContentTypeJSON {
-		// Pretty JSON (asked for, or for curl and browsers) is the generic handlers'.
-		pretty := serializer.PrettySerializer != nil && serializer.Serializer.Identifier() == serializer.PrettySerializer.Identifier()
-		if m.objects == nil || !plainOutput(mediaType) || mediaType.Accepted.MediaType != runtime.ContentTypeJSON ||
-			pretty || !acceptsGzip(req) {
+		if !plainOutput(mediaType) || mediaType.Accepted.MediaType != runtime.ContentTypeJSON || !compress {
 			return false
 		}
 		answer = m.objectList
@@ -98,33 +91,14 @@ func (m *metadataLists) serve(w http.ResponseWriter, req *http.Request, mediaTyp
 	}
 	metrics.InstrumentHandlerFunc("LIST", info.APIGroup, info.APIVersion, info.Resource, "", metrics.CleanScope(info),
 		metrics.APIServerComponent, false, "", func(w http.ResponseWriter, req *http.Request) {
-			answer(w, req, store, info)
+			answer(w, req, store, info, compress)
 		})(w, req)
 	return true
 }
 
-// gzipThreshold is the size over which kube-apiserver compresses a response for a client that
-// accepts gzip (responsewriters.defaultGzipThresholdBytes).
-const gzipThreshold = 128 * 1024
-
-// acceptsGzip tells whether kube-apiserver would compress req's response (when large enough):
-// the client lists gzip in Accept-Encoding and compression is on (responsewriters'
-// negotiateContentEncoding, which looks for the bare token).
-func acceptsGzip(req *http.Request) bool {
-	if !utilfeature.DefaultFeatureGate.Enabled(features.APIResponseCompression) {
-		return false
-	}
-	for _, token := range strings.Split(req.Header.Get("Accept-Encoding"), ",") {
-		if strings.TrimSpace(token) == "gzip" {
-			return true
-		}
-	}
-	return false
-}
-
-// objectList lists store's objects as their stored JSON and writes them, gzip-compressed with
-// the object cache's deflate blocks spliced in when the list is over gzipThreshold.
-func (m *metadataLists) objectList(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo) {
+// objectList lists store's objects as their stored JSON and writes them, gzip-compressed when
+// compress and the list is over gzipThreshold.
+func (m *metadataLists) objectList(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo, compress bool) {
 	gv := schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}
 	opts, err := m.listOptions(req, store.GroupVersionKind(gv))
 	if err != nil {
@@ -137,30 +111,24 @@ func (m *metadataLists) objectList(w http.ResponseWriter, req *http.Request, sto
 		responsewriters.ErrorNegotiated(err, m.errors, gv, w, req)
 		return
 	}
-	list, ok := obj.(*storedjson.List)
-	if !ok || list.JSONSize() <= gzipThreshold {
-		responsewriters.WriteObjectNegotiated(m.errors, reportEndpoint{}, gv, w, req, http.StatusOK, obj, false)
+	if list, ok := obj.(*storedjson.List); ok && compress && list.JSONSize() > gzipThreshold {
+		m.writeCompressed(w, list, info)
 		return
 	}
-	// The headers kube-apiserver's response writer sets for a compressed JSON response.
-	header := w.Header()
-	header.Set("Content-Type", runtime.ContentTypeJSON)
-	header.Set("Content-Encoding", "gzip")
-	header.Add("Vary", "Accept-Encoding")
-	w.WriteHeader(http.StatusOK)
-	gz := storedjson.NewGzipWriter(w, m.objects.Deflated)
-	err = list.WriteJSON(gz)
-	if closeErr := gz.Close(); err == nil {
-		err = closeErr
-	}
-	if err != nil {
-		// As the generic writer does: the status is sent; the client sees the stream end early.
-		utilruntime.HandleError(fmt.Errorf("write the list of %s: %w", info.Resource, err))
+	responsewriters.WriteObjectNegotiated(m.errors, reportEndpoint{}, gv, w, req, http.StatusOK, obj, false)
+}
+
+// writeCompressed writes list gzip-compressed (writeCompressed). As the generic writer does
+// once the status is sent, an error is logged and the client sees the stream end early.
+func (m *metadataLists) writeCompressed(w http.ResponseWriter, list jsonBody, info *request.RequestInfo) {
+	if err := writeCompressed(w, list); err != nil {
+		utilruntime.HandleError(fmt.Errorf("list %s: %w", info.Resource, err))
 	}
 }
 
-// list lists the metadata of store's objects and writes it.
-func (m *metadataLists) list(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo) {
+// list lists the metadata of store's objects and writes it, gzip-compressed when compress and the
+// list is over gzipThreshold.
+func (m *metadataLists) list(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo, compress bool) {
 	gv := schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}
 	fail := func(err error) { responsewriters.ErrorNegotiated(err, m.errors, gv, w, req) }
 	opts, err := m.listOptions(req, store.GroupVersionKind(gv))
@@ -183,6 +151,10 @@ func (m *metadataLists) list(w http.ResponseWriter, req *http.Request, store *re
 	list, err := storedjson.NewMetadataList(carrier, m.encodings)
 	if err != nil {
 		fail(apierrors.NewInternalError(err))
+		return
+	}
+	if compress && list.JSONSize() > gzipThreshold {
+		m.writeCompressed(w, list, info)
 		return
 	}
 	responsewriters.WriteObjectNegotiated(metainternalversionscheme.Codecs, reportEndpoint{}, metav1.SchemeGroupVersion, w, req, http.StatusOK, list, false)

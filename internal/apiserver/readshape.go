@@ -31,7 +31,7 @@ import (
 //
 // Metadata-only lists in JSON are answered by a handler of their own (metadataLists), which
 // writes each item's stored metadata without decoding it; so are plain JSON lists of whole
-// reports that will be gzip-compressed, which splice in each cached object's deflate block.
+// reports that will be gzip-compressed, by a faster encoder than the generic writer's.
 func withReadShape(handler http.Handler, serializer runtime.NegotiatedSerializer, lists *metadataLists) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		withoutObjectProtobuf(req)

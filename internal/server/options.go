@@ -130,8 +130,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 			"(kubectl, client-go informers and pagers always page). Bounds the server's memory per request. -1: no bound.")
 	fs.Int64Var(&o.ObjectCacheBytes, "object-cache-bytes", o.ObjectCacheBytes,
 		"The most stored JSON and metadata of reports kept in memory for lists, by key and revision, so a list of unchanged "+
-			"reports does not read them from PostgreSQL again, with the compressed form of those gzip-compressed lists sent "+
-			"(counts against --memory-limit). 0: none kept.")
+			"reports does not read them from PostgreSQL again (counts against --memory-limit). 0: none kept.")
 	fs.Int64Var(&o.MaxRequestBodyBytes, "max-request-body-bytes", o.MaxRequestBodyBytes,
 		"The largest request body accepted (a report is one object: etcd's own limit is 1.5 MiB); larger ones get 413 "+
 			"without being read whole.")

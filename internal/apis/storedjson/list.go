@@ -143,9 +143,7 @@ func (l *List) JSONSize() int {
 }
 
 // WriteJSON writes the list's plain JSON encoding, as CacheEncode writes it for the JSON
-// serializer: the items as their stored JSON, each in one Write of the bytes storage handed on
-// (so a writer can tell the objects it knows, see GzipWriter). Only for a list whose JSONSize is
-// not -1.
+// serializer: the items as their stored JSON. Only for a list whose JSONSize is not -1.
 func (l *List) WriteJSON(w io.Writer) error { return l.stream(w) }
 
 // startList writes the opening brace of list's JSON and returns the rest of its head, up to

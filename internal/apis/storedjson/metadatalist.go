@@ -66,6 +66,32 @@ func (l *MetadataList) CacheEncode(id runtime.Identifier, encode func(runtime.Ob
 	return encode(list, w)
 }
 
+// JSONSize is the length of the list's plain JSON encoding (what WriteJSON writes), or -1 when
+// the list does not keep its items' stored metadata.
+func (l *MetadataList) JSONSize() int {
+	stored := l.list.StoredItems()
+	if !stored.metadata {
+		return -1
+	}
+	head, err := startList(io.Discard, l.list, metadataListKind.Kind, metadataListKind.APIVersion)
+	if err != nil {
+		return -1
+	}
+	n := len(listStart) + len(head)
+	if len(stored.data) == 0 {
+		return n + len(emptyItems)
+	}
+	n += 1 + len(listEnd) + len(stored.data)*(len(metadataItemStart)+1) + (len(stored.data)-1)*len(comma)
+	for _, data := range stored.data {
+		n += len(data)
+	}
+	return n
+}
+
+// WriteJSON writes the list's plain JSON encoding, as CacheEncode writes it for the JSON
+// serializer. Only for a list whose JSONSize is not -1.
+func (l *MetadataList) WriteJSON(w io.Writer) error { return l.stream(w) }
+
 // streamBuffer is how many bytes stream gathers before it writes them: one write per item would
 // cost more than the item's bytes.
 const streamBuffer = 32 << 10
@@ -82,7 +108,7 @@ func (l *MetadataList) stream(w io.Writer) error {
 	if len(items) == 0 {
 		// The generic handler's conversion leaves an empty list's items nil, which encodes as
 		// null (kube-apiserver answers so too).
-		buf = append(buf, "null}\n"...)
+		buf = append(buf, emptyItems...)
 		_, err = w.Write(buf)
 		return err
 	}
@@ -105,6 +131,9 @@ func (l *MetadataList) stream(w io.Writer) error {
 	_, err = w.Write(buf)
 	return err
 }
+
+// emptyItems ends a list of no items.
+const emptyItems = "null}\n"
 
 // metadataItemStart opens an item of a metadata-only list, up to its metadata.
 var metadataItemStart = []byte(`{"kind":"` + metadataItemKind.Kind + `","apiVersion":"` + metadataItemKind.APIVersion + `","metadata":`)

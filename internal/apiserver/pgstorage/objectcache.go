@@ -3,9 +3,6 @@ package pgstorage
 import (
 	"sync"
 	"sync/atomic"
-	"unsafe"
-
-	"github.com/reports-server/reports-server/internal/apis/storedjson"
 )
 
 // Objects and metadata read by lists are kept in memory, by key and revision.
@@ -48,10 +45,6 @@ type ObjectCache struct {
 	mu      sync.Mutex
 	bytes   int64
 	entries map[objectCacheKey]cachedObject
-	// byObject finds an entry by its object's bytes (the address of their first byte), which
-	// lists hand on unchanged: a gzip response asks for the object's deflate block as it writes
-	// the object (Deflated).
-	byObject map[*byte]objectCacheKey
 
 	hits, misses atomic.Int64
 }
@@ -60,14 +53,11 @@ type objectCacheKey struct{ cluster, key string }
 
 // cachedObject is what the cache keeps of one object at one revision: the object as clients
 // receive it (row.sent: made once, not on every list), its metadata as metadata-only reads read
-// it (ListObjects' shape 2), or both; and once a gzip response sent the object, its deflate block
-// (storedjson.DeflateBlock), which later gzip responses splice in instead of compressing the
-// object again. The bytes are shared by every reader and never written to.
+// it (ListObjects' shape 2), or both. The bytes are shared by every reader and never written to.
 type cachedObject struct {
 	rev      int64
 	object   []byte
 	metadata []byte
-	deflated []byte
 }
 
 // part is where e keeps what a read of shape reads.
@@ -78,7 +68,7 @@ func (e *cachedObject) part(shape readShape) *[]byte {
 	return &e.object
 }
 
-func (e cachedObject) size() int64 { return int64(len(e.object) + len(e.metadata) + len(e.deflated)) }
+func (e cachedObject) size() int64 { return int64(len(e.object) + len(e.metadata)) }
 
 // cacheable says whether reads of shape go through the cache: whole objects and metadata, what
 // lists, watch-lists and informers read over and over.
@@ -90,7 +80,7 @@ func NewObjectCache(maxBytes int64) *ObjectCache {
 	if maxBytes <= 0 {
 		return nil
 	}
-	return &ObjectCache{maxBytes: maxBytes, entries: map[objectCacheKey]cachedObject{}, byObject: map[*byte]objectCacheKey{}}
+	return &ObjectCache{maxBytes: maxBytes, entries: map[objectCacheKey]cachedObject{}}
 }
 
 // ObjectCacheStats counts the objects lists found in the cache (Hits) and read from the
@@ -169,75 +159,24 @@ func (c *ObjectCache) add(cluster string, shape readShape, rows []row, evict boo
 		}
 		if ok {
 			// Taken out while room is made, so the entry being grown is not what goes.
-			c.dropLocked(k)
+			c.bytes -= old
+			delete(c.entries, k)
 		}
 		if evict {
 			c.makeRoomLocked(size)
 		}
-		c.putLocked(k, e)
+		c.entries[k] = e
+		c.bytes += size
 	}
-}
-
-// putLocked keeps e under k (which holds nothing).
-func (c *ObjectCache) putLocked(k objectCacheKey, e cachedObject) {
-	c.entries[k] = e
-	c.bytes += e.size()
-	if len(e.object) > 0 {
-		c.byObject[unsafe.SliceData(e.object)] = k
-	}
-}
-
-// dropLocked drops the entry under k.
-func (c *ObjectCache) dropLocked(k objectCacheKey) {
-	e, ok := c.entries[k]
-	if !ok {
-		return
-	}
-	c.bytes -= e.size()
-	delete(c.entries, k)
-	if len(e.object) > 0 {
-		delete(c.byObject, unsafe.SliceData(e.object))
-	}
-}
-
-// Deflated returns data's deflate block (storedjson.DeflateBlock) when data is an object the
-// cache keeps, as lists hand it on: kept with the object from the first call on, when the bound
-// leaves room for it. For anything else it returns nil.
-func (c *ObjectCache) Deflated(data []byte) []byte {
-	if c == nil || len(data) == 0 {
-		return nil
-	}
-	at := unsafe.SliceData(data)
-	c.mu.Lock()
-	k, ok := c.byObject[at]
-	e := c.entries[k]
-	c.mu.Unlock()
-	if !ok || len(e.object) != len(data) {
-		return nil
-	}
-	if e.deflated != nil {
-		return e.deflated
-	}
-	block := storedjson.DeflateBlock(data)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// Kept unless the entry changed meanwhile or there is no room (the block is good for this
-	// response either way).
-	if cur, ok := c.entries[k]; ok && unsafe.SliceData(cur.object) == at && cur.deflated == nil &&
-		c.bytes+int64(len(block)) <= c.maxBytes {
-		cur.deflated = block
-		c.entries[k] = cur
-		c.bytes += int64(len(block))
-	}
-	return block
 }
 
 // makeRoomLocked drops entries at random until size more bytes fit.
 func (c *ObjectCache) makeRoomLocked(size int64) {
-	for k := range c.entries {
+	for k, e := range c.entries {
 		if c.bytes+size <= c.maxBytes {
 			return
 		}
-		c.dropLocked(k)
+		c.bytes -= e.size()
+		delete(c.entries, k)
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
-
-	"github.com/reports-server/reports-server/internal/apis/storedjson"
 )
 
 // TestObjectCacheBound keeps more objects than fit: the kept bytes stay within the bound, what
@@ -131,50 +129,5 @@ func TestObjectCacheBound(t *testing.T) {
 	var none *ObjectCache = NewObjectCache(0)
 	if none != nil || none.Stats() != (ObjectCacheStats{}) {
 		t.Fatal("a cache of 0 bytes is not nil")
-	}
-}
-
-// TestObjectCacheDeflated: the deflate block of an object the cache keeps is made on the first
-// call for the object's bytes as lists hand them on, then kept (counted against the bound) and
-// handed out again; bytes the cache does not keep (a copy, a part, a replaced or dropped object)
-// get none, so a gzip response compresses them as usual.
-func TestObjectCacheDeflated(t *testing.T) {
-	c := NewObjectCache(1 << 20)
-	object := bytes.Repeat([]byte(`{"message":"kept"},`), 200)
-	c.add("c", readObject, []row{{key: "/k/a", rev: 1, data: object}}, true)
-	look := []row{{key: "/k/a", rev: 1}}
-	c.fill("c", readObject, look)
-	kept := look[0].data
-	before := c.Stats().Bytes
-	block := c.Deflated(kept)
-	if !bytes.Equal(block, storedjson.DeflateBlock(object)) {
-		t.Fatal("the block is not the object's DeflateBlock")
-	}
-	if again := c.Deflated(kept); &again[0] != &block[0] {
-		t.Error("a second call made the block again instead of handing out the kept one")
-	}
-	if got := c.Stats().Bytes; got != before+int64(len(block)) {
-		t.Errorf("keeps %d bytes with the block, want %d", got, before+int64(len(block)))
-	}
-	for name, data := range map[string][]byte{
-		"a copy":  bytes.Clone(kept),
-		"a part":  kept[:len(kept)-1],
-		"nothing": nil,
-	} {
-		if c.Deflated(data) != nil {
-			t.Errorf("%s of a kept object got a block", name)
-		}
-	}
-	// A newer revision replaces the object, and the old bytes are no longer the cache's.
-	c.add("c", readObject, []row{{key: "/k/a", rev: 2, data: bytes.Clone(object)}}, true)
-	if c.Deflated(kept) != nil {
-		t.Error("a replaced object's bytes got a block")
-	}
-	if got, want := c.Stats().Bytes, int64(len(object)); got != want {
-		t.Errorf("keeps %d bytes after the replacement, want %d (the old block went with its object)", got, want)
-	}
-	var nilCache *ObjectCache
-	if nilCache.Deflated(object) != nil {
-		t.Error("no cache, yet a block")
 	}
 }
