@@ -212,19 +212,28 @@ func BenchmarkCompareReads(b *testing.B) {
 	b.ResetTimer()
 	for _, r := range reads {
 		rates := map[string][]float64{}
+		spent := map[string]cpuSpent{}
 		for range rounds {
 			for _, p := range paths {
+				before := cpuNow(b, c)
 				start := time.Now()
 				got := r.read(p.client, p.url)
 				if got != r.want {
 					b.Fatalf("%s on %s read %d reports, want %d", r.name, p.name, got, r.want)
 				}
 				rates[p.name] = append(rates[p.name], float64(got)/time.Since(start).Seconds())
+				spent[p.name] = spent[p.name].add(cpuNow(b, c).since(before))
 			}
 		}
 		crdRate, agg, dir := median(rates["CRD"]), median(rates["Aggregated"]), median(rates["Direct"])
 		table = append(table, fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f |", r.name, crdRate, agg, dir, agg/crdRate, dir/crdRate))
 		logPeaks(r.name)
+		// Where each path's time went: the CPU of each process while it read, per 1,000 items.
+		var where []string
+		for _, p := range paths {
+			where = append(where, p.name+" "+spent[p.name].per(rounds*r.want/1000))
+		}
+		b.Logf("%s, CPU ms per 1,000 items read (%s): %s", r.name, cpuColumns, strings.Join(where, "; "))
 	}
 	// Label selections are planned from the statistics of reports (pgstorage.StatisticsKeeper):
 	// say who analyzed the table, how often, and when last, against the end of the creates.
@@ -302,6 +311,54 @@ func BenchmarkCompareReads(b *testing.B) {
 }
 
 var policyReportsGVR = schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1alpha2", Resource: "policyreports"}
+
+// cpuSpent is the CPU time the processes of a read have used: the benchmark's own (the client),
+// kube-apiserver, etcd, the reports-server replicas and every postgres process.
+type cpuSpent struct{ client, apiserver, etcd, replicas, postgres, wall time.Duration }
+
+// cpuColumns names what cpuSpent.per writes, in order.
+const cpuColumns = "client / kube-apiserver / etcd / replicas / postgres / wall"
+
+// cpuNow is the CPU time c's processes and this one have used so far, and the time now as wall.
+func cpuNow(b *testing.B, c *cluster.Cluster) cpuSpent {
+	of := func(p *cluster.Process) time.Duration {
+		t, err := p.CPUTime()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return t
+	}
+	self, err := procstat.CPUTime(os.Getpid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	spent := cpuSpent{client: self, apiserver: of(c.APIServer), etcd: of(c.Etcd), postgres: procstat.CPUTimeOf("postgres"),
+		wall: time.Duration(time.Now().UnixNano())}
+	for _, r := range c.ReportsServers {
+		t, err := r.CPUTime()
+		if err != nil {
+			b.Fatal(err)
+		}
+		spent.replicas += t
+	}
+	return spent
+}
+
+func (s cpuSpent) since(before cpuSpent) cpuSpent {
+	return cpuSpent{s.client - before.client, s.apiserver - before.apiserver, s.etcd - before.etcd,
+		s.replicas - before.replicas, s.postgres - before.postgres, s.wall - before.wall}
+}
+
+func (s cpuSpent) add(o cpuSpent) cpuSpent {
+	return cpuSpent{s.client + o.client, s.apiserver + o.apiserver, s.etcd + o.etcd,
+		s.replicas + o.replicas, s.postgres + o.postgres, s.wall + o.wall}
+}
+
+// per writes each part divided by n, in ms.
+func (s cpuSpent) per(n int) string {
+	ms := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000/float64(max(n, 1)), 'f', 1, 64) }
+	return strings.Join([]string{ms(s.client), ms(s.apiserver), ms(s.etcd), ms(s.replicas), ms(s.postgres), ms(s.wall)}, " / ")
+}
 
 // getUpdate rewrites a label of reports r1..r<count> in res with benchWriters clients, each a GET
 // then an update retried on a conflict, and returns updates/s.
