@@ -27,8 +27,9 @@ type row struct {
 	data []byte
 	rev  int64
 	// sent says data is the object as a client receives it (storedBytes: unescaped, with its
-	// resourceVersion) rather than as it is stored: whole objects the object cache keeps or is
-	// about to keep, made once for every list that reads them.
+	// resourceVersion), or for a metadata row its metadata object as a client receives it
+	// (storedMetadata), rather than as it is stored: what the object cache keeps or is about to
+	// keep, made once for every list that reads it.
 	sent bool
 }
 
@@ -38,6 +39,15 @@ func (s *Store) rowBytes(x row) ([]byte, error) {
 		return x.data, nil
 	}
 	return s.storedBytes(x.data, x.rev)
+}
+
+// rowMetadata is the metadata of x, a metadata row (readMetadata), as a client receives it (see
+// storedMetadata).
+func rowMetadata(x row) ([]byte, error) {
+	if x.sent {
+		return x.data, nil
+	}
+	return storedMetadata(x.data, x.rev)
 }
 
 // snapshotReader runs the reads of one list request in one REPEATABLE READ snapshot, so the
@@ -180,14 +190,23 @@ func (r *snapshotReader) refetch(ctx context.Context, q sqlc.DBTX, from, before 
 	return read, nil
 }
 
-// sending turns a whole object read for the object cache into the form the cache keeps, the one
-// clients receive (see row.sent), so the lists that find it there need not make it again.
-// Metadata is kept as read.
+// sending turns a whole object or metadata read for the object cache into the form the cache
+// keeps, the one clients receive (see row.sent), so the lists that find it there need not make
+// it again.
 func (s *Store) sending(shape readShape, x *row) error {
-	if shape != readObject || x.sent {
+	if x.sent {
 		return nil
 	}
-	data, err := s.storedBytes(x.data, x.rev)
+	var data []byte
+	var err error
+	switch shape {
+	case readObject:
+		data, err = s.storedBytes(x.data, x.rev)
+	case readMetadata:
+		data, err = storedMetadata(x.data, x.rev)
+	default:
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -540,17 +559,17 @@ type itemMaker struct {
 	// storedMetadata says stored keeps each item's metadata alone: the list is read for a
 	// metadata-only response written from it (WithMetadataJSON).
 	storedMetadata bool
-	// metadata says the rows hold only their objects' metadata (readMetadata) and decoding
-	// them is a plain unmarshal (Config.PlainJSON) of typed items: then only the metadata is
-	// decoded (decodeMetadataInto; the handler converts the items to PartialObjectMetadata,
-	// which reads nothing else), and the kind is the store's, as for metadata-only watchers.
+	// metadata says the rows hold only their objects' metadata (readMetadata), for typed items
+	// with an ObjectMeta: only the metadata is decoded (decodeSentMetadata; the handler converts
+	// the items to PartialObjectMetadata, which reads nothing else), and the kind is the
+	// store's, as for metadata-only watchers.
 	metadata bool
 }
 
 // itemMaker makes the items of rows read in shape; complete says SQL applied every selector.
 func (s *Store) itemMaker(ctx context.Context, shape readShape, complete bool, listObj runtime.Object, newItem func() runtime.Object) itemMaker {
 	m := itemMaker{s: s, newItem: newItem}
-	if shape == readMetadata && s.plainJSON {
+	if shape == readMetadata {
 		_, m.metadata = objectMeta(newItem())
 	}
 	c, carrier := listObj.(storedjson.Carrier)
@@ -573,7 +592,7 @@ func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (
 		var data []byte
 		var err error
 		if m.storedMetadata {
-			data, err = storedMetadata(x.data, x.rev)
+			data, err = rowMetadata(x)
 		} else {
 			data, err = m.s.rowBytes(x)
 		}
@@ -584,12 +603,11 @@ func (m itemMaker) item(x row, pred storage.SelectionPredicate, complete bool) (
 		return m.s.hollowItem(m.newItem), nil
 	}
 	if m.metadata && complete {
-		obj := m.s.hollowItem(m.newItem)
-		objMeta, _ := objectMeta(obj)
-		if err := m.s.decodeMetadataInto(x.data, obj, objMeta, x.rev); err != nil {
+		meta, err := rowMetadata(x)
+		if err != nil {
 			return nil, err
 		}
-		return obj, nil
+		return m.s.decodeSentMetadata(meta, m.newItem)
 	}
 	return m.s.decodeMatching(x, m.newItem, pred, complete)
 }

@@ -52,8 +52,8 @@ type ObjectCache struct {
 type objectCacheKey struct{ cluster, key string }
 
 // cachedObject is what the cache keeps of one object at one revision: the object as clients
-// receive it (row.sent: made once, not on every list), its metadata as metadata-only reads read
-// it (ListObjects' shape 2), or both. The bytes are shared by every reader and never written to.
+// receive it, its metadata object as metadata-only clients receive it (row.sent: both made once,
+// not on every list), or both. The bytes are shared by every reader and never written to.
 type cachedObject struct {
 	rev      int64
 	object   []byte
@@ -107,7 +107,7 @@ func (c *ObjectCache) fill(cluster string, shape readShape, rows []row) (missing
 	for i := range rows {
 		e, ok := c.entries[objectCacheKey{cluster, rows[i].key}]
 		if data := *e.part(shape); ok && e.rev == rows[i].rev && data != nil {
-			rows[i].data, rows[i].sent = data, shape == readObject
+			rows[i].data, rows[i].sent = data, true
 			continue
 		}
 		missing = append(missing, i)
@@ -118,7 +118,7 @@ func (c *ObjectCache) fill(cluster string, shape readShape, rows []row) (missing
 	return missing
 }
 
-// add keeps the data of the rows, read in shape (whole objects in the form clients receive, see
+// add keeps the data of the rows, read in shape (in the form clients receive, see
 // row.sent), each at its revision, unless an entry of a newer revision is kept already. An entry
 // of the same revision gains the shape's part.
 //

@@ -118,8 +118,8 @@ func (s *Store) storedBytes(data []byte, rev int64) ([]byte, error) {
 	return runtime.Encode(s.codec, obj)
 }
 
-// storedMetadata is the metadata of a metadata row (readMetadata) as a client receives it:
-// unescaped (text.go) and with its resourceVersion.
+// storedMetadata is the metadata of an object's stored JSON (a whole object's, or a metadata
+// row's: readMetadata) as a client receives it: unescaped (text.go) and with its resourceVersion.
 func storedMetadata(data []byte, rev int64) ([]byte, error) {
 	out, err := storedjson.MetadataWithResourceVersion(unescapeJSON(data), rev)
 	if err != nil {
@@ -153,17 +153,27 @@ func (s *Store) hollowItem(newItem func() runtime.Object) runtime.Object {
 	return obj
 }
 
-// decodeMetadata decodes an object's metadata alone, into an otherwise empty object of the
-// store's type, with resourceVersion rev: what a metadata-only watcher's event needs
+// decodeMetadata decodes the metadata of an object's stored JSON alone, into an otherwise empty
+// object of the store's type, with resourceVersion rev: what a metadata-only watcher's event needs
 // (PartialObjectMetadata), without decoding the results, which are almost all of a report.
 func (s *Store) decodeMetadata(data []byte, rev int64) (runtime.Object, error) {
-	obj := s.hollowItem(s.newFunc)
+	meta, err := storedMetadata(data, rev)
+	if err != nil {
+		return nil, err
+	}
+	return s.decodeSentMetadata(meta, s.newFunc)
+}
+
+// decodeSentMetadata returns an otherwise empty item of newItem's type with meta, an object's
+// metadata as a client receives it (storedMetadata), decoded into its ObjectMeta.
+func (s *Store) decodeSentMetadata(meta []byte, newItem func() runtime.Object) (runtime.Object, error) {
+	obj := s.hollowItem(newItem)
 	objMeta, ok := objectMeta(obj)
 	if !ok {
 		return nil, fmt.Errorf("%T has no ObjectMeta", obj)
 	}
-	if err := s.decodeMetadataInto(data, obj, objMeta, rev); err != nil {
-		return nil, err
+	if err := storedjson.UnmarshalObjectMeta(meta, objMeta); err != nil {
+		return nil, storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
 	}
 	return obj, nil
 }
@@ -176,22 +186,6 @@ func objectMeta(obj runtime.Object) (*metav1.ObjectMeta, bool) {
 	}
 	objMeta, ok := accessor.GetObjectMeta().(*metav1.ObjectMeta)
 	return objMeta, ok
-}
-
-// decodeMetadataInto decodes the metadata of the stored object data into objMeta, obj's
-// ObjectMeta, and sets obj's resourceVersion to rev.
-func (s *Store) decodeMetadataInto(data []byte, obj runtime.Object, objMeta *metav1.ObjectMeta, rev int64) error {
-	span, err := storedjson.Metadata(unescapeJSON(data))
-	if err != nil {
-		return storage.NewInternalError(fmt.Errorf("stored object: %w", err))
-	}
-	if err := storedjson.UnmarshalObjectMeta(span, objMeta); err != nil {
-		return storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
-	}
-	if err := s.versioner.UpdateObject(obj, uint64(rev)); err != nil {
-		return fmt.Errorf("set resource version: %w", err)
-	}
-	return nil
 }
 
 // metadataPredicate reports whether pred reads nothing but an object's metadata: labels, and

@@ -298,10 +298,14 @@ func (w *watcher) initialObject(x row) (runtime.Object, error) {
 		}
 		return storedjson.NewHollow(s.hollowItem(s.newFunc), data, s.encodings, s.decodeJSON), nil
 	}
-	if s.plainJSON && shapeFor(w.ctx, w.filter.complete) == readMetadata {
+	if shapeFor(w.ctx, w.filter.complete) == readMetadata {
 		// The row is the object's metadata alone (pageAt reads that shape only when SQL does all
 		// the selecting): decode it as metadata-only lists and events do.
-		return s.decodeMetadata(x.data, x.rev)
+		meta, err := rowMetadata(x)
+		if err != nil {
+			return nil, err
+		}
+		return s.decodeSentMetadata(meta, s.newFunc)
 	}
 	return s.decodeMatching(x, s.newFunc, w.pred, w.filter.complete)
 }
