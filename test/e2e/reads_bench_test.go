@@ -53,7 +53,9 @@ const labelLists = 10
 // (sendInitialEvents) of whole objects and metadata-only, and a label-selected list matching 1%
 // (labelLists of them in a row) —
 // the paths take turns, COMPARE_ROUNDS times (default 5), and the benchmark prints a Markdown
-// table of median items/s and the ratios to the CRD path. Then, the same way, get+update
+// table of median items/s and the ratios to the CRD path; for each read it also logs the CPU
+// each process spent per 1,000 items on each path (the client, kube-apiserver, etcd, the
+// replicas, PostgreSQL) and the wall time. Then, the same way, get+update
 // (COMPARE_UPDATES reports, default 600, each a GET and an update) and a client-go metadata
 // informer's sync; the peak RSS of kube-apiserver and of the larger replica; bytes per stored report: etcd's
 // in-use size growth against PostgreSQL's total relation sizes (tables, TOAST, indexes, change
