@@ -358,7 +358,9 @@ func (s cpuSpent) add(o cpuSpent) cpuSpent {
 
 // per writes each part divided by n, in ms.
 func (s cpuSpent) per(n int) string {
-	ms := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000/float64(max(n, 1)), 'f', 1, 64) }
+	ms := func(d time.Duration) string {
+		return strconv.FormatFloat(d.Seconds()*1000/float64(max(n, 1)), 'f', 1, 64)
+	}
 	return strings.Join([]string{ms(s.client), ms(s.apiserver), ms(s.etcd), ms(s.replicas), ms(s.postgres), ms(s.wall)}, " / ")
 }
 
