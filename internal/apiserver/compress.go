@@ -15,11 +15,11 @@ import (
 
 // Large JSON lists are gzip-compressed for clients that accept gzip, as kube-apiserver compresses
 // them (same threshold, level and headers), but by a faster DEFLATE encoder than the standard
-// library's that kube-apiserver's response writer uses: at the same level
-// (BestSpeed), github.com/klauspost/compress compresses a page of 500 reports 2.5 times as fast
-// and 30% smaller, and the client inflates it faster too (docs/benchmarks.md, "Compressed lists:
-// a faster encoder"). For a page of 500 reports' metadata, the standard encoder was about half of
-// the list handler's CPU.
+// library's, which kube-apiserver's response writer uses: at the same level (BestSpeed),
+// github.com/klauspost/compress compresses a page of 500 reports 2.5 times as fast and 30%
+// smaller, and the client inflates it faster too (docs/benchmarks.md, "Compressed lists: a
+// faster encoder"). For a page of 500 reports' metadata, the standard encoder was over 40% of the
+// list handler's CPU.
 
 // gzipThreshold is the size over which kube-apiserver compresses a response for a client that
 // accepts gzip (responsewriters.defaultGzipThresholdBytes).

@@ -5,9 +5,6 @@ import (
 	"net/http"
 	"sync/atomic"
 
-	"github.com/reports-server/reports-server/internal/apis/storedjson"
-	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
-	"github.com/reports-server/reports-server/internal/apiserver/registry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
@@ -22,6 +19,10 @@ import (
 	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/features"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+
+	"github.com/reports-server/reports-server/internal/apis/storedjson"
+	"github.com/reports-server/reports-server/internal/apiserver/pgstorage"
+	"github.com/reports-server/reports-server/internal/apiserver/registry"
 )
 
 // metadataLists answers the metadata-only JSON lists of the report resources (GET of a
@@ -33,7 +34,7 @@ import (
 // store or a serializer can skip. This handler lists with storage told to keep each item's stored
 // metadata JSON (pgstorage.WithMetadataJSON) and writes those bytes in the generic handler's
 // envelope (storedjson.MetadataList), through the same response writer (content negotiation,
-// compression over 128 KB, errors as a Status) and with the same request metrics.
+// errors as a Status) and with the same request metrics.
 //
 // It also answers the plain JSON lists that will be gzip-compressed (the client accepts gzip and
 // the list is over kube-apiserver's 128 KB threshold), of whole reports as well as of metadata:
@@ -112,15 +113,15 @@ func (m *metadataLists) objectList(w http.ResponseWriter, req *http.Request, sto
 		return
 	}
 	if list, ok := obj.(*storedjson.List); ok && compress && list.JSONSize() > gzipThreshold {
-		m.writeCompressed(w, list, info)
+		m.sendCompressed(w, list, info)
 		return
 	}
 	responsewriters.WriteObjectNegotiated(m.errors, reportEndpoint{}, gv, w, req, http.StatusOK, obj, false)
 }
 
-// writeCompressed writes list gzip-compressed (writeCompressed). As the generic writer does
-// once the status is sent, an error is logged and the client sees the stream end early.
-func (m *metadataLists) writeCompressed(w http.ResponseWriter, list jsonBody, info *request.RequestInfo) {
+// sendCompressed writes list gzip-compressed (writeCompressed). As the generic writer does once
+// the status is sent, an error is logged and the client sees the stream end early.
+func (m *metadataLists) sendCompressed(w http.ResponseWriter, list jsonBody, info *request.RequestInfo) {
 	if err := writeCompressed(w, list); err != nil {
 		utilruntime.HandleError(fmt.Errorf("list %s: %w", info.Resource, err))
 	}
@@ -154,7 +155,7 @@ func (m *metadataLists) list(w http.ResponseWriter, req *http.Request, store *re
 		return
 	}
 	if compress && list.JSONSize() > gzipThreshold {
-		m.writeCompressed(w, list, info)
+		m.sendCompressed(w, list, info)
 		return
 	}
 	responsewriters.WriteObjectNegotiated(metainternalversionscheme.Codecs, reportEndpoint{}, metav1.SchemeGroupVersion, w, req, http.StatusOK, list, false)
