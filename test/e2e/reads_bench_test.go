@@ -125,17 +125,7 @@ func BenchmarkCompareReads(b *testing.B) {
 	// straight to a replica (the reads below need all n in each store).
 	// serverCPU is the CPU time the replicas have used so far: what a create costs the server,
 	// compared before and after the creates.
-	serverCPU := func() time.Duration {
-		var total time.Duration
-		for _, r := range c.ReportsServers {
-			t, err := r.CPUTime()
-			if err != nil {
-				b.Fatal(err)
-			}
-			total += t
-		}
-		return total
-	}
+	serverCPU := func() time.Duration { return replicasCPU(b, c) }
 	// logPeaks logs each replica's peak RSS so far: which step raises it.
 	logPeaks := func(after string) {
 		var peaks []string
@@ -334,16 +324,21 @@ func cpuNow(b *testing.B, c *cluster.Cluster) cpuSpent {
 	if err != nil {
 		b.Fatal(err)
 	}
-	spent := cpuSpent{client: self, apiserver: of(c.APIServer), etcd: of(c.Etcd), postgres: procstat.CPUTimeOf("postgres"),
-		wall: time.Duration(time.Now().UnixNano())}
+	return cpuSpent{client: self, apiserver: of(c.APIServer), etcd: of(c.Etcd), replicas: replicasCPU(b, c),
+		postgres: procstat.CPUTimeOf("postgres"), wall: time.Duration(time.Now().UnixNano())}
+}
+
+// replicasCPU is the CPU time c's reports-server replicas have used so far, together.
+func replicasCPU(b *testing.B, c *cluster.Cluster) time.Duration {
+	var total time.Duration
 	for _, r := range c.ReportsServers {
 		t, err := r.CPUTime()
 		if err != nil {
 			b.Fatal(err)
 		}
-		spent.replicas += t
+		total += t
 	}
-	return spent
+	return total
 }
 
 func (s cpuSpent) since(before cpuSpent) cpuSpent {

@@ -130,16 +130,26 @@ func (l *List) JSONSize() int {
 	if decoded {
 		return -1
 	}
-	head, err := startList(io.Discard, l.list, l.gvk.Kind, l.gvk.GroupVersion().String())
-	if err != nil {
+	return writtenSize(l.stream)
+}
+
+// writtenSize is how many bytes write writes, counted as it writes them, or -1 when it fails: a
+// size is never a second copy of a stream's layout. Counting a page costs its items' copy into the
+// stream's buffer at most (~30 µs for 500 reports' metadata), against ~0.3 ms of compressing it.
+func writtenSize(write func(io.Writer) error) int {
+	var n counter
+	if err := write(&n); err != nil {
 		return -1
 	}
-	items := l.list.StoredItems().data
-	n := len(listStart) + len(head) + 1 + len(listEnd) + max(0, len(items)-1)*len(comma)
-	for _, data := range items {
-		n += len(data)
-	}
-	return n
+	return int(n)
+}
+
+// counter is a writer that counts what is written to it.
+type counter int
+
+func (c *counter) Write(p []byte) (int, error) {
+	*c += counter(len(p))
+	return len(p), nil
 }
 
 // WriteJSON writes the list's plain JSON encoding, as CacheEncode writes it for the JSON

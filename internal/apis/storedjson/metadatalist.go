@@ -69,23 +69,10 @@ func (l *MetadataList) CacheEncode(id runtime.Identifier, encode func(runtime.Ob
 // JSONSize is the length of the list's plain JSON encoding (what WriteJSON writes), or -1 when
 // the list does not keep its items' stored metadata.
 func (l *MetadataList) JSONSize() int {
-	stored := l.list.StoredItems()
-	if !stored.metadata {
+	if !l.list.StoredItems().metadata {
 		return -1
 	}
-	head, err := startList(io.Discard, l.list, metadataListKind.Kind, metadataListKind.APIVersion)
-	if err != nil {
-		return -1
-	}
-	n := len(listStart) + len(head)
-	if len(stored.data) == 0 {
-		return n + len(emptyItems)
-	}
-	n += 1 + len(listEnd) + len(stored.data)*(len(metadataItemStart)+1) + (len(stored.data)-1)*len(comma)
-	for _, data := range stored.data {
-		n += len(data)
-	}
-	return n
+	return writtenSize(l.stream)
 }
 
 // WriteJSON writes the list's plain JSON encoding, as CacheEncode writes it for the JSON
@@ -108,7 +95,7 @@ func (l *MetadataList) stream(w io.Writer) error {
 	if len(items) == 0 {
 		// The generic handler's conversion leaves an empty list's items nil, which encodes as
 		// null (kube-apiserver answers so too).
-		buf = append(buf, emptyItems...)
+		buf = append(buf, "null}\n"...)
 		_, err = w.Write(buf)
 		return err
 	}
@@ -131,9 +118,6 @@ func (l *MetadataList) stream(w io.Writer) error {
 	_, err = w.Write(buf)
 	return err
 }
-
-// emptyItems ends a list of no items.
-const emptyItems = "null}\n"
 
 // metadataItemStart opens an item of a metadata-only list, up to its metadata.
 var metadataItemStart = []byte(`{"kind":"` + metadataItemKind.Kind + `","apiVersion":"` + metadataItemKind.APIVersion + `","metadata":`)
