@@ -3,6 +3,7 @@ package analytics_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -373,5 +374,79 @@ func benchReport() map[string]any {
 		"scope":    map[string]any{"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": "ns", "uid": "2c0fd4b2-0c5a-4c59-9a7e-0a5a4f6b1f00"},
 		"summary":  map[string]any{"pass": int64(7), "fail": int64(7), "warn": int64(6)},
 		"results":  results,
+	}
+}
+
+// BenchmarkProjectionJIT times the projector with PostgreSQL's JIT compilation off, as the
+// server's sessions run (db.ParseConfig), and on, PostgreSQL's default: a rebuild of every
+// report's results (then ANALYZE of the tables, as after every rebuild), and one batch of 1,000
+// changed reports, the most a batch takes. Each report has 20 results, its own subject and
+// timestamps. A statement whose estimated cost passes jit_above_cost is compiled first.
+//
+//	go test ./internal/analytics -run '^$' -bench ProjectionJIT -benchtime 3x
+func BenchmarkProjectionJIT(b *testing.B) {
+	n := 1500
+	if s := os.Getenv("ANALYTICS_BENCH_REPORTS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = v
+	}
+	e := newEnv(b)
+	objs := make([]map[string]any, n)
+	for i := range objs {
+		obj := benchReport()
+		md := asMap(obj["metadata"])
+		md["name"], md["namespace"] = fmt.Sprintf("r-%d", i), fmt.Sprintf("ns-%d", i%50)
+		scope := asMap(obj["scope"])
+		scope["name"], scope["namespace"], scope["uid"] = fmt.Sprintf("web-%d", i), md["namespace"], fmt.Sprintf("uid-%d", i)
+		for j, r := range obj["results"].([]any) {
+			asMap(r)["timestamp"] = map[string]any{"seconds": int64(1700000000 + 20*i + j), "nanos": int64(0)}
+		}
+		objs[i] = obj
+	}
+	e.createAll("bench", objs)
+	// As in a running server, whose statistics keeper analyzes reports after a bulk load (and
+	// autovacuum the change log): the costs JIT is decided on come from these statistics.
+	if _, err := e.pool.Exec(e.ctx, "ANALYZE reports, changes"); err != nil {
+		b.Fatal(err)
+	}
+	batch := min(1000, n)
+	for _, jit := range []string{"off", "on"} {
+		u, err := url.Parse(e.url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("jit", jit)
+		u.RawQuery = q.Encode()
+		pool, err := db.Open(e.ctx, u.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		svc := analytics.New(pool, nil, analytics.Config{})
+		for _, tc := range []struct{ name, reset string }{
+			{"rebuild", "DELETE FROM analytics_checkpoints"},
+			{fmt.Sprintf("batch-%d", batch), fmt.Sprintf("UPDATE analytics_checkpoints SET revision = revision - %d", batch)},
+		} {
+			b.Run("jit="+jit+"/"+tc.name, func(b *testing.B) {
+				if ran, err := svc.ProjectOnce(e.ctx); err != nil || !ran {
+					b.Fatalf("project: %v %v", ran, err)
+				}
+				for range b.N {
+					b.StopTimer()
+					if _, err := pool.Exec(e.ctx, tc.reset); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					if ran, err := svc.ProjectOnce(e.ctx); err != nil || !ran {
+						b.Fatalf("project: %v %v", ran, err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/projection")
+			})
+		}
+		pool.Close()
 	}
 }

@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +55,43 @@ func TestCheckSettings(t *testing.T) {
 		if !strings.Contains(problems[0], want) {
 			t.Errorf("the message does not say %q: %s", want, problems[0])
 		}
+	}
+}
+
+// TestSessionSettings checks the settings the server's own sessions run with: its
+// application_name, and JIT compilation off, unless the database URL sets either.
+func TestSessionSettings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := dbtest.URL(t)
+	asked, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := asked.Query()
+	q.Set("jit", "on")
+	q.Set("application_name", "someone-else")
+	asked.RawQuery = q.Encode()
+
+	for _, tc := range []struct {
+		name, url, jit, app string
+	}{
+		{"defaults", base, "off", "reports-server"},
+		{"asked for in the URL", asked.String(), "on", "someone-else"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool, err := db.Open(ctx, tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			var jit, app string
+			if err := pool.QueryRow(ctx, "SELECT current_setting('jit'), current_setting('application_name')").Scan(&jit, &app); err != nil {
+				t.Fatal(err)
+			}
+			if jit != tc.jit || app != tc.app {
+				t.Errorf("jit = %q, application_name = %q; want %q, %q", jit, app, tc.jit, tc.app)
+			}
+		})
 	}
 }
