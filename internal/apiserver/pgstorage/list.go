@@ -350,6 +350,7 @@ func (s *Store) getPage(ctx context.Context, req listRequest, listObj runtime.Ob
 	}
 	items := s.itemMaker(ctx, shape, true, listObj, newItem)
 	v.SetLen(0)
+	v.Grow(len(p.rows)) // one allocation, not a doubling per append
 	for _, x := range p.rows {
 		obj, err := items.item(x, req.opts.Predicate, true)
 		if err != nil {
@@ -650,6 +651,7 @@ func (s *Store) readItems(ctx context.Context, r *snapshotReader, req listReques
 		if err != nil || len(rows) == 0 {
 			return err
 		}
+		v.Grow(len(rows))
 		for _, x := range rows {
 			if req.paging && int64(v.Len()) >= pred.Limit {
 				page.hasMore = true
