@@ -1,14 +1,9 @@
 package authncache
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -17,58 +12,30 @@ import (
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/request/headerrequest"
 	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
+
+	"github.com/reports-server/reports-server/internal/testpki"
 )
 
 // ca is a certificate authority that issues client certificates.
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+type ca struct{ *testpki.CA }
+
+func newCA(t *testing.T) ca {
+	t.Helper()
+	c, err := testpki.NewCA("test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca{c}
 }
 
-func newCA(t *testing.T) *ca {
+// issue returns a client certificate for user in the group "team", valid until notAfter.
+func (c ca) issue(t *testing.T, user string, notAfter time.Time) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kp, err := c.Issue(testpki.Spec{CommonName: user, Organizations: []string{"team"}, Client: true, NotAfter: notAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ca{cert: cert, key: key}
-}
-
-// issue returns a client certificate for user, valid until notAfter.
-func (c *ca) issue(t *testing.T, user string, notAfter time.Time) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: user, Organization: []string{"team"}},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	return kp.Cert
 }
 
 // counting counts the requests that reach the authenticator it wraps.
@@ -101,10 +68,10 @@ func request(cert *x509.Certificate, header http.Header) *http.Request {
 
 // setup returns the cache around k8s.io/apiserver's client-certificate authenticator, trusting
 // authority, with the front proxy's default identity headers, and a clock the test moves.
-func setup(t *testing.T, authority *ca) (*Authenticator, *counting, *time.Time) {
+func setup(t *testing.T, authority ca) (*Authenticator, *counting, *time.Time) {
 	t.Helper()
 	roots := x509.NewCertPool()
-	roots.AddCert(authority.cert)
+	roots.AddCert(authority.Cert)
 	opts := x509request.DefaultVerifyOptions()
 	opts.Roots = roots
 	next := &counting{next: x509request.New(opts, x509request.CommonNameUserConversion)}
@@ -209,8 +176,8 @@ func TestBounded(t *testing.T) {
 	for i := range maxEntries + 10 {
 		// Distinct chains: the same leaf with a different (unused) intermediate.
 		req := request(cert, nil)
-		extra := *authority.cert
-		extra.Raw = append([]byte{byte(i), byte(i >> 8)}, authority.cert.Raw...)
+		extra := *authority.Cert
+		extra.Raw = append([]byte{byte(i), byte(i >> 8)}, authority.Cert.Raw...)
 		req.TLS.PeerCertificates = append(req.TLS.PeerCertificates, &extra)
 		a.AuthenticateRequest(req)
 	}

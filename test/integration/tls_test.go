@@ -2,14 +2,7 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/reports-server/reports-server/internal/pglocal"
+	"github.com/reports-server/reports-server/internal/testpki"
 )
 
 // TestDatabaseTLSAndPassword runs the server binary against a PostgreSQL that accepts its role
@@ -180,66 +174,30 @@ type testPKI struct {
 
 func newTestPKI(t *testing.T, dir, clientCN string) testPKI {
 	t.Helper()
-	caKey, caCert := selfSignedCA(t, "reports-server test CA")
-	_, otherCert := selfSignedCA(t, "another CA")
-	p := testPKI{
-		ca: filepath.Join(dir, "ca.crt"), otherCA: filepath.Join(dir, "other-ca.crt"),
-		serverCert: filepath.Join(dir, "server.crt"), serverKey: filepath.Join(dir, "server.key"),
-		clientCert: filepath.Join(dir, "client.crt"), clientKey: filepath.Join(dir, "client.key"),
+	ca, err := testpki.NewCA("reports-server test CA")
+	if err != nil {
+		t.Fatal(err)
 	}
-	writePEM(t, p.ca, "CERTIFICATE", caCert.Raw, 0o644)
-	writePEM(t, p.otherCA, "CERTIFICATE", otherCert.Raw, 0o644)
-	issue := func(cn string, usage x509.ExtKeyUsage, ips []net.IP, certPath, keyPath string) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		writePEM(t, certPath, "CERTIFICATE", der, 0o644)
-		writePEM(t, keyPath, "PRIVATE KEY", keyDER, 0o600)
+	other, err := testpki.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
 	}
-	issue("127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}, p.serverCert, p.serverKey)
-	issue(clientCN, x509.ExtKeyUsageClientAuth, nil, p.clientCert, p.clientKey)
+	p := testPKI{ca: filepath.Join(dir, "ca.crt"), otherCA: filepath.Join(dir, "other-ca.crt")}
+	writeFile(t, dir, "ca.crt", string(ca.CertPEM), 0o644)
+	writeFile(t, dir, "other-ca.crt", string(other.CertPEM), 0o644)
+	issue := func(spec testpki.Spec, name string) (certPath, keyPath string) {
+		kp, err := ca.Issue(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if certPath, keyPath, err = kp.Write(dir, name); err != nil {
+			t.Fatal(err)
+		}
+		return certPath, keyPath
+	}
+	p.serverCert, p.serverKey = issue(testpki.Spec{CommonName: "127.0.0.1", Server: true, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, "server")
+	p.clientCert, p.clientKey = issue(testpki.Spec{CommonName: clientCN, Client: true}, "client")
 	return p
-}
-
-func selfSignedCA(t *testing.T, cn string) (*ecdsa.PrivateKey, *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
-	t.Helper()
-	writeFile(t, filepath.Dir(path), filepath.Base(path), string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})), mode)
 }
 
 // enableTLS turns on TLS in pg with the server certificate, lets user in only over TLS with a

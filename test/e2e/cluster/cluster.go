@@ -464,7 +464,7 @@ func availableCondition(as *apiregistrationv1.APIService) *apiregistrationv1.API
 // UserKubeconfig writes a kubeconfig for a client certificate of user in groups, signed by the
 // cluster CA, and returns its path and client-go configuration.
 func (c *Cluster) UserKubeconfig(user string, groups ...string) (string, *rest.Config, error) {
-	kp, err := c.CA.IssueClient(user, groups...)
+	kp, err := issueClient(c.CA, user, groups...)
 	if err != nil {
 		return "", nil, err
 	}

@@ -1,149 +1,26 @@
 package cluster
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"time"
+
+	"github.com/reports-server/reports-server/internal/testpki"
 )
 
-// validity of every certificate: long enough for any test run, short enough to be obviously
-// throw-away.
-const validity = 48 * time.Hour
-
 // CA is a certificate authority of the test cluster.
-type CA struct {
-	Cert    *x509.Certificate
-	Key     crypto.Signer
-	CertPEM []byte
-}
-
-func newKey() (*ecdsa.PrivateKey, error) {
-	// P-256: fast to generate, accepted by every component (serving, client certs, service
-	// account signing as ES256).
-	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-}
-
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-}
-
-func newCA(commonName string) (*CA, error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, fmt.Errorf("generate key of CA %s: %w", commonName, err)
-	}
-	sn, err := serial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("self-sign CA %s: %w", commonName, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
-}
-
-// certSpec is what a leaf certificate says.
-type certSpec struct {
-	commonName    string
-	organizations []string // groups, for client certificates
-	server        bool
-	client        bool
-	dnsNames      []string
-	ips           []net.IP
-}
+type CA = testpki.CA
 
 // KeyPair is a PEM certificate and key.
-type KeyPair struct {
-	CertPEM, KeyPEM []byte
-}
+type KeyPair = testpki.KeyPair
 
-// Issue signs a leaf certificate with a new key.
-func (ca *CA) issue(spec certSpec) (KeyPair, error) {
-	key, err := newKey()
-	if err != nil {
-		return KeyPair{}, fmt.Errorf("generate key for %s: %w", spec.commonName, err)
-	}
-	sn, err := serial()
-	if err != nil {
-		return KeyPair{}, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: spec.commonName, Organization: spec.organizations},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		BasicConstraintsValid: true,
-		DNSNames:              spec.dnsNames,
-		IPAddresses:           spec.ips,
-	}
-	if spec.server {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-	}
-	if spec.client {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		return KeyPair{}, fmt.Errorf("sign certificate for %s: %w", spec.commonName, err)
-	}
-	keyPEM, err := encodeKey(key)
-	if err != nil {
-		return KeyPair{}, err
-	}
-	return KeyPair{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: keyPEM}, nil
-}
-
-// IssueClient signs a client certificate for user in groups: kube-apiserver's x509 authenticator
+// issueClient signs a client certificate for user in groups: kube-apiserver's x509 authenticator
 // takes the user from the common name and the groups from the organizations.
-func (ca *CA) IssueClient(user string, groups ...string) (KeyPair, error) {
-	return ca.issue(certSpec{commonName: user, organizations: groups, client: true})
-}
-
-func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("encode key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// write stores the pair as dir/name.crt and dir/name.key and returns their paths.
-func (kp KeyPair) write(dir, name string) (certPath, keyPath string, err error) {
-	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if err := os.WriteFile(certPath, kp.CertPEM, 0o644); err != nil {
-		return "", "", fmt.Errorf("write %s: %w", certPath, err)
-	}
-	if err := os.WriteFile(keyPath, kp.KeyPEM, 0o600); err != nil {
-		return "", "", fmt.Errorf("write %s: %w", keyPath, err)
-	}
-	return certPath, keyPath, nil
+func issueClient(ca *CA, user string, groups ...string) (KeyPair, error) {
+	return ca.Issue(testpki.Spec{CommonName: user, Organizations: groups, Client: true})
 }
 
 // pki is every file the components are started with.
@@ -172,10 +49,10 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 	}
 	p := &pki{}
 	var err error
-	if p.ca, err = newCA("reports-server-e2e-ca"); err != nil {
+	if p.ca, err = testpki.NewCA("reports-server-e2e-ca"); err != nil {
 		return nil, err
 	}
-	if p.frontProxyCA, err = newCA("reports-server-e2e-front-proxy-ca"); err != nil {
+	if p.frontProxyCA, err = testpki.NewCA("reports-server-e2e-front-proxy-ca"); err != nil {
 		return nil, err
 	}
 	p.caFile = filepath.Join(dir, "ca.crt")
@@ -187,31 +64,31 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 		return nil, fmt.Errorf("write front-proxy CA: %w", err)
 	}
 
-	serving, err := p.ca.issue(certSpec{
-		commonName: "kube-apiserver",
-		server:     true,
-		dnsNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		ips:        append([]net.IP{net.ParseIP(firstServiceIP)}, apiserverIPs...),
+	serving, err := p.ca.Issue(testpki.Spec{
+		CommonName: "kube-apiserver",
+		Server:     true,
+		DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		IPs:        append([]net.IP{net.ParseIP(firstServiceIP)}, apiserverIPs...),
 	})
 	if err != nil {
 		return nil, err
 	}
-	if p.apiserverCert, p.apiserverKey, err = serving.write(dir, "apiserver"); err != nil {
+	if p.apiserverCert, p.apiserverKey, err = serving.Write(dir, "apiserver"); err != nil {
 		return nil, err
 	}
-	proxyClient, err := p.frontProxyCA.issue(certSpec{commonName: frontProxyClientName, client: true})
+	proxyClient, err := p.frontProxyCA.Issue(testpki.Spec{CommonName: frontProxyClientName, Client: true})
 	if err != nil {
 		return nil, err
 	}
-	if p.frontProxyClientCert, p.frontProxyClientKey, err = proxyClient.write(dir, "front-proxy-client"); err != nil {
+	if p.frontProxyClientCert, p.frontProxyClientKey, err = proxyClient.Write(dir, "front-proxy-client"); err != nil {
 		return nil, err
 	}
 
-	saKey, err := newKey()
+	saKey, err := testpki.NewKey()
 	if err != nil {
 		return nil, fmt.Errorf("generate service-account key: %w", err)
 	}
-	saPEM, err := encodeKey(saKey)
+	saPEM, err := testpki.EncodeKey(saKey)
 	if err != nil {
 		return nil, err
 	}
@@ -230,11 +107,11 @@ func newPKI(dir string, apiserverIPs []net.IP) (*pki, error) {
 		return nil, fmt.Errorf("write service-account public key: %w", err)
 	}
 
-	if p.admin, err = p.ca.IssueClient("reports-server-e2e-admin", "system:masters"); err != nil {
+	if p.admin, err = issueClient(p.ca, "reports-server-e2e-admin", "system:masters"); err != nil {
 		return nil, err
 	}
 	// The identity kubeadm gives kube-controller-manager; the bootstrap RBAC policy binds it.
-	if p.controllerManager, err = p.ca.IssueClient("system:kube-controller-manager"); err != nil {
+	if p.controllerManager, err = issueClient(p.ca, "system:kube-controller-manager"); err != nil {
 		return nil, err
 	}
 	return p, nil
