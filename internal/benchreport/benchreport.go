@@ -76,3 +76,30 @@ func WaitProjected(ctx context.Context, url string, results int, timeout time.Du
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// WaitCaughtUp waits until the analytics projection of the database at url has reached every
+// cluster's current revision (rewrites change no count of results, so WaitProjected cannot tell),
+// or timeout passes.
+func WaitCaughtUp(ctx context.Context, url string, timeout time.Duration) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(timeout)
+	for {
+		var behind int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM revisions v
+			LEFT JOIN analytics_checkpoints k ON k.cluster = v.cluster
+			WHERE coalesce(k.revision, -1) < v.current`).Scan(&behind); err != nil {
+			return fmt.Errorf("compare the projection's checkpoints with the revisions: %w", err)
+		}
+		if behind == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the analytics projection is behind in %d clusters after %s", behind, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -26,13 +26,14 @@ import (
 	"github.com/reports-server/reports-server/internal/httpread"
 )
 
-// TestStoredJSONResponses: full lists, watch-list initial events and watch events of plain JSON
-// are the stored JSON (package storedjson), not a decoded and encoded object. What clients get
-// must be what the typed path gives once decoded: for every kind, the real producers' reports
-// with their quirks included, each list item, initial event and watch event equals the object
-// GET returns (which decodes and encodes); pretty and YAML lists (which the stored JSON cannot
-// serve as it is) equal the plain one; paged lists give the same items and list metadata. A
-// metadata watcher's events (decoded from the metadata alone) carry the same metadata.
+// TestStoredJSONResponses: full lists, watch-list initial events, watch events and GETs of plain
+// JSON are the stored JSON (package storedjson), not a decoded and encoded object. What clients
+// get must be what the typed path gives once decoded: for every kind, the real producers' reports
+// with their quirks included, each GET, list item, initial event and watch event equals the
+// object a pretty GET returns (which decodes and encodes: the stored JSON cannot serve pretty
+// output as it is); pretty and YAML lists equal the plain one; paged lists give the same items
+// and list metadata. A metadata watcher's events (decoded from the metadata alone) carry the same
+// metadata.
 func TestStoredJSONResponses(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
@@ -142,10 +143,21 @@ func TestStoredJSONResponses(t *testing.T) {
 				}
 				return "/apis/" + gvr.Group + "/" + gvr.Version + "/namespaces/" + ns + "/" + gvr.Resource + "/" + name
 			}
-			// What the typed path gives: each object's GET.
+			// What the typed path gives: each object's pretty GET. A plain GET is the stored
+			// JSON, and the same object.
 			want := map[string]map[string]any{}
 			for key := range objects {
-				want[key] = decode(t, "get "+key, do(t, objectPath(key), "application/json"))
+				want[key] = decode(t, "pretty get "+key, do(t, objectPath(key)+"?pretty=true", "application/json"))
+				plainGet := do(t, objectPath(key), "application/json")
+				if !strings.Contains(string(plainGet), `"metadata": {`) {
+					// PostgreSQL writes JSON with a space after each colon; encoding/json never does.
+					t.Errorf("plain GET of %s is not the stored JSON:\n%.300s", key, plainGet)
+				}
+				if got := decode(t, "get "+key, plainGet); !reflect.DeepEqual(got, want[key]) {
+					g, _ := json.Marshal(got)
+					exp, _ := json.Marshal(want[key])
+					t.Errorf("plain GET of %s differs from its pretty GET:\n got %s\nwant %s", key, g, exp)
+				}
 				// The answer to the write (create or apply) is the object as stored.
 				if answer := normalize(t, answers[kind.Kind+" "+key].Object); !reflect.DeepEqual(answer, want[key]) {
 					got, _ := json.Marshal(answer)

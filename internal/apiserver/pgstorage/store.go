@@ -543,6 +543,9 @@ func (s *Store) Get(ctx context.Context, key string, opts storage.GetOptions, ou
 		}
 		return storage.NewKeyNotFoundError(key, 0)
 	}
+	if s.keepRead(ctx, object, rev) {
+		return nil
+	}
 	return s.decode(object, out, rev)
 }
 

@@ -20,8 +20,8 @@ type storedJSONKey struct{}
 // WithStoredJSON marks ctx's request as one whose response the API server's handlers encode as
 // JSON or YAML of the served version, with no conversion: its lists then return hollow items
 // with their stored JSON (storedjson.Items), its watches storedjson.Objects, which encode as the
-// stored JSON without decoding it (see package storedjson), and its creates the object written
-// as such an Object (Written). The API server's handler chain sets it after negotiating the
+// stored JSON without decoding it (see package storedjson), and its creates and gets the object
+// written or read as such an Object (Answer). The API server's handler chain sets it after negotiating the
 // response's media type exactly as the handlers do. Unmarked requests (and every caller inside
 // the server) get typed objects.
 func WithStoredJSON(ctx context.Context) context.Context {
@@ -34,37 +34,73 @@ func storedJSON(ctx context.Context) bool {
 	return v
 }
 
-// writtenKey holds a create's Written, where Create leaves the object it wrote.
-type writtenKey struct{}
+// answerKey holds a request's Answer.
+type answerKey struct{}
 
-// Written is where Create leaves, for a request marked WithStoredJSON, the object it wrote as a
-// storedjson.Object: the same typed object Create returns, with the JSON it was stored as (and
-// its resourceVersion), so the response is written from those bytes instead of encoded again.
-type Written struct {
+// Answer is where Create and Get leave, for a request marked WithStoredJSON, the object as a
+// storedjson.Object with the JSON it was stored as (and its resourceVersion), so the response is
+// written from those bytes instead of encoded again: Create the object it wrote (typed as well),
+// Get the object it read (hollow: decoded only if something asks for the typed object, which
+// the plain JSON response does not).
+type Answer struct {
 	Object runtime.Object
+	// get: filled by Get, not by Create. (The generic store's Create calls Get itself when the
+	// key exists, and needs that object typed.)
+	get bool
 }
 
-// WithWritten returns ctx with a Written for the Create it is passed to. The generic store
-// hands the object storage wrote back to its caller as typed: REST.Create, which owns the
-// Written, answers with w.Object when Create filled it.
-func WithWritten(ctx context.Context) (context.Context, *Written) {
-	w := &Written{}
-	return context.WithValue(ctx, writtenKey{}, w), w
+// WithCreateAnswer returns ctx with an Answer for the Create it is passed to, WithGetAnswer for
+// the Get. The generic store hands the object storage wrote or read back to its caller as typed:
+// REST.Create and REST.Get, which own the Answer, answer with a.Object when storage filled it.
+// (A Get that fills it leaves its typed object empty.)
+func WithCreateAnswer(ctx context.Context) (context.Context, *Answer) {
+	a := &Answer{}
+	return context.WithValue(ctx, answerKey{}, a), a
 }
 
-// keepWritten leaves obj, written as data (stored JSON) at rev, in ctx's Written when the
-// request's response is plain JSON or YAML (WithStoredJSON). A failure only costs the encoding
-// it would have saved.
+// WithGetAnswer: see WithCreateAnswer.
+func WithGetAnswer(ctx context.Context) (context.Context, *Answer) {
+	a := &Answer{get: true}
+	return context.WithValue(ctx, answerKey{}, a), a
+}
+
+// answerOf is ctx's Answer for a Get (get) or a Create when the request's response is plain
+// JSON or YAML (WithStoredJSON), else nil.
+func answerOf(ctx context.Context, get bool) *Answer {
+	a, _ := ctx.Value(answerKey{}).(*Answer)
+	if a == nil || a.get != get || !storedJSON(ctx) {
+		return nil
+	}
+	return a
+}
+
+// keepWritten leaves obj, written as data (stored JSON) at rev, in ctx's Answer for a Create. A
+// failure only costs the encoding it would have saved.
 func (s *Store) keepWritten(ctx context.Context, obj runtime.Object, data []byte, rev int64) {
-	w, _ := ctx.Value(writtenKey{}).(*Written)
-	if w == nil || !storedJSON(ctx) {
+	a := answerOf(ctx, false)
+	if a == nil {
 		return
 	}
 	sent, err := s.storedBytes(data, rev)
 	if err != nil {
 		return
 	}
-	w.Object = storedjson.NewShared(obj, sent, s.encodings)
+	a.Object = storedjson.NewShared(obj, sent, s.encodings)
+}
+
+// keepRead leaves the object stored as data at rev in ctx's Answer for a Get, hollow, and
+// reports whether it did; if not, the caller decodes the object itself.
+func (s *Store) keepRead(ctx context.Context, data []byte, rev int64) bool {
+	a := answerOf(ctx, true)
+	if a == nil {
+		return false
+	}
+	sent, err := s.storedBytes(data, rev)
+	if err != nil {
+		return false
+	}
+	a.Object = storedjson.NewHollow(s.hollowItem(s.newFunc), sent, s.encodings, s.decodeJSON)
+	return true
 }
 
 // metadataJSONKey marks a metadata-only list whose response is written from stored metadata.

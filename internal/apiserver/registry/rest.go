@@ -78,17 +78,29 @@ func NewREST(kind reports.Kind, optsGetter generic.RESTOptionsGetter) (*REST, er
 // hands on a body of the group's other kind as that kind (see otherkind.go in package
 // apiserver), and that is refused here as kube-apiserver refuses it for a CRD. When the response
 // is plain JSON or YAML (pgstorage.WithStoredJSON), the object is answered as storage wrote it
-// (pgstorage.Written): its stored JSON, not encoded again.
+// (pgstorage.Answer): its stored JSON, not encoded again.
 func (r *REST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
 	if err := r.sentAsOtherKind(obj); err != nil {
 		return nil, err
 	}
-	ctx, written := pgstorage.WithWritten(ctx)
+	ctx, answer := pgstorage.WithCreateAnswer(ctx)
 	out, err := r.Store.Create(ctx, obj, createValidation, options)
-	if err != nil || written.Object == nil {
+	if err != nil || answer.Object == nil {
 		return out, err
 	}
-	return written.Object, nil
+	return answer.Object, nil
+}
+
+// Get is the generic store's; when the response is plain JSON or YAML
+// (pgstorage.WithStoredJSON), the object is answered as storage read it (pgstorage.Answer): its
+// stored JSON, neither decoded nor encoded again.
+func (r *REST) Get(ctx context.Context, name string, options *metav1.GetOptions) (runtime.Object, error) {
+	ctx, answer := pgstorage.WithGetAnswer(ctx)
+	out, err := r.Store.Get(ctx, name, options)
+	if err != nil || answer.Object == nil {
+		return out, err
+	}
+	return answer.Object, nil
 }
 
 // sentAsOtherKind is a 422 on `kind` ("must be PolicyReport") for an object that is not of this
