@@ -56,31 +56,29 @@ func New(apiVersion, namespace, name string) *unstructured.Unstructured {
 // WaitProjected waits until the analytics projection of the database at url holds at least
 // results result rows, or timeout passes.
 func WaitProjected(ctx context.Context, url string, results int, timeout time.Duration) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(timeout)
-	for {
-		var got int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM analytics_results").Scan(&got); err != nil {
-			return fmt.Errorf("count the projected results: %w", err)
-		}
-		if got >= results {
-			return nil
-		}
-		if time.Now().After(deadline) {
+	return poll(ctx, url, "SELECT count(*) FROM analytics_results", timeout,
+		func(got int) bool { return got >= results },
+		func(got int) error {
 			return fmt.Errorf("the analytics projection holds %d results after %s, want %d", got, timeout, results)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		})
 }
 
 // WaitCaughtUp waits until the analytics projection of the database at url has reached every
 // cluster's current revision (rewrites change no count of results, so WaitProjected cannot tell),
 // or timeout passes.
 func WaitCaughtUp(ctx context.Context, url string, timeout time.Duration) error {
+	return poll(ctx, url, `SELECT count(*) FROM revisions v
+		LEFT JOIN analytics_checkpoints k ON k.cluster = v.cluster
+		WHERE coalesce(k.revision, -1) < v.current`, timeout,
+		func(behind int) bool { return behind == 0 },
+		func(behind int) error {
+			return fmt.Errorf("the analytics projection is behind in %d clusters after %s", behind, timeout)
+		})
+}
+
+// poll runs query, which returns one count, on a connection to url every 100 ms until done
+// accepts the count, or timeout passes (the error is then late's).
+func poll(ctx context.Context, url, query string, timeout time.Duration, done func(int) bool, late func(int) error) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return err
@@ -88,17 +86,15 @@ func WaitCaughtUp(ctx context.Context, url string, timeout time.Duration) error 
 	defer conn.Close(ctx)
 	deadline := time.Now().Add(timeout)
 	for {
-		var behind int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM revisions v
-			LEFT JOIN analytics_checkpoints k ON k.cluster = v.cluster
-			WHERE coalesce(k.revision, -1) < v.current`).Scan(&behind); err != nil {
-			return fmt.Errorf("compare the projection's checkpoints with the revisions: %w", err)
+		var n int
+		if err := conn.QueryRow(ctx, query).Scan(&n); err != nil {
+			return fmt.Errorf("poll the analytics projection: %w", err)
 		}
-		if behind == 0 {
+		if done(n) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the analytics projection is behind in %d clusters after %s", behind, timeout)
+			return late(n)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -10,6 +10,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 
 	wgpolicyv1alpha2 "github.com/reports-server/reports-server/internal/apis/wgpolicyk8s/v1alpha2"
 	"github.com/reports-server/reports-server/internal/benchreport"
@@ -30,57 +31,15 @@ import (
 //
 //	go test ./test/integration -run XXX -bench BenchmarkCreateCPU -benchtime 3x
 func BenchmarkCreateCPU(b *testing.B) {
-	counts, err := memEnvInts("CREATE_BENCH_REPORTS", []int{1500})
-	if err != nil {
-		b.Fatal(err)
-	}
-	n := counts[0]
-	url := dbtest.URL(b)
-	p := memStart(b, memBuildServer(b), url)
-	defer p.stop(b)
-	ctx := context.Background()
-	gv := wgpolicyv1alpha2.SchemeGroupVersion
-	res := p.dynamic.Resource(gv.WithResource("policyreports")).Namespace("default")
-	cpu := func() (server, pg, client time.Duration) { return cpuSplit(b, p) }
-	var created int
-	var elapsed, serverCPU, pgCPU, projectionCPU, clientCPU time.Duration
+	w := newWriteCPUBench(b)
+	defer w.p.stop(b)
 	for b.Loop() {
-		s0, pg0, c0 := cpu()
-		start := time.Now()
-		first := created
-		createConcurrently(b, 16, n, func(i int) error {
-			_, err := res.Create(ctx, benchreport.New(gv.String(), "default", fmt.Sprintf("r%d", first+i)), metav1.CreateOptions{})
-			return err
+		first := w.ops
+		w.measure(w.create(first), func() error {
+			return benchreport.WaitProjected(w.ctx, w.url, (first+w.n)*benchreport.Results, 5*time.Minute)
 		})
-		elapsed += time.Since(start)
-		s1, pg1, c1 := cpu()
-		created += n
-		if err := benchreport.WaitProjected(ctx, url, created*benchreport.Results, 5*time.Minute); err != nil {
-			b.Fatal(err)
-		}
-		_, pg2, _ := cpu()
-		serverCPU, pgCPU, projectionCPU, clientCPU = serverCPU+s1-s0, pgCPU+pg1-pg0, projectionCPU+pg2-pg1, clientCPU+c1-c0
 	}
-	perCreate := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(created) }
-	b.ReportMetric(float64(created)/elapsed.Seconds(), "creates/s")
-	b.ReportMetric(perCreate(serverCPU), "server-ms")
-	b.ReportMetric(perCreate(pgCPU), "pg-ms")
-	b.ReportMetric(perCreate(projectionCPU), "projection-pg-ms")
-	b.ReportMetric(perCreate(clientCPU), "client-ms")
-}
-
-// cpuSplit is the CPU time used so far by the server process p, by every postgres process on the
-// machine, and by this process (the client).
-func cpuSplit(b *testing.B, p *memProcess) (server, pg, client time.Duration) {
-	server, err := procstat.CPUTime(p.cmd.Process.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	client, err = procstat.CPUTime(os.Getpid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return server, procstat.CPUTimeOf("postgres"), client
+	w.report("creates/s")
 }
 
 // BenchmarkUpdateCPU: where the CPU of a report's rewrite goes, as BenchmarkCreateCPU splits a
@@ -94,60 +53,112 @@ func cpuSplit(b *testing.B, p *memProcess) (server, pg, client time.Duration) {
 //
 //	go test ./test/integration -run XXX -bench BenchmarkUpdateCPU -benchtime 3x
 func BenchmarkUpdateCPU(b *testing.B) {
+	w := newWriteCPUBench(b)
+	defer w.p.stop(b)
+	createConcurrently(b, 16, w.n, w.create(0))
+	if err := benchreport.WaitProjected(w.ctx, w.url, w.n*benchreport.Results, 5*time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	round := 0
+	for b.Loop() {
+		round++
+		w.measure(w.rewrite(strconv.Itoa(round)), func() error { return benchreport.WaitCaughtUp(w.ctx, w.url, 5*time.Minute) })
+	}
+	w.report("rewrites/s")
+}
+
+// writeCPUBench is what BenchmarkCreateCPU and BenchmarkUpdateCPU share: the server as its own
+// process, the policy reports of its default namespace, and the CPU their writes cost.
+type writeCPUBench struct {
+	b   *testing.B
+	ctx context.Context
+	n   int // writes per iteration (CREATE_BENCH_REPORTS)
+	url string
+	p   *memProcess
+	res dynamic.ResourceInterface
+	// ops is the writes measured so far; the rest are their totals.
+	ops                                     int
+	elapsed, server, pg, projection, client time.Duration
+}
+
+func newWriteCPUBench(b *testing.B) *writeCPUBench {
 	counts, err := memEnvInts("CREATE_BENCH_REPORTS", []int{1500})
 	if err != nil {
 		b.Fatal(err)
 	}
-	n := counts[0]
 	url := dbtest.URL(b)
 	p := memStart(b, memBuildServer(b), url)
-	defer p.stop(b)
-	ctx := context.Background()
-	gv := wgpolicyv1alpha2.SchemeGroupVersion
-	res := p.dynamic.Resource(gv.WithResource("policyreports")).Namespace("default")
-	createConcurrently(b, 16, n, func(i int) error {
-		_, err := res.Create(ctx, benchreport.New(gv.String(), "default", fmt.Sprintf("r%d", i)), metav1.CreateOptions{})
+	res := p.dynamic.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports")).Namespace("default")
+	return &writeCPUBench{b: b, ctx: context.Background(), n: counts[0], url: url, p: p, res: res}
+}
+
+// create is the write of report r<first+i>.
+func (w *writeCPUBench) create(first int) func(i int) error {
+	return func(i int) error {
+		r := benchreport.New(wgpolicyv1alpha2.SchemeGroupVersion.String(), "default", fmt.Sprintf("r%d", first+i))
+		_, err := w.res.Create(w.ctx, r, metav1.CreateOptions{})
 		return err
-	})
-	if err := benchreport.WaitProjected(ctx, url, n*benchreport.Results, 5*time.Minute); err != nil {
-		b.Fatal(err)
 	}
-	var rewritten, round int
-	var elapsed, serverCPU, pgCPU, projectionCPU, clientCPU time.Duration
-	for b.Loop() {
-		round++
-		s0, pg0, c0 := cpuSplit(b, p)
-		start := time.Now()
-		createConcurrently(b, 16, n, func(i int) error {
-			for {
-				u, err := res.Get(ctx, fmt.Sprintf("r%d", i), metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				labels := u.GetLabels()
-				if labels == nil {
-					labels = map[string]string{}
-				}
-				labels["bench/round"] = strconv.Itoa(round)
-				u.SetLabels(labels)
-				if _, err := res.Update(ctx, u, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
-					return err
-				}
+}
+
+// rewrite is the rewrite of report r<i>: a GET, then an update setting a label to value, again
+// after a conflict.
+func (w *writeCPUBench) rewrite(value string) func(i int) error {
+	return func(i int) error {
+		for {
+			u, err := w.res.Get(w.ctx, fmt.Sprintf("r%d", i), metav1.GetOptions{})
+			if err != nil {
+				return err
 			}
-		})
-		elapsed += time.Since(start)
-		s1, pg1, c1 := cpuSplit(b, p)
-		rewritten += n
-		if err := benchreport.WaitCaughtUp(ctx, url, 5*time.Minute); err != nil {
-			b.Fatal(err)
+			labels := u.GetLabels()
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels["bench/round"] = value
+			u.SetLabels(labels)
+			if _, err := w.res.Update(w.ctx, u, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+				return err
+			}
 		}
-		_, pg2, _ := cpuSplit(b, p)
-		serverCPU, pgCPU, projectionCPU, clientCPU = serverCPU+s1-s0, pgCPU+pg1-pg0, projectionCPU+pg2-pg1, clientCPU+c1-c0
 	}
-	perRewrite := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(rewritten) }
-	b.ReportMetric(float64(rewritten)/elapsed.Seconds(), "rewrites/s")
-	b.ReportMetric(perRewrite(serverCPU), "server-ms")
-	b.ReportMetric(perRewrite(pgCPU), "pg-ms")
-	b.ReportMetric(perRewrite(projectionCPU), "projection-pg-ms")
-	b.ReportMetric(perRewrite(clientCPU), "client-ms")
+}
+
+// measure makes n writes with 16 writers, waits until the projection has them (caughtUp), and
+// adds what they cost to the totals.
+func (w *writeCPUBench) measure(write func(i int) error, caughtUp func() error) {
+	s0, pg0, c0 := w.cpu()
+	start := time.Now()
+	createConcurrently(w.b, 16, w.n, write)
+	w.elapsed += time.Since(start)
+	s1, pg1, c1 := w.cpu()
+	w.ops += w.n
+	if err := caughtUp(); err != nil {
+		w.b.Fatal(err)
+	}
+	_, pg2, _ := w.cpu()
+	w.server, w.pg, w.projection, w.client = w.server+s1-s0, w.pg+pg1-pg0, w.projection+pg2-pg1, w.client+c1-c0
+}
+
+// cpu is the CPU time used so far by the server process, by every postgres process on the
+// machine, and by this process (the client).
+func (w *writeCPUBench) cpu() (server, pg, client time.Duration) {
+	server, err := procstat.CPUTime(w.p.cmd.Process.Pid)
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	client, err = procstat.CPUTime(os.Getpid())
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	return server, procstat.CPUTimeOf("postgres"), client
+}
+
+// report reports the writes per second (as rate) and the CPU per write.
+func (w *writeCPUBench) report(rate string) {
+	per := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(w.ops) }
+	w.b.ReportMetric(float64(w.ops)/w.elapsed.Seconds(), rate)
+	w.b.ReportMetric(per(w.server), "server-ms")
+	w.b.ReportMetric(per(w.pg), "pg-ms")
+	w.b.ReportMetric(per(w.projection), "projection-pg-ms")
+	w.b.ReportMetric(per(w.client), "client-ms")
 }
