@@ -46,11 +46,10 @@ func ParseConfig(databaseURL string) (*pgxpool.Config, error) {
 	}
 	// No JIT compilation of the server's statements (unless the URL asks for it). PostgreSQL
 	// compiles a statement whose estimated cost passes jit_above_cost (100,000): the projector's
-	// batches of a few hundred reports and more, its rebuilds, large selections. Compiling one
-	// takes 0.1–1.5 s, more than it ever saved here: a rebuild of 1,500 reports took 2.0–2.3 s
-	// with JIT and 0.7–0.8 s without, of 15,000 reports 8.3 s and 7.6 s, a batch of 1,000 changed
-	// reports 0.54–0.65 s and 0.49 s (docs/benchmarks.md). Analysts' own sessions keep the
-	// server's setting.
+	// batches of a few hundred reports and more, its rebuilds. Compiling one takes 0.1–1.5 s,
+	// more than it ever saved here: a rebuild of 1,500 reports took 2.5 s with JIT and 0.9 s
+	// without, a batch of 1,000 changed reports 0.62 s and 0.55 s (BenchmarkProjectionJIT,
+	// docs/benchmarks.md). Analysts' own sessions keep the server's setting.
 	if _, ok := cfg.ConnConfig.RuntimeParams["jit"]; !ok {
 		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	}

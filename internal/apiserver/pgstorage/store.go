@@ -525,7 +525,9 @@ func (s *Store) GuaranteedUpdate(ctx context.Context, key string, destination ru
 	}
 }
 
-// Get implements storage.Interface.
+// Get implements storage.Interface. For a REST.Get whose response is plain JSON or YAML
+// (WithGetAnswer, WithStoredJSON) it leaves the object in the request's Answer, hollow, and out
+// empty.
 func (s *Store) Get(ctx context.Context, key string, opts storage.GetOptions, out runtime.Object) error {
 	ctx, cancel := withDatabaseDeadline(ctx)
 	defer cancel()

@@ -21,9 +21,9 @@ type storedJSONKey struct{}
 // JSON or YAML of the served version, with no conversion: its lists then return hollow items
 // with their stored JSON (storedjson.Items), its watches storedjson.Objects, which encode as the
 // stored JSON without decoding it (see package storedjson), and its creates and gets the object
-// written or read as such an Object (Answer). The API server's handler chain sets it after negotiating the
-// response's media type exactly as the handlers do. Unmarked requests (and every caller inside
-// the server) get typed objects.
+// written or read as such an Object (Answer). The API server's handler chain sets it after
+// negotiating the response's media type exactly as the handlers do. Unmarked requests (and
+// every caller inside the server) get typed objects.
 func WithStoredJSON(ctx context.Context) context.Context {
 	return context.WithValue(ctx, storedJSONKey{}, true)
 }
