@@ -34,14 +34,7 @@ import (
 // them (object, change log, revision): writing 10^5 reports through the API would take minutes and
 // measure the write path, not the queries. Setup times (projection, refresh) are logged.
 func BenchmarkAnalyticQueries(b *testing.B) {
-	reportsN := 100_000
-	if s := os.Getenv("ANALYTICS_BENCH_REPORTS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			b.Fatal(err)
-		}
-		reportsN = n
-	}
+	reportsN := benchReports(b, 100_000)
 	e := newEnv(b)
 	start := time.Now()
 	const chunk = 10_000
@@ -380,19 +373,12 @@ func benchReport() map[string]any {
 // BenchmarkProjectionJIT times the projector with PostgreSQL's JIT compilation off, as the
 // server's sessions run (db.ParseConfig), and on, PostgreSQL's default: a rebuild of every
 // report's results (then ANALYZE of the tables, as after every rebuild), and one batch of 1,000
-// changed reports, the most a batch takes. Each report has 20 results, its own subject and
-// timestamps. A statement whose estimated cost passes jit_above_cost is compiled first.
+// changed reports, the most a batch takes. Each of the 1,500 reports (ANALYTICS_BENCH_REPORTS
+// changes the number) has 20 results, its own subject and timestamps. A statement whose estimated cost passes jit_above_cost is compiled first.
 //
 //	go test ./internal/analytics -run '^$' -bench ProjectionJIT -benchtime 3x
 func BenchmarkProjectionJIT(b *testing.B) {
-	n := 1500
-	if s := os.Getenv("ANALYTICS_BENCH_REPORTS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n = v
-	}
+	n := benchReports(b, 1500)
 	e := newEnv(b)
 	objs := make([]map[string]any, n)
 	for i := range objs {
@@ -449,4 +435,17 @@ func BenchmarkProjectionJIT(b *testing.B) {
 		}
 		pool.Close()
 	}
+}
+
+// benchReports is how many reports a benchmark loads: $ANALYTICS_BENCH_REPORTS, else def.
+func benchReports(b *testing.B, def int) int {
+	s := os.Getenv("ANALYTICS_BENCH_REPORTS")
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		b.Fatalf("ANALYTICS_BENCH_REPORTS: %v", err)
+	}
+	return n
 }

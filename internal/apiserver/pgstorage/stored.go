@@ -77,30 +77,34 @@ func answerOf(ctx context.Context, get bool) *Answer {
 // keepWritten leaves obj, written as data (stored JSON) at rev, in ctx's Answer for a Create. A
 // failure only costs the encoding it would have saved.
 func (s *Store) keepWritten(ctx context.Context, obj runtime.Object, data []byte, rev int64) {
-	a := answerOf(ctx, false)
-	if a == nil {
-		return
+	if a, sent := s.answerWith(ctx, false, data, rev); a != nil {
+		a.Object = storedjson.NewShared(obj, sent, s.encodings)
 	}
-	sent, err := s.storedBytes(data, rev)
-	if err != nil {
-		return
-	}
-	a.Object = storedjson.NewShared(obj, sent, s.encodings)
 }
 
 // keepRead leaves the object stored as data at rev in ctx's Answer for a Get, hollow, and
 // reports whether it did; if not, the caller decodes the object itself.
 func (s *Store) keepRead(ctx context.Context, data []byte, rev int64) bool {
-	a := answerOf(ctx, true)
+	a, sent := s.answerWith(ctx, true, data, rev)
+	if a != nil {
+		a.Object = storedjson.NewHollow(s.hollowItem(s.newFunc), sent, s.encodings, s.decodeJSON)
+	}
+	return a != nil
+}
+
+// answerWith is ctx's Answer for a Get (get) or a Create (answerOf) and the stored JSON data at
+// rev as that answer sends it (storedBytes); a nil Answer when there is none or the bytes could
+// not be made.
+func (s *Store) answerWith(ctx context.Context, get bool, data []byte, rev int64) (*Answer, []byte) {
+	a := answerOf(ctx, get)
 	if a == nil {
-		return false
+		return nil, nil
 	}
 	sent, err := s.storedBytes(data, rev)
 	if err != nil {
-		return false
+		return nil, nil
 	}
-	a.Object = storedjson.NewHollow(s.hollowItem(s.newFunc), sent, s.encodings, s.decodeJSON)
-	return true
+	return a, sent
 }
 
 // metadataJSONKey marks a metadata-only list whose response is written from stored metadata.
