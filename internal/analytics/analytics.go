@@ -37,7 +37,7 @@ const (
 	DefaultPollInterval           = 5 * time.Second
 	DefaultLeaderRetryInterval    = 5 * time.Second
 	DefaultBatchRevisions         = 1000
-	DefaultProjectInterval        = 100 * time.Millisecond
+	DefaultProjectInterval        = 500 * time.Millisecond
 )
 
 // Leadership of the two components (db.Elector), across all clusters of the database. Any
@@ -72,7 +72,11 @@ type Config struct {
 	BatchRevisions int64
 	// ProjectInterval is the least time between two catch-ups of the projector: under a stream
 	// of writes it projects what arrived in that time in one transaction per cluster, instead of
-	// one transaction per notification. It is also about the lag when writes are rare.
+	// one transaction per notification. A write after a quiet spell is projected at once; under
+	// a stream the lag is at most about this long plus a batch. Each batch costs its statements'
+	// planning (~5–12 ms, most of it the flattening's big statement) whatever its size, which at
+	// 100 ms was a fifth of PostgreSQL's CPU per create under a stream of creates
+	// (docs/benchmarks.md, "Creates: what the projector costs").
 	ProjectInterval time.Duration
 	Logger          *slog.Logger
 	// Metrics records projection and refresh durations (nil: none).
