@@ -74,8 +74,8 @@ type Config struct {
 	// of writes it projects what arrived in that time in one transaction per cluster, instead of
 	// one transaction per notification. A write after a quiet spell is projected at once; under
 	// a stream the lag is at most about this long plus a batch. Each batch costs its statements'
-	// planning (~5–12 ms, most of it the flattening's big statement) whatever its size, which at
-	// 100 ms was a fifth of PostgreSQL's CPU per create under a stream of creates
+	// planning (4–12 ms, most of it the flattening's big statement) whatever its size, which at
+	// 100 ms was about a fifth of the projection's time under a stream of creates
 	// (docs/benchmarks.md, "Creates: what the projector costs").
 	ProjectInterval time.Duration
 	Logger          *slog.Logger
