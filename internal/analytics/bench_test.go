@@ -374,7 +374,8 @@ func benchReport() map[string]any {
 // server's sessions run (db.ParseConfig), and on, PostgreSQL's default: a rebuild of every
 // report's results (then ANALYZE of the tables, as after every rebuild), and one batch of 1,000
 // changed reports, the most a batch takes. Each of the 1,500 reports (ANALYTICS_BENCH_REPORTS
-// changes the number) has 20 results, its own subject and timestamps. A statement whose estimated cost passes jit_above_cost is compiled first.
+// changes the number) has 20 results, its own subject and timestamps. A statement whose estimated
+// cost passes jit_above_cost is compiled first.
 //
 //	go test ./internal/analytics -run '^$' -bench ProjectionJIT -benchtime 3x
 func BenchmarkProjectionJIT(b *testing.B) {
