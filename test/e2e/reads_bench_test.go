@@ -47,9 +47,9 @@ const labelLists = 10
 //   - Direct: one reports-server replica, straight.
 //
 // Each path holds COMPARE_REPORTS (default 3,000) reports of 20 results (~10 KB), created with
-// benchWriters clients (timed once: the CRD path takes all of them, reports-server half through
-// the aggregation and half straight; the CPU each process spent per 1,000 creates on each path is
-// logged as for the reads below). For each read —
+// COMPARE_WRITERS clients (default benchWriters) and timed once: the CRD path takes all of them,
+// reports-server half through the aggregation and half straight, and the CPU each process spent
+// per 1,000 creates on each path is logged as for the reads below. For each read —
 // a paged list (limit=500) of whole objects, the same metadata-only, a watch-list
 // (sendInitialEvents) of whole objects and metadata-only, and a label-selected list matching 1%
 // (labelLists of them in a row) —
@@ -65,6 +65,7 @@ const labelLists = 10
 func BenchmarkCompareReads(b *testing.B) {
 	n := envInt(b, "COMPARE_REPORTS", 3000)
 	rounds := envInt(b, "COMPARE_ROUNDS", 5)
+	clients := envInt(b, "COMPARE_WRITERS", benchWriters)
 	c := startBenchCluster(b)
 	ctx := context.Background()
 	dyn, err := dynamic.NewForConfig(c.AdminConfig)
@@ -91,14 +92,14 @@ func BenchmarkCompareReads(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// load creates reports from..to (1-based, inclusive) with benchWriters clients and returns
+	// load creates reports from..to (1-based, inclusive) with `clients` writers and returns
 	// creates/s. Every hundredth report carries a rare label (the 1% label list).
 	load := func(client dynamic.ResourceInterface, apiVersion string, from, to int) float64 {
 		next := atomic.Int64{}
 		next.Store(int64(from - 1))
 		var wg sync.WaitGroup
 		start := time.Now()
-		for range benchWriters {
+		for range clients {
 			wg.Go(func() {
 				for {
 					i := next.Add(1)
@@ -204,7 +205,7 @@ func BenchmarkCompareReads(b *testing.B) {
 		}},
 	}
 	table := []string{"| operation | CRD items/s | aggregated | direct | aggregated/CRD | direct/CRD |", "|---|---|---|---|---|---|",
-		fmt.Sprintf("| create (%d writers, once) | %.0f | %.0f | %.0f | %.2f | %.2f |", benchWriters, crdCreates, aggCreates, directCreates,
+		fmt.Sprintf("| create (%d writers, once) | %.0f | %.0f | %.0f | %.2f | %.2f |", clients, crdCreates, aggCreates, directCreates,
 			aggCreates/crdCreates, directCreates/crdCreates),
 		fmt.Sprintf("| server CPU per create, ms (both replicas, projection included) | | %.2f | %.2f | | |", perCreate(cpu1-cpu0, n/2), perCreate(cpu2-cpu1, n-n/2)),
 		// Every postgres process on the machine: reports-server's (the private one unless
@@ -252,7 +253,7 @@ func BenchmarkCompareReads(b *testing.B) {
 	sizeRow := fmt.Sprintf("| bytes per stored report (etcd in use / PostgreSQL total) | %.0f | %.0f | | %.2f | |", etcdPer, pgPer, pgPer/etcdPer)
 	b.StartTimer()
 
-	// get+update: benchWriters clients rewrite a label of COMPARE_UPDATES reports, each a GET then
+	// get+update: `clients` writers rewrite a label of COMPARE_UPDATES reports, each a GET then
 	// an update (retried on a conflict), the paths taking turns.
 	updates := min(envInt(b, "COMPARE_UPDATES", 600), n)
 	writers := []struct {
@@ -266,12 +267,12 @@ func BenchmarkCompareReads(b *testing.B) {
 	updateRates := map[string][]float64{}
 	for round := range rounds {
 		for _, w := range writers {
-			updateRates[w.name] = append(updateRates[w.name], getUpdate(ctx, b, w.res, updates, fmt.Sprintf("%s-%d", w.name, round)))
+			updateRates[w.name] = append(updateRates[w.name], getUpdate(ctx, b, w.res, clients, updates, fmt.Sprintf("%s-%d", w.name, round)))
 		}
 	}
 	logPeaks("get+update")
 	crdRate, agg, dir := median(updateRates["CRD"]), median(updateRates["Aggregated"]), median(updateRates["Direct"])
-	table = append(table, fmt.Sprintf("| get + update (%d writers) | %.0f | %.0f | %.0f | %.2f | %.2f |", benchWriters, crdRate, agg, dir, agg/crdRate, dir/crdRate))
+	table = append(table, fmt.Sprintf("| get + update (%d writers) | %.0f | %.0f | %.0f | %.2f | %.2f |", clients, crdRate, agg, dir, agg/crdRate, dir/crdRate))
 
 	// A metadata informer's sync (client-go's defaults: a watch-list where the server offers
 	// it, else list and watch), in items/s.
@@ -368,13 +369,13 @@ func (s cpuSpent) perThousand(items int) string {
 	return strings.Join([]string{ms(s.client), ms(s.apiserver), ms(s.etcd), ms(s.replicas), ms(s.postgres), ms(s.wall)}, " / ")
 }
 
-// getUpdate rewrites a label of reports r1..r<count> in res with benchWriters clients, each a GET
+// getUpdate rewrites a label of reports r1..r<count> in res with writers clients, each a GET
 // then an update retried on a conflict, and returns updates/s.
-func getUpdate(ctx context.Context, b *testing.B, res dynamic.ResourceInterface, count int, value string) float64 {
+func getUpdate(ctx context.Context, b *testing.B, res dynamic.ResourceInterface, writers, count int, value string) float64 {
 	next := atomic.Int64{}
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range benchWriters {
+	for range writers {
 		wg.Go(func() {
 			for {
 				i := next.Add(1)
