@@ -124,10 +124,8 @@ func BenchmarkCompareReads(b *testing.B) {
 		return float64(to-from+1) / time.Since(start).Seconds()
 	}
 	// Creates: the CRD path takes all n; reports-server half through the aggregation and half
-	// straight to a replica (the reads below need all n in each store).
-	// serverCPU is the CPU time the replicas have used so far: what a create costs the server,
-	// compared before and after the creates.
-	serverCPU := func() time.Duration { return replicasCPU(b, c) }
+	// straight to a replica (the reads below need all n in each store). The CPU every process
+	// spends meanwhile is what a create costs each.
 	// logPeaks logs each replica's peak RSS so far: which step raises it.
 	logPeaks := func(after string) {
 		var peaks []string
@@ -143,15 +141,13 @@ func BenchmarkCompareReads(b *testing.B) {
 	logPeaks("start")
 	crdBefore := cpuNow(b, c)
 	crdCreates := load(dyn.Resource(crd).Namespace("bench"), crd.GroupVersion().String(), 1, n)
-	cpu0, pg0 := serverCPU(), procstat.CPUTimeOf("postgres")
 	aggBefore := cpuNow(b, c)
 	aggCreates := load(dyn.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), 1, n/2)
-	cpu1, pg1 := serverCPU(), procstat.CPUTimeOf("postgres")
+	aggSpent := cpuNow(b, c).since(aggBefore)
 	// The direct creates take less time than the aggregated ones did: a profile that long covers them.
 	profiled := profileReplicas(b, c, time.Duration(float64(n/2)/aggCreates*float64(time.Second)), "creates")
 	directBefore := cpuNow(b, c)
 	directCreates := load(direct.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), n/2+1, n)
-	cpu2, pg2 := serverCPU(), procstat.CPUTimeOf("postgres")
 	directSpent := cpuNow(b, c).since(directBefore)
 	created := time.Now()
 	profiled()
@@ -159,7 +155,7 @@ func BenchmarkCompareReads(b *testing.B) {
 	// Where a create's time went, every process on the machine: on two cores the client's share
 	// bounds the rate of whichever path spends least.
 	b.Logf("creates, CPU ms per 1,000 creates (%s): CRD %s; Aggregated %s; Direct %s", cpuColumns,
-		aggBefore.since(crdBefore).perThousand(n), directBefore.since(aggBefore).perThousand(n/2), directSpent.perThousand(n-n/2))
+		aggBefore.since(crdBefore).perThousand(n), aggSpent.perThousand(n/2), directSpent.perThousand(n-n/2))
 	logPeaks("creates")
 	perCreate := func(d time.Duration, count int) float64 { return d.Seconds() * 1000 / float64(count) }
 
@@ -207,10 +203,10 @@ func BenchmarkCompareReads(b *testing.B) {
 	table := []string{"| operation | CRD items/s | aggregated | direct | aggregated/CRD | direct/CRD |", "|---|---|---|---|---|---|",
 		fmt.Sprintf("| create (%d writers, once) | %.0f | %.0f | %.0f | %.2f | %.2f |", clients, crdCreates, aggCreates, directCreates,
 			aggCreates/crdCreates, directCreates/crdCreates),
-		fmt.Sprintf("| server CPU per create, ms (both replicas, projection included) | | %.2f | %.2f | | |", perCreate(cpu1-cpu0, n/2), perCreate(cpu2-cpu1, n-n/2)),
+		fmt.Sprintf("| server CPU per create, ms (both replicas, projection included) | | %.2f | %.2f | | |", perCreate(aggSpent.replicas, n/2), perCreate(directSpent.replicas, n-n/2)),
 		// Every postgres process on the machine: reports-server's (the private one unless
 		// REPORTS_TEST_LOCAL_PG names the machine's) and any other, idle while this runs.
-		fmt.Sprintf("| PostgreSQL CPU per create, ms (projection included, while creating) | | %.2f | %.2f | | |", perCreate(pg1-pg0, n/2), perCreate(pg2-pg1, n-n/2))}
+		fmt.Sprintf("| PostgreSQL CPU per create, ms (projection included, while creating) | | %.2f | %.2f | | |", perCreate(aggSpent.postgres, n/2), perCreate(directSpent.postgres, n-n/2))}
 	b.ResetTimer()
 	for _, r := range reads {
 		rates := map[string][]float64{}
@@ -369,7 +365,7 @@ func (s cpuSpent) perThousand(items int) string {
 	return strings.Join([]string{ms(s.client), ms(s.apiserver), ms(s.etcd), ms(s.replicas), ms(s.postgres), ms(s.wall)}, " / ")
 }
 
-// getUpdate rewrites a label of reports r1..r<count> in res with writers clients, each a GET
+// getUpdate rewrites a label of reports r1..r<count> in res with `writers` clients, each a GET
 // then an update retried on a conflict, and returns updates/s.
 func getUpdate(ctx context.Context, b *testing.B, res dynamic.ResourceInterface, writers, count int, value string) float64 {
 	next := atomic.Int64{}
