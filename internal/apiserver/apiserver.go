@@ -254,13 +254,13 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	prefetcher := pgstorage.NewPrefetcher()
 	// One object cache for every resource's lists, so its bound is the process's.
 	objects := pgstorage.NewObjectCache(c.Extra.ObjectCacheBytes)
-	m.SetSources(metricSources(c.Extra, notifier, follower, replica, prefetcher, objects))
+	codecs := c.Codecs
+	lists := newMetadataLists(c.Scheme, codecs)
+	m.SetSources(metricSources(c.Extra, notifier, follower, replica, prefetcher, lists.ahead, objects))
 	// GET requests read what their response holds: metadata only, or the stored JSON (readshape.go).
 	// GET /metrics answers with the generic server's metrics and ours (internal/metrics), after
 	// authentication and authorization as before.
 	chain := c.Generic.BuildHandlerChainFunc
-	codecs := c.Codecs
-	lists := newMetadataLists(c.Scheme, codecs)
 	c.Generic.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
 		return chain(m.WithHandler(withReadShape(h, codecs, lists)), cfg)
 	}

@@ -1,11 +1,14 @@
 package apiserver
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
 	metainternalversionvalidation "k8s.io/apimachinery/pkg/apis/meta/internalversion/validation"
@@ -56,10 +59,15 @@ type metadataLists struct {
 	encodings *storedjson.Encodings
 	// stores are the report resources' stores, set once they exist (New), before any request.
 	stores atomic.Pointer[map[schema.GroupVersionResource]*registry.REST]
+	// ahead keeps the pages of compressed lists answered ahead of their requests (pagesahead.go).
+	ahead *pagesAhead
 }
 
+// listAnswer writes the list req asks for on w and tells about the page it wrote (ok: a 200).
+type listAnswer func(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo, compress bool) (page pageInfo, ok bool)
+
 func newMetadataLists(convertor runtime.ObjectConvertor, errors runtime.NegotiatedSerializer) *metadataLists {
-	return &metadataLists{convertor: convertor, errors: errors, encodings: storedjson.NewEncodings(metav1.SchemeGroupVersion)}
+	return &metadataLists{convertor: convertor, errors: errors, encodings: storedjson.NewEncodings(metav1.SchemeGroupVersion), ahead: newPagesAhead()}
 }
 
 // serve answers req and returns true when it is a metadata-only JSON list of a report resource,
@@ -69,13 +77,13 @@ func (m *metadataLists) serve(w http.ResponseWriter, req *http.Request, mediaTyp
 	// Pretty JSON (asked for, or for curl and browsers) is compressed by the generic writer.
 	pretty := serializer.PrettySerializer != nil && serializer.Serializer.Identifier() == serializer.PrettySerializer.Identifier()
 	compress := !pretty && acceptsGzip(req)
-	answer := m.list
+	answer, metadata := listAnswer(m.list), true
 	if convert := mediaType.Convert; convert == nil || convert.Kind != "PartialObjectMetadataList" ||
 		convert.GroupVersion() != metav1.SchemeGroupVersion || mediaType.Accepted.MediaType != runtime.ContentTypeJSON {
 		if !plainOutput(mediaType) || mediaType.Accepted.MediaType != runtime.ContentTypeJSON || !compress {
 			return false
 		}
-		answer = m.objectList
+		answer, metadata = m.objectList, false
 	}
 	info, ok := request.RequestInfoFrom(req.Context())
 	if !ok || !info.IsResourceRequest || info.Verb != "list" || info.Subresource != "" {
@@ -85,38 +93,119 @@ func (m *metadataLists) serve(w http.ResponseWriter, req *http.Request, mediaTyp
 	if stores == nil {
 		return false
 	}
-	store, ok := (*stores)[schema.GroupVersionResource{Group: info.APIGroup, Version: info.APIVersion, Resource: info.Resource}]
+	gvr := schema.GroupVersionResource{Group: info.APIGroup, Version: info.APIVersion, Resource: info.Resource}
+	store, ok := (*stores)[gvr]
 	// A cluster-scoped resource has no path under a namespace: the generic handlers answer 404.
 	if !ok || (!store.NamespaceScoped() && info.Namespace != "") {
 		return false
 	}
 	metrics.InstrumentHandlerFunc("LIST", info.APIGroup, info.APIVersion, info.Resource, "", metrics.CleanScope(info),
 		metrics.APIServerComponent, false, "", func(w http.ResponseWriter, req *http.Request) {
-			answer(w, req, store, info, compress)
+			if !compress {
+				answer(w, req, store, info, compress)
+				return
+			}
+			key := aheadKey{resource: gvr, namespace: info.Namespace, metadata: metadata,
+				query: canonicalQuery(req.URL.Query())}
+			page, ok := m.answerAhead(w, req, store, key)
+			if !ok {
+				page, ok = answer(w, req, store, info, compress)
+			}
+			// A client asking for huge pages would have the next one made for nothing if it
+			// stopped: such pages are not answered ahead.
+			if ok && page.next != "" && page.size >= 0 && page.size <= aheadMaxPageJSON {
+				m.startAhead(req, store, info, answer, key, page.next)
+			}
 		})(w, req)
 	return true
 }
 
+// answerAhead writes the page of key answered ahead, if there is one and the change log still
+// reaches its revision (else the request is answered as usual, with 410 Gone after compaction).
+func (m *metadataLists) answerAhead(w http.ResponseWriter, req *http.Request, store *registry.REST, key aheadKey) (pageInfo, bool) {
+	if req.URL.Query().Get("continue") == "" {
+		return pageInfo{}, false
+	}
+	p, ok := m.ahead.take(req.Context(), key)
+	if !ok {
+		return pageInfo{}, false
+	}
+	st := store.Storage.Storage
+	if _, err := st.GetCurrentResourceVersion(req.Context()); err != nil || p.page.rev < st.CompactRevision() {
+		m.ahead.unused.Add(1)
+		return pageInfo{}, false
+	}
+	m.ahead.used.Add(1)
+	if err := p.resp.writeTo(w); err != nil {
+		utilruntime.HandleError(fmt.Errorf("list %s: write a page answered ahead: %w", key.resource.Resource, err))
+	}
+	return p.page, true
+}
+
+// startAhead answers in the background the request that continues req's list at token next
+// (pagesahead.go). It runs as req's user, outside req's handler chain, whose checks the request
+// itself passes when it comes.
+func (m *metadataLists) startAhead(req *http.Request, store *registry.REST, info *request.RequestInfo, answer listAnswer, key aheadKey, next string) {
+	query := continuationQuery(req.URL.Query(), next)
+	key.query = canonicalQuery(query)
+	// A request of its own, without req's context: what req's handler chain put there (its
+	// audit event, its warnings, its deadline) ends with req.
+	user, _ := request.UserFrom(req.Context())
+	cont := req.Clone(context.Background())
+	cont.URL.RawQuery = query.Encode()
+	m.ahead.start(key, func(ctx context.Context, w http.ResponseWriter) (pageInfo, bool) {
+		ctx = request.WithRequestInfo(ctx, info)
+		if user != nil {
+			ctx = request.WithUser(ctx, user)
+		}
+		return answer(w, cont.WithContext(ctx), store, info, true)
+	})
+}
+
+// pageOf is what list (a list object, size bytes of JSON, -1 if not known) tells about its page.
+func pageOf(list runtime.Object, size int) (pageInfo, bool) {
+	var meta metav1.ListInterface
+	var err error
+	if l, ok := list.(*storedjson.List); ok {
+		meta, err = l.ListMeta() // ListAccessor would decode its items
+	} else {
+		meta, err = apimeta.ListAccessor(list)
+	}
+	if err != nil {
+		return pageInfo{}, false
+	}
+	rev, err := strconv.ParseInt(meta.GetResourceVersion(), 10, 64)
+	if err != nil {
+		return pageInfo{}, false
+	}
+	return pageInfo{rev: rev, next: meta.GetContinue(), size: size}, true
+}
+
 // objectList lists store's objects as their stored JSON and writes them, gzip-compressed when
 // compress and the list is over gzipThreshold.
-func (m *metadataLists) objectList(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo, compress bool) {
+func (m *metadataLists) objectList(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo, compress bool) (pageInfo, bool) {
 	gv := schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}
 	opts, err := m.listOptions(req, store.GroupVersionKind(gv))
 	if err != nil {
 		responsewriters.ErrorNegotiated(err, m.errors, gv, w, req)
-		return
+		return pageInfo{}, false
 	}
 	ctx := pgstorage.WithStoredJSON(request.WithNamespace(req.Context(), info.Namespace))
 	obj, err := store.List(ctx, &opts)
 	if err != nil {
 		responsewriters.ErrorNegotiated(err, m.errors, gv, w, req)
-		return
+		return pageInfo{}, false
 	}
-	if list, ok := obj.(*storedjson.List); ok && compress && list.JSONSize() > gzipThreshold {
-		m.sendCompressed(w, list, info)
-		return
+	size := -1
+	if list, ok := obj.(*storedjson.List); ok {
+		size = list.JSONSize()
 	}
-	responsewriters.WriteObjectNegotiated(m.errors, reportEndpoint{}, gv, w, req, http.StatusOK, obj, false)
+	if size > gzipThreshold && compress {
+		m.sendCompressed(w, obj.(*storedjson.List), info)
+	} else {
+		responsewriters.WriteObjectNegotiated(m.errors, reportEndpoint{}, gv, w, req, http.StatusOK, obj, false)
+	}
+	return pageOf(obj, size)
 }
 
 // sendCompressed writes list gzip-compressed (writeCompressed). As the generic writer does once
@@ -129,36 +218,37 @@ func (m *metadataLists) sendCompressed(w http.ResponseWriter, list jsonBody, inf
 
 // list lists the metadata of store's objects and writes it, gzip-compressed when compress and the
 // list is over gzipThreshold.
-func (m *metadataLists) list(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo, compress bool) {
+func (m *metadataLists) list(w http.ResponseWriter, req *http.Request, store *registry.REST, info *request.RequestInfo, compress bool) (pageInfo, bool) {
 	gv := schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}
-	fail := func(err error) { responsewriters.ErrorNegotiated(err, m.errors, gv, w, req) }
+	fail := func(err error) (pageInfo, bool) {
+		responsewriters.ErrorNegotiated(err, m.errors, gv, w, req)
+		return pageInfo{}, false
+	}
 	opts, err := m.listOptions(req, store.GroupVersionKind(gv))
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
 	ctx := pgstorage.WithMetadataJSON(request.WithNamespace(req.Context(), info.Namespace))
 	// The generic store's List, not REST.List: the list is written as metadata, not as reports.
 	obj, err := store.Store.List(ctx, &opts)
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
 	carrier, ok := obj.(storedjson.Carrier)
 	if !ok {
-		fail(apierrors.NewInternalError(fmt.Errorf("list type %T cannot keep stored metadata", obj)))
-		return
+		return fail(apierrors.NewInternalError(fmt.Errorf("list type %T cannot keep stored metadata", obj)))
 	}
 	list, err := storedjson.NewMetadataList(carrier, m.encodings)
 	if err != nil {
-		fail(apierrors.NewInternalError(err))
-		return
+		return fail(apierrors.NewInternalError(err))
 	}
-	if compress && list.JSONSize() > gzipThreshold {
+	size := list.JSONSize()
+	if compress && size > gzipThreshold {
 		m.sendCompressed(w, list, info)
-		return
+	} else {
+		responsewriters.WriteObjectNegotiated(metainternalversionscheme.Codecs, reportEndpoint{}, metav1.SchemeGroupVersion, w, req, http.StatusOK, list, false)
 	}
-	responsewriters.WriteObjectNegotiated(metainternalversionscheme.Codecs, reportEndpoint{}, metav1.SchemeGroupVersion, w, req, http.StatusOK, list, false)
+	return pageOf(obj, size)
 }
 
 // listOptions parses and checks req's list options as the generic list handler does

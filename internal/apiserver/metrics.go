@@ -13,7 +13,7 @@ import (
 
 // metricSources are what the server's metrics read at scrape time (internal/metrics). The
 // served kinds always have a series (0 when none), so a kind does not vanish from dashboards.
-func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower, replica *db.Replica, prefetcher *pgstorage.Prefetcher, objects *pgstorage.ObjectCache) metrics.Sources {
+func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage.Follower, replica *db.Replica, prefetcher *pgstorage.Prefetcher, ahead *pagesAhead, objects *pgstorage.ObjectCache) metrics.Sources {
 	pool, cluster, kinds := extra.Pool, extra.Cluster, extra.Kinds
 	src := metrics.Sources{
 		Pool: pool,
@@ -27,6 +27,10 @@ func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage
 		NotifyReconnects: notifier.Reconnects,
 		ListPrefetch: func() (int64, int64, int64) {
 			st := prefetcher.Stats()
+			return st.Used, st.Unused, st.Skipped
+		},
+		ListAhead: func() (int64, int64, int64) {
+			st := ahead.stats()
 			return st.Used, st.Unused, st.Skipped
 		},
 		ObjectCache: func() (int64, int64, int64) {

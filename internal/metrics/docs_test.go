@@ -29,6 +29,7 @@ func TestMetricsDocumented(t *testing.T) {
 		NotifyReconnects: func() int64 { return 0 },
 		ReplicaReads:     func() (int64, int64) { return 0, 0 },
 		ListPrefetch:     func() (int64, int64, int64) { return 0, 0, 0 },
+		ListAhead:        func() (int64, int64, int64) { return 0, 0, 0 },
 		ObjectCache:      func() (int64, int64, int64) { return 0, 0, 0 },
 		Stored:           func(context.Context) ([]StoredCount, error) { return []StoredCount{{Kind: "K"}}, nil },
 		AnalyticsLag:     func(context.Context) (AnalyticsLag, error) { return AnalyticsLag{}, nil },

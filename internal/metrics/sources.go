@@ -23,6 +23,9 @@ type Sources struct {
 	// ListPrefetch counts the list pages read ahead of their request: used, unused (never
 	// taken), skipped (not read ahead: the bounds were reached).
 	ListPrefetch func() (used, unused, skipped int64)
+	// ListAhead counts the list pages answered ahead of their request: used, unused (never
+	// taken, or not servable), skipped (not answered ahead: the bounds were reached).
+	ListAhead func() (used, unused, skipped int64)
 	// ObjectCache counts the objects and metadata lists found in the object cache (hits) and
 	// read from the database (misses), and the bytes it keeps.
 	ObjectCache func() (hits, misses, bytes int64)
@@ -92,6 +95,8 @@ var (
 		"Reads that tried the read replica, by outcome: served (on the replica), primary (it was behind, away or hung).", "outcome")
 	prefetchDesc = desc("list", "prefetched_pages_total",
 		"Pages of paged lists read ahead of their request, by outcome: used (taken by it), unused (never taken), skipped (not read: bounds reached).", "outcome")
+	aheadDesc = desc("list", "answered_ahead_pages_total",
+		"Pages of compressed JSON lists answered ahead of their request, by outcome: used (served to it), unused (never taken, or behind a compaction), skipped (not answered: bounds reached).", "outcome")
 	objectCacheDesc = desc("list", "objects_total",
 		"Whole objects and metadata read by lists and watch-lists of the current state, by where they came from: cache (the object cache, by key and revision) or database (0 when the cache is off).", "source")
 	objectCacheBytesDesc = desc("list", "object_cache_bytes", "Stored JSON and metadata kept in the object cache.")
@@ -99,7 +104,7 @@ var (
 	storedResultsDesc    = desc("", "stored_results", "Results of the stored reports (sum of their summaries), by kind (refreshed at most every 30 s).", "kind")
 	analyticsRevsDesc    = desc("analytics", "projection_lag_revisions", "Committed revisions not yet projected into the analytics tables (refreshed at most every 30 s).")
 	analyticsSecsDesc    = desc("analytics", "projection_lag_seconds", "Seconds since the projection checkpoint last moved while it is behind; 0 when caught up.")
-	allDescs             = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, replicaReadsDesc, prefetchDesc, objectCacheDesc, objectCacheBytesDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
+	allDescs             = []*prometheus.Desc{poolConnsDesc, poolMaxDesc, poolWaitsDesc, poolWaitSecsDesc, poolCanceledDesc, watchLagDesc, watchersDesc, notifyDesc, replicaReadsDesc, prefetchDesc, aheadDesc, objectCacheDesc, objectCacheBytesDesc, storedReportsDesc, storedResultsDesc, analyticsRevsDesc, analyticsSecsDesc}
 )
 
 // cached is a database-backed answer and when it was taken.
@@ -168,6 +173,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(used), "used")
 		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(unused), "unused")
 		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(skipped), "skipped")
+	}
+	if c.src.ListAhead != nil {
+		used, unused, skipped := c.src.ListAhead()
+		ch <- prometheus.MustNewConstMetric(aheadDesc, prometheus.CounterValue, float64(used), "used")
+		ch <- prometheus.MustNewConstMetric(aheadDesc, prometheus.CounterValue, float64(unused), "unused")
+		ch <- prometheus.MustNewConstMetric(aheadDesc, prometheus.CounterValue, float64(skipped), "skipped")
 	}
 	if c.src.ObjectCache != nil {
 		hits, misses, bytes := c.src.ObjectCache()

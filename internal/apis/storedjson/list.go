@@ -83,6 +83,10 @@ func NewList(list Carrier, gvk schema.GroupVersionKind) (runtime.Object, error) 
 	return &List{list: list, gvk: gvk, encodings: stored.encodings}, nil
 }
 
+// ListMeta is the list's metadata (its resourceVersion, its continue token), read without
+// decoding its items.
+func (l *List) ListMeta() (metav1.ListInterface, error) { return meta.ListAccessor(l.list) }
+
 // CacheEncode implements runtime.CacheableObject.
 func (l *List) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
 	l.mu.Lock()
