@@ -45,6 +45,9 @@ import (
 // encoder than the generic response writer's (compress.go), with the same headers. Smaller
 // lists, and lists not read as stored JSON, go through the generic response writer.
 //
+// After a page of a list it compresses or could (the client accepts gzip) that has more, it
+// answers the request that continues the list ahead of time (pagesahead.go).
+//
 // Everything else about the request is the generic handler's: it parses and validates the list
 // options as handlers.ListResource does, and runs inside the same handler chain
 // (authentication, authorization, audit, priority and fairness, timeouts). Other media types
