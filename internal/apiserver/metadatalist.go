@@ -129,16 +129,14 @@ func (m *metadataLists) answerAhead(w http.ResponseWriter, req *http.Request, st
 	if req.URL.Query().Get("continue") == "" {
 		return pageInfo{}, false
 	}
-	p, ok := m.ahead.take(req.Context(), key)
+	st := store.Storage.Storage
+	p, ok := m.ahead.Take(req.Context(), key, func(p *aheadAnswer) bool {
+		_, err := st.GetCurrentResourceVersion(req.Context())
+		return err == nil && p.page.rev >= st.CompactRevision()
+	})
 	if !ok {
 		return pageInfo{}, false
 	}
-	st := store.Storage.Storage
-	if _, err := st.GetCurrentResourceVersion(req.Context()); err != nil || p.page.rev < st.CompactRevision() {
-		m.ahead.unused.Add(1)
-		return pageInfo{}, false
-	}
-	m.ahead.used.Add(1)
 	if err := p.resp.writeTo(w); err != nil {
 		utilruntime.HandleError(fmt.Errorf("list %s: write a page answered ahead: %w", key.resource.Resource, err))
 	}
@@ -156,12 +154,14 @@ func (m *metadataLists) startAhead(req *http.Request, store *registry.REST, info
 	user, _ := request.UserFrom(req.Context())
 	cont := req.Clone(context.Background())
 	cont.URL.RawQuery = query.Encode()
-	m.ahead.start(key, func(ctx context.Context, w http.ResponseWriter) (pageInfo, bool) {
+	m.ahead.Start(context.Background(), key, func(ctx context.Context) (*aheadAnswer, error) {
 		ctx = request.WithRequestInfo(ctx, info)
 		if user != nil {
 			ctx = request.WithUser(ctx, user)
 		}
-		return answer(w, cont.WithContext(ctx), store, info, true)
+		return answerAhead(ctx, func(ctx context.Context, w http.ResponseWriter) (pageInfo, bool) {
+			return answer(w, cont.WithContext(ctx), store, info, true)
+		})
 	})
 }
 

@@ -30,7 +30,7 @@ func metricSources(extra ExtraConfig, notifier *db.Notifier, follower *pgstorage
 			return st.Used, st.Unused, st.Skipped
 		},
 		ListAhead: func() (int64, int64, int64) {
-			st := ahead.stats()
+			st := ahead.Stats()
 			return st.Used, st.Unused, st.Skipped
 		},
 		ObjectCache: func() (int64, int64, int64) {

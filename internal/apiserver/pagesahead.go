@@ -3,13 +3,14 @@ package apiserver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/reports-server/reports-server/internal/ahead"
 )
 
 // Paged lists are answered one page ahead.
@@ -72,140 +73,33 @@ type aheadKey struct {
 	query     string
 }
 
-// aheadPage is a page being answered ahead, or answered.
-type aheadPage struct {
-	done chan struct{} // closed once resp, page and ok are set
+// aheadAnswer is a page answered ahead: the response, and what it tells about its page.
+type aheadAnswer struct {
 	resp *recordedResponse
 	page pageInfo
-	// ok says the answer is a 200 kept whole.
-	ok bool
-	// counted says the body's size is in pagesAhead.bytes.
-	counted  bool
-	expireAt time.Time
 }
 
-// pagesAhead keeps the pages answered ahead for every resource of a process. Safe for
-// concurrent use.
-type pagesAhead struct {
-	mu       sync.Mutex
-	pages    map[aheadKey]*aheadPage
-	bytes    int64
-	inFlight int
-
-	used, unused, skipped atomic.Int64
-}
+// pagesAhead keeps the pages answered ahead for every resource of a process.
+type pagesAhead = ahead.Cache[aheadKey, *aheadAnswer]
 
 func newPagesAhead() *pagesAhead {
-	return &pagesAhead{pages: map[aheadKey]*aheadPage{}}
+	return ahead.New[aheadKey](ahead.Limits{
+		MaxBytes: aheadMaxBytes, MaxEntries: aheadMaxPages, MaxInFlight: aheadMaxInFlight,
+		TTL: aheadTTL, Timeout: aheadTimeout,
+	}, func(a *aheadAnswer) int64 { return int64(a.resp.body.Len()) })
 }
 
-// aheadStats counts pages answered ahead: served to the request that continued there (Used),
-// answered but not served (Unused: never taken, failed, or behind a compaction), and not
-// answered ahead because the bounds were reached (Skipped).
-type aheadStats struct {
-	Used, Unused, Skipped int64
-}
+// errNotKept is the answer of a page ahead that is not a whole 200: the request answers itself.
+var errNotKept = errors.New("not a whole 200 response")
 
-func (p *pagesAhead) stats() aheadStats {
-	return aheadStats{Used: p.used.Load(), Unused: p.unused.Load(), Skipped: p.skipped.Load()}
-}
-
-// start answers the page of key in the background with answer, unless it is kept or being
-// answered already, or the bounds are reached.
-func (p *pagesAhead) start(key aheadKey, answer func(ctx context.Context, w http.ResponseWriter) (pageInfo, bool)) {
-	now := time.Now()
-	p.mu.Lock()
-	p.dropExpiredLocked(now)
-	if _, ok := p.pages[key]; ok {
-		p.mu.Unlock()
-		return
+// answerAhead makes the answer of a page ahead with answer, as a response kept in memory.
+func answerAhead(ctx context.Context, answer func(context.Context, http.ResponseWriter) (pageInfo, bool)) (*aheadAnswer, error) {
+	rec := newRecordedResponse(aheadMaxBody)
+	page, ok := answer(ctx, rec)
+	if !ok || !rec.complete() {
+		return nil, errNotKept
 	}
-	if p.inFlight >= aheadMaxInFlight || p.bytes >= aheadMaxBytes || len(p.pages) >= aheadMaxPages {
-		p.mu.Unlock()
-		p.skipped.Add(1)
-		return
-	}
-	e := &aheadPage{done: make(chan struct{}), expireAt: now.Add(aheadTimeout + aheadTTL)}
-	p.pages[key] = e
-	p.inFlight++
-	p.mu.Unlock()
-
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), aheadTimeout)
-		rec := newRecordedResponse(aheadMaxBody)
-		page, ok := answer(ctx, rec)
-		cancel()
-		p.finish(key, e, rec, page, ok && rec.complete())
-	}()
-}
-
-// finish records the answer of e: kept for aheadTTL if it is whole and fits the bound.
-func (p *pagesAhead) finish(key aheadKey, e *aheadPage, rec *recordedResponse, page pageInfo, ok bool) {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.inFlight--
-	e.resp, e.page, e.ok, e.expireAt = rec, page, ok, now.Add(aheadTTL)
-	close(e.done)
-	if p.pages[key] != e {
-		return // taken while being answered: the taker waits on done
-	}
-	size := int64(rec.body.Len())
-	if !ok || p.bytes+size > aheadMaxBytes {
-		delete(p.pages, key)
-		p.unused.Add(1)
-		return
-	}
-	e.counted = true
-	p.bytes += size
-}
-
-// take returns the page of key, waiting for its answer if it is under way, and forgets it (a
-// page is served once). ok is false when there is none, its answer is not a whole 200, or ctx
-// ended first.
-func (p *pagesAhead) take(ctx context.Context, key aheadKey) (*aheadPage, bool) {
-	p.mu.Lock()
-	e, found := p.pages[key]
-	if found {
-		delete(p.pages, key)
-		if e.counted {
-			p.bytes -= int64(e.resp.body.Len())
-		}
-	}
-	p.mu.Unlock()
-	if !found {
-		return nil, false
-	}
-	select {
-	case <-e.done:
-	case <-ctx.Done():
-		p.unused.Add(1)
-		return nil, false
-	}
-	if !e.ok || time.Now().After(e.expireAt) {
-		p.unused.Add(1)
-		return nil, false
-	}
-	return e, true
-}
-
-// dropExpiredLocked forgets the answered pages nobody took in time.
-func (p *pagesAhead) dropExpiredLocked(now time.Time) {
-	for key, e := range p.pages {
-		if now.Before(e.expireAt) {
-			continue
-		}
-		select {
-		case <-e.done:
-		default:
-			continue // still being answered (bounded by aheadTimeout)
-		}
-		delete(p.pages, key)
-		if e.counted {
-			p.bytes -= int64(e.resp.body.Len())
-		}
-		p.unused.Add(1)
-	}
+	return &aheadAnswer{resp: rec, page: page}, nil
 }
 
 // canonicalQuery is q as a key: its parameters sorted (url.Values.Encode), those with only empty

@@ -6,6 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/reports-server/reports-server/internal/ahead"
 	"github.com/reports-server/reports-server/internal/db"
 )
 
@@ -130,7 +131,7 @@ func (s *Store) ConfirmBatch(ctx context.Context, ops []WriteOp, revs []int64) (
 }
 
 // PrefetchStats returns the counters of the store's list read-ahead.
-func (s *Store) PrefetchStats() PrefetchStats { return s.prefetcher.Stats() }
+func (s *Store) PrefetchStats() ahead.Stats { return s.prefetcher.Stats() }
 
 // Kept returns what c keeps for key of cluster: its revision and the object as clients receive
 // it (nil when only its metadata is kept).

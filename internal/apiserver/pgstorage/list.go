@@ -392,16 +392,14 @@ func (s *Store) takePrefetched(ctx context.Context, req listRequest, shape readS
 	if req.continueKey == "" {
 		return pageRows{}, false
 	}
-	p, ok := s.prefetcher.take(ctx, prefetchKeyOf(req, shape))
-	if !ok {
-		return pageRows{}, false
-	}
-	cur, err := s.rev.read(ctx, s.pool)
-	if err != nil {
-		return pageRows{}, false
-	}
-	s.observeCompacted(cur.Compacted)
-	return p, req.withRev >= cur.Compacted
+	return s.prefetcher.Take(ctx, prefetchKeyOf(req, shape), func(pageRows) bool {
+		cur, err := s.rev.read(ctx, s.pool)
+		if err != nil {
+			return false
+		}
+		s.observeCompacted(cur.Compacted)
+		return req.withRev >= cur.Compacted
+	})
 }
 
 // prefetchNext reads the page after p ahead of the request for it (prefetch.go): the same list,
@@ -413,7 +411,7 @@ func (s *Store) prefetchNext(ctx context.Context, req listRequest, shape readSha
 	next := req
 	next.from, next.withRev, next.continueKey = nextKey(p.page.lastKey), p.page.rev, p.page.lastKey+"\x00"
 	next.opts.ResourceVersion, next.opts.ResourceVersionMatch = "", ""
-	s.prefetcher.start(ctx, prefetchKeyOf(next, shape), func(ctx context.Context) (pageRows, error) {
+	s.prefetcher.Start(ctx, prefetchKeyOf(next, shape), func(ctx context.Context) (pageRows, error) {
 		return s.readPage(ctx, next)
 	})
 }

@@ -1,10 +1,9 @@
 package pgstorage
 
 import (
-	"context"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/reports-server/reports-server/internal/ahead"
 )
 
 // Paged lists read one page ahead.
@@ -43,32 +42,17 @@ const (
 	prefetchTimeout = 30 * time.Second
 )
 
-// Prefetcher keeps the pages read ahead for the paged lists of every store of a process. Share
-// one per process (a store without one makes its own). Safe for concurrent use.
-type Prefetcher struct {
-	mu       sync.Mutex
-	pages    map[prefetchKey]*prefetchedPage
-	bytes    int64 // stored bytes of the finished pages in pages
-	inFlight int
-
-	used, unused, skipped atomic.Int64
-}
+// Prefetcher keeps the pages read ahead for the paged lists of every store of a process (its
+// counters: Stats). Share one per process (a store without one makes its own). Safe for
+// concurrent use.
+type Prefetcher = ahead.Cache[prefetchKey, pageRows]
 
 // NewPrefetcher returns an empty Prefetcher.
 func NewPrefetcher() *Prefetcher {
-	return &Prefetcher{pages: map[prefetchKey]*prefetchedPage{}}
-}
-
-// PrefetchStats counts pages read ahead: taken by the request that continued there (Used), read
-// but never taken (Unused: expired, the client stopped or went elsewhere), and not read ahead
-// because the bounds were reached (Skipped).
-type PrefetchStats struct {
-	Used, Unused, Skipped int64
-}
-
-// Stats returns the counters so far.
-func (p *Prefetcher) Stats() PrefetchStats {
-	return PrefetchStats{Used: p.used.Load(), Unused: p.unused.Load(), Skipped: p.skipped.Load()}
+	return ahead.New[prefetchKey](ahead.Limits{
+		MaxBytes: prefetchMaxBytes, MaxEntries: prefetchMaxPages, MaxInFlight: prefetchMaxInFlight,
+		TTL: prefetchTTL, Timeout: prefetchTimeout,
+	}, pageRows.bytes)
 }
 
 // prefetchKey is everything that decides a page's rows: which keys, at which revision, selected
@@ -95,114 +79,4 @@ func (p pageRows) bytes() int64 {
 		n += int64(len(r.data))
 	}
 	return n
-}
-
-// prefetchedPage is a page being read ahead, or read.
-type prefetchedPage struct {
-	done chan struct{} // closed once rows, err and size are set
-	rows pageRows
-	err  error
-	size int64 // the rows' stored bytes
-	// counted says size is in Prefetcher.bytes (the page is read and kept).
-	counted bool
-	// expireAt is when the page is forgotten: prefetchTTL after its read, which itself ends
-	// within prefetchTimeout.
-	expireAt time.Time
-}
-
-// start reads the page of key in the background with read, unless it is kept or being read
-// already, or the bounds are reached. ctx is the request's whose page came before: its values
-// (the read shape) apply, its cancellation does not.
-func (p *Prefetcher) start(ctx context.Context, key prefetchKey, read func(context.Context) (pageRows, error)) {
-	now := time.Now()
-	p.mu.Lock()
-	p.dropExpiredLocked(now)
-	if _, ok := p.pages[key]; ok {
-		p.mu.Unlock()
-		return
-	}
-	if p.inFlight >= prefetchMaxInFlight || p.bytes >= prefetchMaxBytes || len(p.pages) >= prefetchMaxPages {
-		p.mu.Unlock()
-		p.skipped.Add(1)
-		return
-	}
-	e := &prefetchedPage{done: make(chan struct{}), expireAt: now.Add(prefetchTimeout + prefetchTTL)}
-	p.pages[key] = e
-	p.inFlight++
-	p.mu.Unlock()
-
-	go func() {
-		readCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), prefetchTimeout)
-		rows, err := read(readCtx)
-		cancel()
-		p.finish(key, e, rows, err)
-	}()
-}
-
-// finish records the read of e: kept for prefetchTTL if it succeeded and fits the bound.
-func (p *Prefetcher) finish(key prefetchKey, e *prefetchedPage, rows pageRows, err error) {
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.inFlight--
-	e.rows, e.err, e.size, e.expireAt = rows, err, rows.bytes(), now.Add(prefetchTTL)
-	close(e.done)
-	if p.pages[key] != e {
-		return // taken while being read: the taker waits on done
-	}
-	if err != nil || p.bytes+e.size > prefetchMaxBytes {
-		delete(p.pages, key)
-		p.unused.Add(1)
-		return
-	}
-	e.counted = true
-	p.bytes += e.size
-}
-
-// take returns the page of key, waiting for its read if it is under way, and forgets it (a
-// page is served once). ok is false when there is none, its read failed, or ctx ended first.
-func (p *Prefetcher) take(ctx context.Context, key prefetchKey) (pageRows, bool) {
-	p.mu.Lock()
-	e, found := p.pages[key]
-	if found {
-		delete(p.pages, key)
-		if e.counted {
-			p.bytes -= e.size
-		}
-	}
-	p.mu.Unlock()
-	if !found {
-		return pageRows{}, false
-	}
-	select {
-	case <-e.done:
-	case <-ctx.Done():
-		p.unused.Add(1)
-		return pageRows{}, false
-	}
-	if e.err != nil || time.Now().After(e.expireAt) {
-		p.unused.Add(1)
-		return pageRows{}, false
-	}
-	p.used.Add(1)
-	return e.rows, true
-}
-
-// dropExpiredLocked forgets the finished pages nobody took in time.
-func (p *Prefetcher) dropExpiredLocked(now time.Time) {
-	for key, e := range p.pages {
-		if now.Before(e.expireAt) {
-			continue
-		}
-		select {
-		case <-e.done:
-		default:
-			continue // still being read (its read is bounded by prefetchTimeout)
-		}
-		delete(p.pages, key)
-		if e.counted {
-			p.bytes -= e.size
-		}
-		p.unused.Add(1)
-	}
 }
