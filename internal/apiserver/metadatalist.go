@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync/atomic"
 
@@ -108,25 +109,26 @@ func (m *metadataLists) serve(w http.ResponseWriter, req *http.Request, mediaTyp
 				answer(w, req, store, info, compress)
 				return
 			}
-			key := aheadKey{resource: gvr, namespace: info.Namespace, metadata: metadata,
-				query: canonicalQuery(req.URL.Query())}
-			page, ok := m.answerAhead(w, req, store, key)
+			query := req.URL.Query()
+			key := aheadKey{resource: gvr, namespace: info.Namespace, metadata: metadata, query: canonicalQuery(query)}
+			page, ok := m.answerAhead(w, req, query, store, key)
 			if !ok {
 				page, ok = answer(w, req, store, info, compress)
 			}
 			// A client asking for huge pages would have the next one made for nothing if it
 			// stopped: such pages are not answered ahead.
 			if ok && page.next != "" && page.size >= 0 && page.size <= aheadMaxPageJSON {
-				m.startAhead(req, store, info, answer, key, page.next)
+				m.startAhead(req, query, store, info, answer, key, page.next)
 			}
 		})(w, req)
 	return true
 }
 
-// answerAhead writes the page of key answered ahead, if there is one and the change log still
-// reaches its revision (else the request is answered as usual, with 410 Gone after compaction).
-func (m *metadataLists) answerAhead(w http.ResponseWriter, req *http.Request, store *registry.REST, key aheadKey) (pageInfo, bool) {
-	if req.URL.Query().Get("continue") == "" {
+// answerAhead writes the page of key answered ahead (req is a list with query), if there is one
+// and the change log still reaches its revision (else the request is answered as usual, with 410
+// Gone after compaction).
+func (m *metadataLists) answerAhead(w http.ResponseWriter, req *http.Request, query url.Values, store *registry.REST, key aheadKey) (pageInfo, bool) {
+	if query.Get("continue") == "" {
 		return pageInfo{}, false
 	}
 	st := store.Storage.Storage
@@ -143,11 +145,11 @@ func (m *metadataLists) answerAhead(w http.ResponseWriter, req *http.Request, st
 	return p.page, true
 }
 
-// startAhead answers in the background the request that continues req's list at token next
-// (pagesahead.go). It runs as req's user, outside req's handler chain, whose checks the request
-// itself passes when it comes.
-func (m *metadataLists) startAhead(req *http.Request, store *registry.REST, info *request.RequestInfo, answer listAnswer, key aheadKey, next string) {
-	query := continuationQuery(req.URL.Query(), next)
+// startAhead answers in the background the request that continues req's list (asked with
+// query) at token next (pagesahead.go). It runs as req's user, outside req's handler chain,
+// whose checks the request itself passes when it comes.
+func (m *metadataLists) startAhead(req *http.Request, query url.Values, store *registry.REST, info *request.RequestInfo, answer listAnswer, key aheadKey, next string) {
+	query = continuationQuery(query, next)
 	key.query = canonicalQuery(query)
 	// A request of its own, without req's context: what req's handler chain put there (its
 	// audit event, its warnings, its deadline) ends with req.
@@ -170,7 +172,7 @@ func pageOf(list runtime.Object, size int) (pageInfo, bool) {
 	var meta metav1.ListInterface
 	var err error
 	if l, ok := list.(*storedjson.List); ok {
-		meta, err = l.ListMeta() // ListAccessor would decode its items
+		meta, err = l.ListMeta() // ListAccessor knows only typed lists
 	} else {
 		meta, err = apimeta.ListAccessor(list)
 	}

@@ -168,18 +168,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(served), "served")
 		ch <- prometheus.MustNewConstMetric(replicaReadsDesc, prometheus.CounterValue, float64(fellBack), "primary")
 	}
-	if c.src.ListPrefetch != nil {
-		used, unused, skipped := c.src.ListPrefetch()
-		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(used), "used")
-		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(unused), "unused")
-		ch <- prometheus.MustNewConstMetric(prefetchDesc, prometheus.CounterValue, float64(skipped), "skipped")
-	}
-	if c.src.ListAhead != nil {
-		used, unused, skipped := c.src.ListAhead()
-		ch <- prometheus.MustNewConstMetric(aheadDesc, prometheus.CounterValue, float64(used), "used")
-		ch <- prometheus.MustNewConstMetric(aheadDesc, prometheus.CounterValue, float64(unused), "unused")
-		ch <- prometheus.MustNewConstMetric(aheadDesc, prometheus.CounterValue, float64(skipped), "skipped")
-	}
+	collectAhead(ch, prefetchDesc, c.src.ListPrefetch)
+	collectAhead(ch, aheadDesc, c.src.ListAhead)
 	if c.src.ObjectCache != nil {
 		hits, misses, bytes := c.src.ObjectCache()
 		ch <- prometheus.MustNewConstMetric(objectCacheDesc, prometheus.CounterValue, float64(hits), "cache")
@@ -203,4 +193,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(analyticsSecsDesc, prometheus.GaugeValue, lag.Seconds)
 		}
 	}
+}
+
+// collectAhead sends the counters of work made ahead (a read-ahead's pages) by outcome, when
+// there is such work (stats is not nil).
+func collectAhead(ch chan<- prometheus.Metric, desc *prometheus.Desc, stats func() (used, unused, skipped int64)) {
+	if stats == nil {
+		return
+	}
+	used, unused, skipped := stats()
+	ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(used), "used")
+	ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(unused), "unused")
+	ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(skipped), "skipped")
 }
