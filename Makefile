@@ -59,7 +59,7 @@ e2e-kyverno-chainsaw:
 # bench-compare reads the same reports from kube-apiserver + etcd (a CRD) and from reports-server
 # (aggregated and direct) in one cluster and one run, and prints a Markdown table of medians and
 # ratios (test/e2e BenchmarkCompareReads; COMPARE_REPORTS, COMPARE_ROUNDS, COMPARE_WRITERS;
-# COMPARE_PROFILE=<dir> keeps the replicas' CPU profiles of the direct creates). Same set-up as
+# COMPARE_PROFILE=<dir> keeps the replicas' CPU profiles of the aggregated and direct creates). Same set-up as
 # e2e, with reports-server's database a private PostgreSQL as for e2e-kyverno-scale (BENCH_PG, above).
 bench-compare:
 	cd test/e2e && REPORTS_TEST_LOCAL_PG=$(BENCH_PG) $(GO) test -run '^$$' -bench BenchmarkCompareReads -benchtime 1x -timeout 60m -v .

@@ -5,21 +5,27 @@
 // The generic API server's delegated authenticators verify the client certificate of every
 // request (a chain build and an ECDSA or RSA signature check, x509.Certificate.Verify) against
 // the client CA and the front proxy's CA: 13% of the server's CPU for a create sent straight to
-// it (docs/benchmarks.md). kube-apiserver's own token authenticators cache their answers for
-// 10 s; certificates get the same here.
+// it, and 7–9% for one that kube-apiserver's aggregation proxies (docs/benchmarks.md).
+// kube-apiserver's own token authenticators cache their answers for 10 s; certificates get the
+// same here.
 //
-// Only requests whose identity comes from the certificate chain alone are remembered: those
-// without an Authorization header, a WebSocket protocol header (which may carry a bearer token),
-// or any of the front proxy's identity headers (requestheader: the user, UID, groups and extra
-// headers that kube-apiserver sets on the requests it proxies). For those the authenticators'
-// answer depends on the chain, the CA bundles and the time; the chain is the key, an answer is
-// kept for TTL at most and never past the certificates' expiry, so a CA bundle that changes
-// takes effect within TTL, as a token review's answer does. Failures are never kept.
+// Requests whose identity comes from the certificate chain, and from the front proxy's identity
+// headers when it sends them (requestheader: the user, UID, groups and extra headers that
+// kube-apiserver sets on the requests it proxies), are remembered: those without an
+// Authorization header or a WebSocket protocol header (which may carry a bearer token). For those
+// the authenticators' answer depends on the chain, the identity headers, the CA bundles, the
+// front proxy's allowed names and the time. The chain and the identity headers (names and
+// values) are the key; an answer is kept for TTL at most and never past the certificates'
+// expiry, so a CA bundle or a list of names that changes takes effect within TTL, as a token
+// review's answer does. Failures are never kept. The front proxy's authenticator removes the
+// identity headers from a request it authenticates; a remembered answer removes the same ones.
 package authncache
 
 import (
 	"crypto/sha256"
+	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -59,22 +65,29 @@ type Authenticator struct {
 type entry struct {
 	resp    authenticator.Response
 	expires time.Time
+	// removed lists the identity headers the authenticator removed from the request.
+	removed []string
 }
 
-// New returns next with its answers to certificate-only requests remembered for ttl.
+// New returns next with its answers to requests a certificate authenticates (with the front
+// proxy's identity headers, if any) remembered for ttl.
 func New(next authenticator.Request, headers IdentityHeaders, ttl time.Duration) *Authenticator {
 	return &Authenticator{next: next, headers: headers, ttl: ttl, now: time.Now, entries: map[[sha256.Size]byte]entry{}}
 }
 
 // AuthenticateRequest implements authenticator.Request.
 func (a *Authenticator) AuthenticateRequest(req *http.Request) (*authenticator.Response, bool, error) {
-	if !a.certificateOnly(req) {
+	if !rememberable(req) {
 		return a.next.AuthenticateRequest(req)
 	}
-	key := chainKey(req)
+	identity := a.identityHeaders(req.Header)
+	key := requestKey(req, identity)
 	now := a.now()
-	if resp, ok := a.lookup(key, now); ok {
-		return resp, true, nil
+	if e, ok := a.lookup(key, now); ok {
+		for _, name := range e.removed {
+			delete(req.Header, name)
+		}
+		return &e.resp, true, nil
 	}
 	resp, ok, err := a.next.AuthenticateRequest(req)
 	if err != nil || !ok || resp == nil {
@@ -86,48 +99,86 @@ func (a *Authenticator) AuthenticateRequest(req *http.Request) (*authenticator.R
 			expires = cert.NotAfter
 		}
 	}
-	a.store(key, entry{resp: *resp, expires: expires}, now)
+	e := entry{resp: *resp, expires: expires}
+	for _, h := range identity {
+		if _, kept := req.Header[h.name]; !kept {
+			e.removed = append(e.removed, h.name)
+		}
+	}
+	a.store(key, e, now)
 	return resp, true, nil
 }
 
-// certificateOnly reports whether req presents a certificate and nothing else that could name a
-// user.
-func (a *Authenticator) certificateOnly(req *http.Request) bool {
+// rememberable reports whether req presents a certificate and no credential besides it and the
+// front proxy's identity headers.
+func rememberable(req *http.Request) bool {
 	if req.TLS == nil || len(req.TLS.PeerCertificates) == 0 {
 		return false
 	}
-	if req.Header.Get("Authorization") != "" || req.Header.Get("Sec-Websocket-Protocol") != "" {
-		return false
+	return req.Header.Get("Authorization") == "" && req.Header.Get("Sec-Websocket-Protocol") == ""
+}
+
+// header is one request header, as it is in the request's map.
+type header struct {
+	name   string
+	values []string
+}
+
+// identityHeaders returns the front proxy's identity headers in h, ordered by name. A name
+// matches a configured one, or starts with a configured prefix, in any case: a match more than
+// the front proxy's authenticator reads only makes the key more specific.
+func (a *Authenticator) identityHeaders(h http.Header) []header {
+	var found []header
+	for name, values := range h {
+		if a.isIdentity(name) {
+			found = append(found, header{name, values})
+		}
 	}
+	slices.SortFunc(found, func(x, y header) int { return strings.Compare(x.name, y.name) })
+	return found
+}
+
+func (a *Authenticator) isIdentity(name string) bool {
 	for _, names := range a.headers.Names {
-		for _, name := range names.Value() {
-			if len(req.Header.Values(name)) > 0 {
-				return false
+		for _, n := range names.Value() {
+			if strings.EqualFold(name, n) {
+				return true
 			}
 		}
 	}
 	for _, p := range a.headers.Prefixes {
 		for _, prefix := range p.Value() {
-			for name := range req.Header {
-				if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
-					return false
-				}
+			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+				return true
 			}
 		}
 	}
-	return true
+	return false
 }
 
-// chainKey identifies the certificate chain req presents.
-func chainKey(req *http.Request) [sha256.Size]byte {
+// requestKey identifies the certificate chain req presents and its identity headers.
+func requestKey(req *http.Request, identity []header) [sha256.Size]byte {
 	h := sha256.New()
+	// Every list and string is length-prefixed, so that two requests never hash the same bytes.
 	var n [4]byte
-	for _, cert := range req.TLS.PeerCertificates {
-		// Length-prefixed, so that two chains never hash the same bytes.
-		l := len(cert.Raw)
+	length := func(l int) {
 		n[0], n[1], n[2], n[3] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l)
 		h.Write(n[:])
+	}
+	length(len(req.TLS.PeerCertificates))
+	for _, cert := range req.TLS.PeerCertificates {
+		length(len(cert.Raw))
 		h.Write(cert.Raw)
+	}
+	length(len(identity))
+	for _, x := range identity {
+		length(len(x.name))
+		io.WriteString(h, x.name)
+		length(len(x.values))
+		for _, v := range x.values {
+			length(len(v))
+			io.WriteString(h, v)
+		}
 	}
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
@@ -136,15 +187,14 @@ func chainKey(req *http.Request) [sha256.Size]byte {
 
 // lookup returns a copy of the answer kept for key, if it has not expired: the caller may
 // change the response it gets.
-func (a *Authenticator) lookup(key [sha256.Size]byte, now time.Time) (*authenticator.Response, bool) {
+func (a *Authenticator) lookup(key [sha256.Size]byte, now time.Time) (entry, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	e, ok := a.entries[key]
 	if !ok || !now.Before(e.expires) {
-		return nil, false
+		return entry{}, false
 	}
-	resp := e.resp
-	return &resp, true
+	return e, true
 }
 
 // store keeps e for key, first dropping expired answers when the cache is full (and all of them

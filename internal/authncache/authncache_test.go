@@ -5,12 +5,15 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/group"
 	"k8s.io/apiserver/pkg/authentication/request/headerrequest"
+	"k8s.io/apiserver/pkg/authentication/request/union"
 	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
 
 	"github.com/reports-server/reports-server/internal/testpki"
@@ -131,9 +134,8 @@ func TestCertificateExpiry(t *testing.T) {
 	next.want(t, 2, "past the certificate's expiry")
 }
 
-// TestNotRemembered: failures, and requests that carry another identity than the certificate's
-// (a bearer token, a WebSocket protocol, the front proxy's identity headers), always reach the
-// authenticator.
+// TestNotRemembered: failures, and requests that carry another credential than the certificate
+// (a bearer token, a WebSocket protocol), always reach the authenticator.
 func TestNotRemembered(t *testing.T) {
 	authority := newCA(t)
 	a, next, _ := setup(t, authority)
@@ -149,10 +151,6 @@ func TestNotRemembered(t *testing.T) {
 	for _, header := range []http.Header{
 		{"Authorization": {"Bearer abc"}},
 		{"Sec-Websocket-Protocol": {"base64url.bearer.authorization.k8s.io.YWJj"}},
-		{"X-Remote-User": {"someone"}},
-		{"X-Remote-Group": {"admins"}},
-		{"X-Remote-Extra-Scopes": {"x"}},
-		{"x-remote-extra-scopes": {"x"}},
 	} {
 		next.calls.Store(0)
 		for range 2 {
@@ -166,6 +164,93 @@ func TestNotRemembered(t *testing.T) {
 	a.AuthenticateRequest(req)
 	a.AuthenticateRequest(req)
 	next.want(t, 2, "two requests without a certificate")
+}
+
+// TestRemembersFrontProxy: behind kube-apiserver's aggregation, the answer to the front proxy's
+// certificate with its identity headers is remembered per chain and headers (names and values),
+// and a remembered answer removes the identity headers from the request as the front proxy's
+// authenticator does. A client certificate that sends identity headers is still its own user,
+// and its headers stay.
+func TestRemembersFrontProxy(t *testing.T) {
+	clients, proxies := newCA(t), newCA(t)
+	proxy := proxies.issue(t, "front-proxy-client", time.Now().Add(time.Hour))
+	alice := clients.issue(t, "alice", time.Now().Add(time.Hour))
+	a, next := setupDelegated(t, clients, proxies)
+
+	proxied := func(user string) http.Header {
+		return http.Header{"X-Remote-User": {user}, "X-Remote-Group": {"admins", "ops"}, "X-Remote-Extra-Scopes": {"a", "b"}}
+	}
+	for i := range 3 {
+		req := request(proxy, proxied("bob"))
+		resp, ok, err := a.AuthenticateRequest(req)
+		if err != nil || !ok {
+			t.Fatalf("request %d: ok=%v err=%v", i, ok, err)
+		}
+		u := resp.User
+		if u.GetName() != "bob" || !slices.Equal(u.GetGroups(), []string{"admins", "ops", "system:authenticated"}) ||
+			!slices.Equal(u.GetExtra()["scopes"], []string{"a", "b"}) {
+			t.Fatalf("request %d: user %q, groups %v, extra %v", i, u.GetName(), u.GetGroups(), u.GetExtra())
+		}
+		if len(req.Header) != 0 {
+			t.Fatalf("request %d: headers %v left, want the identity headers removed", i, req.Header)
+		}
+	}
+	next.want(t, 1, "one front proxy, one identity, three requests")
+
+	for _, h := range []http.Header{
+		proxied("carol"),
+		{"X-Remote-User": {"bob"}, "X-Remote-Group": {"admins"}, "X-Remote-Extra-Scopes": {"a", "b"}},
+		{"X-Remote-User": {"bob"}, "X-Remote-Group": {"admins", "ops"}, "X-Remote-Extra-Scopes": {"a", "b"}, "X-Remote-Extra-Team": {"x"}},
+		{"X-Remote-User": {"bob"}, "X-Remote-Group": {"admins", "ops"}, "X-Remote-Extra-Scope": {"a", "b"}},
+	} {
+		next.calls.Store(0)
+		resp, ok, err := a.AuthenticateRequest(request(proxy, h))
+		if err != nil || !ok || resp.User.GetName() != h.Get("X-Remote-User") {
+			t.Fatalf("%v: %+v, %v, %v", h, resp, ok, err)
+		}
+		next.want(t, 1, fmt.Sprintf("other identity headers %v", h))
+	}
+
+	// A client's own certificate with a front proxy's headers: the front proxy's authenticator
+	// refuses the chain, the certificate's user is the answer, remembered, and the headers stay.
+	next.calls.Store(0)
+	for range 2 {
+		req := request(alice, proxied("root"))
+		resp, ok, err := a.AuthenticateRequest(req)
+		if err != nil || !ok || resp.User.GetName() != "alice" {
+			t.Fatalf("alice with a front proxy's headers: %+v, %v, %v", resp, ok, err)
+		}
+		if req.Header.Get("X-Remote-User") != "root" {
+			t.Fatalf("headers %v, want them kept", req.Header)
+		}
+	}
+	next.want(t, 1, "a client's certificate with identity headers, twice")
+}
+
+// setupDelegated returns the cache around the authenticators a delegating server builds: the
+// front proxy's (requestheader), whose certificates proxies issues to front-proxy-client, then
+// client certificates issued by clients, both adding system:authenticated.
+func setupDelegated(t *testing.T, clients, proxies ca) (*Authenticator, *counting) {
+	t.Helper()
+	pool := func(c ca) x509request.VerifyOptionFunc {
+		roots := x509.NewCertPool()
+		roots.AddCert(c.Cert)
+		opts := x509request.DefaultVerifyOptions()
+		opts.Roots = roots
+		return func() (x509.VerifyOptions, bool) { return opts, true }
+	}
+	names := headerrequest.StaticStringSlice{"X-Remote-User"}
+	uids := headerrequest.StaticStringSlice{"X-Remote-Uid"}
+	groups := headerrequest.StaticStringSlice{"X-Remote-Group"}
+	prefixes := headerrequest.StaticStringSlice{"X-Remote-Extra-"}
+	next := &counting{next: group.NewAuthenticatedGroupAdder(union.New(
+		headerrequest.NewDynamicVerifyOptionsSecure(pool(proxies), headerrequest.StaticStringSlice{"front-proxy-client"}, names, uids, groups, prefixes),
+		x509request.NewDynamic(pool(clients), x509request.CommonNameUserConversion),
+	))}
+	return New(next, IdentityHeaders{
+		Names:    []headerrequest.StringSliceProvider{names, uids, groups},
+		Prefixes: []headerrequest.StringSliceProvider{prefixes},
+	}, TTL), next
 }
 
 // TestBounded: the cache never holds more than maxEntries answers.

@@ -201,8 +201,9 @@ func (o *Options) applyServing(ctx context.Context, cfg *apiserver.Config, hooks
 }
 
 // cacheClientCertificates has the delegated authenticators' answers to requests that a client
-// certificate alone authenticates remembered for a few seconds (package authncache): verifying
-// the certificate on every request was 13% of a create's CPU.
+// certificate authenticates, alone or as the front proxy's with its identity headers, remembered
+// for a few seconds (package authncache): verifying the certificate on every request was 13% of a
+// create's CPU, and 7–9% of one proxied by kube-apiserver.
 func cacheClientCertificates(info *genericapiserver.AuthenticationInfo) {
 	if info.Authenticator == nil {
 		return
