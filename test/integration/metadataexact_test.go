@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/metadata"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
+	"github.com/reports-server/reports-server/internal/httpread"
 )
 
 // TestMetadataOnlyListsExact: metadata-only lists (which decode the stored metadata column with
@@ -162,6 +163,38 @@ func testMetadataExact(t *testing.T, kind reports.Kind, client dynamic.Interface
 
 		// The same in pages, and pretty: whole documents, as the generic handler writes them.
 		compareMetadataJSONPages(t, raw, apiPath(kind, ns), q, tc.name)
+	}
+
+	// Watch-lists of metadata in JSON: the v1 events are written around the stored metadata
+	// (storedjson's metadata events), the v1beta1 ones by the generic watch encoder from the
+	// typed objects. Both carry exactly the whole objects' metadata, and the same documents
+	// apart from the apiVersion.
+	var events [2][]map[string]any
+	for i, v := range []string{"v1", "v1beta1"} {
+		objects, err := httpread.WatchList(ctx, raw.http, raw.host+apiPath(kind, ns), "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v="+v)
+		if err != nil {
+			t.Fatalf("metadata watch-list %s: %v", v, err)
+		}
+		var items []metav1.PartialObjectMetadata
+		for _, o := range objects {
+			var item metav1.PartialObjectMetadata
+			var doc map[string]any
+			if err := json.Unmarshal(o, &item); err != nil {
+				t.Fatalf("metadata watch-list %s: %v", v, err)
+			}
+			if err := json.Unmarshal(o, &doc); err != nil {
+				t.Fatalf("metadata watch-list %s: %v", v, err)
+			}
+			items = append(items, item)
+			events[i] = append(events[i], asMetaV1(doc))
+		}
+		check("watch-list, JSON "+v, items, all...)
+	}
+	if !reflect.DeepEqual(events[0], events[1]) {
+		t.Errorf("metadata watch-list events differ, v1 then v1beta1:\n%v\n%v", events[0], events[1])
+	}
+	if len(events[0]) == 0 || events[0][0]["kind"] != "PartialObjectMetadata" {
+		t.Errorf("metadata watch-list: not PartialObjectMetadata: %v", events[0])
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 
 // Object is one object of a response (a watch event's) with its stored JSON. It is a
 // runtime.CacheableObject: the API server's encoders call CacheEncode, which writes the stored
-// JSON when they want plain JSON of the served version, and otherwise encodes the typed object.
+// JSON when they want plain JSON of the served version (or a watch event of its metadata as
+// plain JSON PartialObjectMetadata), and otherwise encodes the typed object.
 //
 // The typed object is either complete (a watch event shared by many watchers: each gets its own
 // Object around the shared typed object, which nobody may change) or hollow, decoded from the
@@ -18,8 +19,11 @@ import (
 // which one watcher sends once).
 type Object struct {
 	encodings *Encodings
-	data      []byte
-	decode    Decoder
+	// data is the object's JSON as a client receives it, or nil for an object read as its
+	// metadata alone (NewMetadata), which has only metadata.
+	data     []byte
+	metadata []byte
+	decode   Decoder
 
 	mu     sync.Mutex
 	obj    runtime.Object
@@ -41,14 +45,28 @@ func NewHollow(into runtime.Object, data []byte, encodings *Encodings, decode De
 	return &Object{encodings: encodings, data: data, decode: decode, obj: into, hollow: true}
 }
 
+// NewMetadata wraps the metadata of an object read as its metadata alone, as a client receives
+// it (with its resourceVersion), for a response of its own. into is an empty object of the
+// right type: decode fills its metadata from metadata the first time the typed object is needed.
+func NewMetadata(into runtime.Object, metadata []byte, encodings *Encodings, decode Decoder) *Object {
+	return &Object{encodings: encodings, metadata: metadata, decode: decode, obj: into, hollow: true}
+}
+
 // CacheEncode implements runtime.CacheableObject.
 func (o *Object) CacheEncode(id runtime.Identifier, encode func(runtime.Object, io.Writer) error, w io.Writer) error {
-	switch enc := o.encodings.of(id); enc.kind {
-	case plainJSON:
+	enc := o.encodings.of(id)
+	switch {
+	case enc.kind == plainJSON && o.data != nil:
 		return writeAll(w, o.data, newline)
-	case plainJSONEvent:
+	case enc.kind == plainJSONEvent && o.data != nil:
 		return writeAll(w, enc.eventStart, o.data, eventEnd)
-	case watchFrame:
+	case enc.kind == metadataJSONEvent:
+		metadata, err := o.metadataJSON()
+		if err != nil {
+			return err
+		}
+		return writeAll(w, enc.eventStart, metadata, metadataEventEnd)
+	case enc.kind == watchFrame || enc.kind == plainJSONEvent:
 		// The event's encoder encodes the object with its embedded encoder, which asks this
 		// object again: hand it this object, not a typed copy.
 		return encode(o, w)
@@ -72,12 +90,24 @@ func (o *Object) GetObject() runtime.Object {
 	return obj
 }
 
+// metadataJSON is the object's metadata as a client receives it.
+func (o *Object) metadataJSON() ([]byte, error) {
+	if o.metadata != nil {
+		return o.metadata, nil
+	}
+	return Metadata(o.data)
+}
+
 // typed returns the typed object: decoded if hollow, copied if shared.
 func (o *Object) typed() (runtime.Object, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.hollow {
-		if err := o.decode(o.data, o.obj); err != nil {
+		source := o.data
+		if source == nil {
+			source = o.metadata
+		}
+		if err := o.decode(source, o.obj); err != nil {
 			return nil, err
 		}
 		o.hollow = false
@@ -94,7 +124,7 @@ func (o *Object) GetObjectKind() schema.ObjectKind { return o.obj.GetObjectKind(
 
 // DeepCopyObject implements runtime.Object.
 func (o *Object) DeepCopyObject() runtime.Object {
-	c := &Object{encodings: o.encodings, data: o.data, decode: o.decode}
+	c := &Object{encodings: o.encodings, data: o.data, metadata: o.metadata, decode: o.decode}
 	obj, err := o.typed()
 	if err != nil {
 		panic(err)
@@ -103,8 +133,10 @@ func (o *Object) DeepCopyObject() runtime.Object {
 	return c
 }
 
-// newline ends an encoded object, as the JSON serializer ends it; eventEnd a watch event.
+// newline ends an encoded object, as the JSON serializer ends it; eventEnd a watch event;
+// metadataEventEnd a watch event's PartialObjectMetadata and the event.
 var (
-	newline  = []byte("\n")
-	eventEnd = []byte("}\n")
+	newline          = []byte("\n")
+	eventEnd         = []byte("}\n")
+	metadataEventEnd = []byte("}}\n")
 )

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"sync"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
@@ -193,10 +194,11 @@ type encoding struct {
 type encodingKind int
 
 const (
-	typedEncoding  encodingKind = iota // anything else: the typed object's encoding
-	plainJSON                          // plain JSON of the served version: the stored JSON as it is
-	watchFrame                         // a watch event around the object: the object itself is encoded by the event's embedded encoder, which asks again
-	plainJSONEvent                     // a watch event of a plain JSON stream whose object is plain JSON of the served version: the event around the stored JSON
+	typedEncoding     encodingKind = iota // anything else: the typed object's encoding
+	plainJSON                             // plain JSON of the served version: the stored JSON as it is
+	watchFrame                            // a watch event around the object: the object itself is encoded by the event's embedded encoder, which asks again
+	plainJSONEvent                        // a watch event of a plain JSON stream whose object is plain JSON of the served version: the event around the stored JSON
+	metadataJSONEvent                     // a watch event of a plain JSON stream whose object is its metadata as plain JSON PartialObjectMetadata (meta.k8s.io/v1): the event around the stored metadata
 )
 
 // encodingOf tells what id asks for. id is the identifier of plain JSON of version gv when it is
@@ -208,8 +210,13 @@ const (
 // A watch event whose object and event are both encoded as plain JSON of gv (the watch encoder's
 // embedded and outer encoders) is a plainJSONEvent: the handler would encode the object into a
 // buffer and then the event around it with encoding/json, which scans the whole object again to
-// compact it; the event written around the stored JSON is the same once decoded. Other watch
-// events (Tables, metadata, YAML, protobuf) are framed by the handler (watchFrame).
+// compact it; the event written around the stored JSON is the same once decoded. A watch event
+// of plain JSON whose object the embedded encoder turns into PartialObjectMetadata of
+// meta.k8s.io/v1 in plain JSON (a metadata-only watch: informers of Kyverno and Policy
+// Reporter) is a metadataJSONEvent: the handler would copy the metadata into a
+// PartialObjectMetadata, encode it with encoding/json's reflection, and scan it again for the
+// event; the event written around the stored metadata is the same once decoded. Other watch
+// events (Tables, YAML, protobuf) are framed by the handler (watchFrame).
 func encodingOf(id runtime.Identifier, gv schema.GroupVersion) encoding {
 	var codec struct{ Name, EncodeGV, Encoder, EmbeddedEncoder, EventType string }
 	if json.Unmarshal([]byte(id), &codec) != nil {
@@ -239,14 +246,37 @@ func watchEncoding(embedded, outer, eventType string, gv schema.GroupVersion) en
 	default:
 		return encoding{kind: watchFrame}
 	}
-	if encodingOf(runtime.Identifier(embedded), gv).kind != plainJSON || encodingOf(runtime.Identifier(outer), gv).kind != plainJSON {
+	if encodingOf(runtime.Identifier(outer), gv).kind != plainJSON {
 		return encoding{kind: watchFrame}
 	}
 	start, err := json.Marshal(eventType)
 	if err != nil {
 		return encoding{kind: watchFrame}
 	}
-	return encoding{kind: plainJSONEvent, eventStart: fmt.Appendf(nil, `{"type":%s,"object":`, start)}
+	switch {
+	case encodingOf(runtime.Identifier(embedded), gv).kind == plainJSON:
+		return encoding{kind: plainJSONEvent, eventStart: fmt.Appendf(nil, `{"type":%s,"object":`, start)}
+	case metadataV1JSON(embedded):
+		return encoding{kind: metadataJSONEvent, eventStart: fmt.Appendf(nil,
+			`{"type":%s,"object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":`, start)}
+	}
+	return encoding{kind: watchFrame}
+}
+
+// partialObjectMetadataV1 is the target of a metadata-only watch's embedded encoder, as its
+// identifier names it.
+var partialObjectMetadataV1 = metav1.SchemeGroupVersion.WithKind("PartialObjectMetadata")
+
+// metadataV1JSON tells whether id is the identifier of a watch's embedded encoder that turns
+// each object into PartialObjectMetadata of meta.k8s.io/v1 and encodes that as plain JSON
+// (k8s.io/apiserver/pkg/endpoints/handlers' watchEmbeddedEncoder).
+func metadataV1JSON(id string) bool {
+	var embedded struct{ Name, Encoder, Target string }
+	if json.Unmarshal([]byte(id), &embedded) != nil || embedded.Name != "watch-embedded" ||
+		embedded.Target != partialObjectMetadataV1.String() {
+		return false
+	}
+	return encodingOf(runtime.Identifier(embedded.Encoder), partialObjectMetadataV1.GroupVersion()).kind == plainJSON
 }
 
 // Encodings remembers what each encoder identifier asks for (encodingOf) for the objects of one

@@ -208,14 +208,23 @@ func (s *Store) decodeMetadata(data []byte, rev int64) (runtime.Object, error) {
 // metadata as a client receives it (storedMetadata), decoded into its ObjectMeta.
 func (s *Store) decodeSentMetadata(meta []byte, newItem func() runtime.Object) (runtime.Object, error) {
 	obj := s.hollowItem(newItem)
-	objMeta, ok := objectMeta(obj)
-	if !ok {
-		return nil, fmt.Errorf("%T has no ObjectMeta", obj)
-	}
-	if err := storedjson.UnmarshalObjectMeta(meta, objMeta); err != nil {
-		return nil, storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
+	if err := decodeMetadataInto(meta, obj); err != nil {
+		return nil, err
 	}
 	return obj, nil
+}
+
+// decodeMetadataInto decodes meta, an object's metadata as a client receives it, into the
+// ObjectMeta of obj, a typed object.
+func decodeMetadataInto(meta []byte, obj runtime.Object) error {
+	objMeta, ok := objectMeta(obj)
+	if !ok {
+		return fmt.Errorf("%T has no ObjectMeta", obj)
+	}
+	if err := storedjson.UnmarshalObjectMeta(meta, objMeta); err != nil {
+		return storage.NewInternalError(fmt.Errorf("decode stored metadata: %w", err))
+	}
+	return nil
 }
 
 // objectMeta returns obj's ObjectMeta, if it is a typed object that has one.

@@ -288,7 +288,9 @@ func (w *watcher) start() (int64, error) {
 
 // initialObject is the object of an initial event for row x, or nil when the predicate (where
 // SQL could not apply all of it) does not match. For a plain JSON watch whose selection SQL did
-// all of, it is the stored JSON in a hollow storedjson.Object: sent once, never decoded.
+// all of, it is the stored JSON in a hollow storedjson.Object: sent once, never decoded; for a
+// metadata-only watch, the stored metadata, likewise (a plain JSON event of PartialObjectMetadata
+// is written around it, any other encoding decodes it).
 func (w *watcher) initialObject(x row) (runtime.Object, error) {
 	s := w.s
 	if w.storedJSON && w.filter.complete {
@@ -300,12 +302,12 @@ func (w *watcher) initialObject(x row) (runtime.Object, error) {
 	}
 	if shapeFor(w.ctx, w.filter.complete) == readMetadata {
 		// The row is the object's metadata alone (pageAt reads that shape only when SQL does all
-		// the selecting): decode it as metadata-only lists and events do.
+		// the selecting).
 		meta, err := rowMetadata(x)
 		if err != nil {
 			return nil, err
 		}
-		return s.decodeSentMetadata(meta, s.newFunc)
+		return storedjson.NewMetadata(s.hollowItem(s.newFunc), meta, s.encodings, decodeMetadataInto), nil
 	}
 	return s.decodeMatching(x, s.newFunc, w.pred, w.filter.complete)
 }
