@@ -128,9 +128,16 @@ type header struct {
 // matches a configured one, or starts with a configured prefix, in any case: a match more than
 // the front proxy's authenticator reads only makes the key more specific.
 func (a *Authenticator) identityHeaders(h http.Header) []header {
+	var names, prefixes []string
+	for _, p := range a.headers.Names {
+		names = append(names, p.Value()...)
+	}
+	for _, p := range a.headers.Prefixes {
+		prefixes = append(prefixes, p.Value()...)
+	}
 	var found []header
 	for name, values := range h {
-		if a.isIdentity(name) {
+		if isIdentity(name, names, prefixes) {
 			found = append(found, header{name, values})
 		}
 	}
@@ -138,19 +145,17 @@ func (a *Authenticator) identityHeaders(h http.Header) []header {
 	return found
 }
 
-func (a *Authenticator) isIdentity(name string) bool {
-	for _, names := range a.headers.Names {
-		for _, n := range names.Value() {
-			if strings.EqualFold(name, n) {
-				return true
-			}
+// isIdentity tells whether the header name is one of names or starts with one of prefixes, in
+// any case.
+func isIdentity(name string, names, prefixes []string) bool {
+	for _, n := range names {
+		if strings.EqualFold(name, n) {
+			return true
 		}
 	}
-	for _, p := range a.headers.Prefixes {
-		for _, prefix := range p.Value() {
-			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
-				return true
-			}
+	for _, prefix := range prefixes {
+		if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+			return true
 		}
 	}
 	return false

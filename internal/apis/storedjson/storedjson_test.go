@@ -3,10 +3,12 @@ package storedjson
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"reflect"
 	"strconv"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -62,6 +64,10 @@ func TestEncodingOf(t *testing.T) {
 	}
 	plain := map[string]string{"name": "json", "pretty": "false", "strict": "false", "yaml": "false"}
 	plainID := codec("wgpolicyk8s.io/v1alpha2", plain)
+	metadataID := func(encodeGV string, enc map[string]string, target string) runtime.Identifier {
+		id, _ := json.Marshal(map[string]any{"name": "watch-embedded", "encoder": string(codec(encodeGV, enc)), "target": target, "options": map[string]any{}})
+		return runtime.Identifier(id)
+	}
 	watchID := func(embedded, outer runtime.Identifier, eventType string) runtime.Identifier {
 		id, _ := json.Marshal(map[string]string{"name": "watch", "embeddedEncoder": string(embedded), "encoder": string(outer), "eventType": eventType})
 		return runtime.Identifier(id)
@@ -84,6 +90,17 @@ func TestEncodingOf(t *testing.T) {
 		{watchID(plainID, codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "protobuf"}), "ADDED"), watchFrame, ""},
 		{watchID(runtime.Identifier(`{"name":"watch-embedded","encoder":"x","target":"meta.k8s.io/v1, Kind=Table"}`), plainID, "ADDED"), watchFrame, ""},
 		{runtime.Identifier(`{"name":"watch-embedded","encoder":"x","target":"meta.k8s.io/v1, Kind=Table"}`), typedEncoding, ""},
+		// Metadata-only watches: the embedded encoder's identifier as the handler makes it.
+		{watchID(metadataID("meta.k8s.io/v1", plain, "meta.k8s.io/v1, Kind=PartialObjectMetadata"), plainID, "ADDED"), metadataJSONEvent,
+			`{"type":"ADDED","object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":`},
+		{watchID(metadataID("meta.k8s.io/v1", plain, "meta.k8s.io/v1, Kind=PartialObjectMetadata"), plainID, "DELETED"), metadataJSONEvent,
+			`{"type":"DELETED","object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":`},
+		{watchID(metadataID("meta.k8s.io/v1", plain, "meta.k8s.io/v1, Kind=PartialObjectMetadata"), plainID, "BOOKMARK"), watchFrame, ""},
+		{watchID(metadataID("meta.k8s.io/v1beta1", plain, "meta.k8s.io/v1beta1, Kind=PartialObjectMetadata"), plainID, "ADDED"), watchFrame, ""},
+		{watchID(metadataID("meta.k8s.io/v1", map[string]string{"name": "protobuf"}, "meta.k8s.io/v1, Kind=PartialObjectMetadata"), plainID, "ADDED"), watchFrame, ""},
+		{watchID(metadataID("meta.k8s.io/v1", map[string]string{"name": "json", "pretty": "true", "yaml": "false"}, "meta.k8s.io/v1, Kind=PartialObjectMetadata"), plainID, "ADDED"), watchFrame, ""},
+		{watchID(metadataID("meta.k8s.io/v1", plain, "meta.k8s.io/v1, Kind=PartialObjectMetadata"), codec("wgpolicyk8s.io/v1alpha2", map[string]string{"name": "protobuf"}), "ADDED"), watchFrame, ""},
+		{metadataID("meta.k8s.io/v1", plain, "meta.k8s.io/v1, Kind=PartialObjectMetadata"), typedEncoding, ""},
 		{runtime.Identifier(`not json`), typedEncoding, ""},
 	} {
 		if got := encodingOf(tc.id, gv); got.kind != tc.want || string(got.eventStart) != tc.eventStart {
@@ -197,5 +214,55 @@ func TestMetadata(t *testing.T) {
 	}
 	if _, err := Metadata([]byte(`{"metadata": [1]}`)); err == nil {
 		t.Error("a metadata that is not an object: no error")
+	}
+}
+
+// TestMetadataEvents: an object read as its metadata alone (NewMetadata), and a whole stored
+// object, write a plain JSON metadata watch event around their metadata as it is; any other
+// encoding gets the typed object, decoded from what was read.
+func TestMetadataEvents(t *testing.T) {
+	gv := schema.GroupVersion{Group: "wgpolicyk8s.io", Version: "v1alpha2"}
+	encodings := NewEncodings(gv)
+	plain := `{\"name\":\"json\",\"pretty\":\"false\",\"strict\":\"false\",\"yaml\":\"false\"}`
+	versioning := func(encodeGV string) string {
+		return `{"encodeGV":"` + encodeGV + `","encoder":"` + plain + `","name":"versioning"}`
+	}
+	embedded, _ := json.Marshal(map[string]any{"name": "watch-embedded", "encoder": versioning("meta.k8s.io/v1"),
+		"target": "meta.k8s.io/v1, Kind=PartialObjectMetadata", "options": map[string]any{}})
+	event, _ := json.Marshal(map[string]string{"name": "watch", "embeddedEncoder": string(embedded),
+		"encoder": versioning(gv.String()), "eventType": "ADDED"})
+	metadata := []byte(`{"name":"a","namespace":"n","resourceVersion":"7"}`)
+	want := `{"type":"ADDED","object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":` + string(metadata) + "}}\n"
+
+	var decoded []string
+	decode := func(data []byte, into runtime.Object) error {
+		decoded = append(decoded, string(data))
+		return nil
+	}
+	whole := []byte(`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":` + string(metadata) + `,"results":[]}`)
+	for _, o := range []*Object{
+		NewMetadata(&metav1.PartialObjectMetadata{}, metadata, encodings, decode),
+		NewHollow(&metav1.PartialObjectMetadata{}, whole, encodings, decode),
+	} {
+		var out bytes.Buffer
+		if err := o.CacheEncode(runtime.Identifier(event), func(runtime.Object, io.Writer) error {
+			t.Fatal("a metadata event was left to the handler's encoder")
+			return nil
+		}, &out); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != want {
+			t.Errorf("event %s, want %s", out.String(), want)
+		}
+		typed := false
+		if err := o.CacheEncode(runtime.Identifier(versioning("meta.k8s.io/v1")), func(obj runtime.Object, _ io.Writer) error {
+			typed = obj != nil
+			return nil
+		}, &out); err != nil || !typed {
+			t.Errorf("another encoding: typed=%v err=%v, want the typed object", typed, err)
+		}
+	}
+	if len(decoded) != 2 || decoded[0] != string(metadata) || decoded[1] != string(whole) {
+		t.Errorf("decoded %q, want the metadata, then the whole object", decoded)
 	}
 }
