@@ -17,8 +17,10 @@
 // front proxy's allowed names and the time. The chain and the identity headers (names and
 // values) are the key; an answer is kept for TTL at most and never past the certificates'
 // expiry, so a CA bundle or a list of names that changes takes effect within TTL, as a token
-// review's answer does. Failures are never kept. The front proxy's authenticator removes the
-// identity headers from a request it authenticates; a remembered answer removes the same ones.
+// review's answer does. Failures and anonymous answers are never kept, nor answers to requests
+// whose identity headers the front proxy's authenticator did not take. The front proxy's
+// authenticator removes the identity headers from a request it authenticates; a remembered
+// answer removes the same ones.
 package authncache
 
 import (
@@ -32,6 +34,7 @@ import (
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/request/headerrequest"
+	"k8s.io/apiserver/pkg/authentication/user"
 )
 
 // TTL is how long an answer is kept: as long as the delegated token authenticator keeps a token
@@ -105,8 +108,23 @@ func (a *Authenticator) AuthenticateRequest(req *http.Request) (*authenticator.R
 			e.removed = append(e.removed, h.name)
 		}
 	}
-	a.store(key, e, now)
+	if rememberAnswer(resp, identity, e.removed) {
+		a.store(key, e, now)
+	}
 	return resp, true, nil
+}
+
+// rememberAnswer tells whether an answer may be kept: one that a certificate gave. An anonymous
+// answer is not (no authenticator recognised the request: a server that has not loaded its CA
+// bundles or the front proxy's settings yet answers so, and would keep answering so for TTL
+// after it has). Nor is an answer to a request with identity headers that the front proxy's
+// authenticator did not take (it removes those it authenticates from): another authenticator
+// answered, whose answer the front proxy's settings, once loaded or changed, would overrule.
+func rememberAnswer(resp *authenticator.Response, identity []header, removed []string) bool {
+	if resp.User == nil || resp.User.GetName() == user.Anonymous {
+		return false
+	}
+	return len(identity) == 0 || len(removed) > 0
 }
 
 // rememberable reports whether req presents a certificate and no credential besides it and the

@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/group"
+	"k8s.io/apiserver/pkg/authentication/request/anonymous"
 	"k8s.io/apiserver/pkg/authentication/request/headerrequest"
 	"k8s.io/apiserver/pkg/authentication/request/union"
 	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
@@ -212,7 +213,8 @@ func TestRemembersFrontProxy(t *testing.T) {
 	}
 
 	// A client's own certificate with a front proxy's headers: the front proxy's authenticator
-	// refuses the chain, the certificate's user is the answer, remembered, and the headers stay.
+	// refuses the chain, the certificate's user is the answer, not remembered (the front
+	// proxy's settings decide who sends identity headers), and the headers stay.
 	next.calls.Store(0)
 	for range 2 {
 		req := request(alice, proxied("root"))
@@ -224,7 +226,47 @@ func TestRemembersFrontProxy(t *testing.T) {
 			t.Fatalf("headers %v, want them kept", req.Header)
 		}
 	}
-	next.want(t, 1, "a client's certificate with identity headers, twice")
+	next.want(t, 2, "a client's certificate with identity headers, twice")
+}
+
+// TestAnonymousNotRemembered: a server that has not loaded the front proxy's settings or its CA
+// bundles yet answers proxied requests as anonymous (the last of its authenticators); that
+// answer is not kept, so the next request, once the settings are there, is authenticated.
+func TestAnonymousNotRemembered(t *testing.T) {
+	proxies := newCA(t)
+	proxy := proxies.issue(t, "front-proxy-client", time.Now().Add(time.Hour))
+	loaded := atomic.Bool{}
+	names := headerrequest.StringSliceProviderFunc(func() []string {
+		if loaded.Load() {
+			return []string{"X-Remote-User"}
+		}
+		return nil
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(proxies.Cert)
+	opts := x509request.DefaultVerifyOptions()
+	opts.Roots = roots
+	next := &counting{next: union.New(
+		headerrequest.NewDynamicVerifyOptionsSecure(func() (x509.VerifyOptions, bool) { return opts, true },
+			headerrequest.StaticStringSlice{"front-proxy-client"}, names, headerrequest.StaticStringSlice{},
+			headerrequest.StaticStringSlice{"X-Remote-Group"}, headerrequest.StaticStringSlice{"X-Remote-Extra-"}),
+		anonymous.NewAuthenticator(nil),
+	)}
+	a := New(next, IdentityHeaders{
+		Names:    []headerrequest.StringSliceProvider{names, headerrequest.StaticStringSlice{"X-Remote-Group"}},
+		Prefixes: []headerrequest.StringSliceProvider{headerrequest.StaticStringSlice{"X-Remote-Extra-"}},
+	}, TTL)
+	proxied := http.Header{"X-Remote-User": {"bob"}, "X-Remote-Group": {"admins"}}
+	for _, want := range []string{"system:anonymous", "system:anonymous", "bob", "bob"} {
+		if want == "bob" {
+			loaded.Store(true)
+		}
+		resp, ok, err := a.AuthenticateRequest(request(proxy, proxied))
+		if err != nil || !ok || resp.User.GetName() != want {
+			t.Fatalf("got %+v, %v, %v; want %s", resp, ok, err, want)
+		}
+	}
+	next.want(t, 3, "two anonymous answers, then bob's, remembered")
 }
 
 // setupDelegated returns the cache around the authenticators a delegating server builds: the
