@@ -32,6 +32,15 @@ func newCA(t *testing.T) ca {
 	return ca{c}
 }
 
+// verifyOptions is an x509request.VerifyOptionFunc that trusts c alone.
+func (c ca) verifyOptions() (x509.VerifyOptions, bool) {
+	roots := x509.NewCertPool()
+	roots.AddCert(c.Cert)
+	opts := x509request.DefaultVerifyOptions()
+	opts.Roots = roots
+	return opts, true
+}
+
 // issue returns a client certificate for user in the group "team", valid until notAfter.
 func (c ca) issue(t *testing.T, user string, notAfter time.Time) *x509.Certificate {
 	t.Helper()
@@ -74,11 +83,7 @@ func request(cert *x509.Certificate, header http.Header) *http.Request {
 // authority, with the front proxy's default identity headers, and a clock the test moves.
 func setup(t *testing.T, authority ca) (*Authenticator, *counting, *time.Time) {
 	t.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(authority.Cert)
-	opts := x509request.DefaultVerifyOptions()
-	opts.Roots = roots
-	next := &counting{next: x509request.New(opts, x509request.CommonNameUserConversion)}
+	next := &counting{next: x509request.NewDynamic(authority.verifyOptions, x509request.CommonNameUserConversion)}
 	a := New(next, IdentityHeaders{
 		Names:    []headerrequest.StringSliceProvider{headerrequest.StaticStringSlice{"X-Remote-User"}, headerrequest.StaticStringSlice{"X-Remote-Group"}},
 		Prefixes: []headerrequest.StringSliceProvider{headerrequest.StaticStringSlice{"X-Remote-Extra-"}},
@@ -242,12 +247,8 @@ func TestAnonymousNotRemembered(t *testing.T) {
 		}
 		return nil
 	})
-	roots := x509.NewCertPool()
-	roots.AddCert(proxies.Cert)
-	opts := x509request.DefaultVerifyOptions()
-	opts.Roots = roots
 	next := &counting{next: union.New(
-		headerrequest.NewDynamicVerifyOptionsSecure(func() (x509.VerifyOptions, bool) { return opts, true },
+		headerrequest.NewDynamicVerifyOptionsSecure(proxies.verifyOptions,
 			headerrequest.StaticStringSlice{"front-proxy-client"}, names, headerrequest.StaticStringSlice{},
 			headerrequest.StaticStringSlice{"X-Remote-Group"}, headerrequest.StaticStringSlice{"X-Remote-Extra-"}),
 		anonymous.NewAuthenticator(nil),
@@ -274,20 +275,13 @@ func TestAnonymousNotRemembered(t *testing.T) {
 // client certificates issued by clients, both adding system:authenticated.
 func setupDelegated(t *testing.T, clients, proxies ca) (*Authenticator, *counting) {
 	t.Helper()
-	pool := func(c ca) x509request.VerifyOptionFunc {
-		roots := x509.NewCertPool()
-		roots.AddCert(c.Cert)
-		opts := x509request.DefaultVerifyOptions()
-		opts.Roots = roots
-		return func() (x509.VerifyOptions, bool) { return opts, true }
-	}
 	names := headerrequest.StaticStringSlice{"X-Remote-User"}
 	uids := headerrequest.StaticStringSlice{"X-Remote-Uid"}
 	groups := headerrequest.StaticStringSlice{"X-Remote-Group"}
 	prefixes := headerrequest.StaticStringSlice{"X-Remote-Extra-"}
 	next := &counting{next: group.NewAuthenticatedGroupAdder(union.New(
-		headerrequest.NewDynamicVerifyOptionsSecure(pool(proxies), headerrequest.StaticStringSlice{"front-proxy-client"}, names, uids, groups, prefixes),
-		x509request.NewDynamic(pool(clients), x509request.CommonNameUserConversion),
+		headerrequest.NewDynamicVerifyOptionsSecure(proxies.verifyOptions, headerrequest.StaticStringSlice{"front-proxy-client"}, names, uids, groups, prefixes),
+		x509request.NewDynamic(clients.verifyOptions, x509request.CommonNameUserConversion),
 	))}
 	return New(next, IdentityHeaders{
 		Names:    []headerrequest.StringSliceProvider{names, uids, groups},

@@ -21,7 +21,9 @@ type Object struct {
 	encodings *Encodings
 	// data is the object's JSON as a client receives it, or nil for an object read as its
 	// metadata alone (NewMetadata), which has only metadata.
-	data     []byte
+	data []byte
+	// metadata is the metadata of an object read as its metadata alone, as a client receives
+	// it; nil otherwise (the metadata is then in data).
 	metadata []byte
 	decode   Decoder
 
