@@ -436,7 +436,7 @@ func metadataInformerSync(ctx context.Context, b *testing.B, cfg *rest.Config, g
 }
 
 // profileReplicas starts a CPU profile of every replica (its /debug/pprof/profile) lasting d, when
-// COMPARE_PROFILE names a directory, and returns a function that waits for the profiles and
+// COMPARE_PROFILE names a directory (made if missing), and returns a function that waits for the profiles and
 // writes them there as <step>-replica-<i>.pprof (go tool pprof reads them with the
 // reports-server binary). Without COMPARE_PROFILE it does nothing. The benchmark waits for the
 // profiles before its next step, so they hold the step alone. Profiling costs the step a little
@@ -445,6 +445,9 @@ func profileReplicas(b *testing.B, c *cluster.Cluster, d time.Duration, step str
 	dir := os.Getenv("COMPARE_PROFILE")
 	if dir == "" {
 		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatalf("COMPARE_PROFILE: %v", err)
 	}
 	seconds := max(1, int(d.Seconds()+0.999))
 	var wg sync.WaitGroup
