@@ -198,6 +198,8 @@ func TestFindings(t *testing.T) {
 		}
 	})
 
+	t.Run("metadata and Table shapes", func(t *testing.T) { findingShapes(t, ctx, srv, client) })
+
 	t.Run("summaries equal SQL", func(t *testing.T) {
 		got := kubectlSummaries(t, admin, "get", "findingsummaries", "--chunk-size", "4")
 		want := sqlSummaries(t, pool, "true")
