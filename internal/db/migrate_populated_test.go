@@ -16,8 +16,9 @@ import (
 )
 
 // TestMigrationsKeepReports rolls the newest migration back and applies it again on a database
-// holding reports: every report stays, with its object unchanged, and the generated columns the
-// migration rebuilds are recomputed from the objects.
+// holding reports, then every migration back to the first and all of them again: every report
+// stays, with its object unchanged, and the generated columns (the metadata column of 00009 and
+// 00012 among them) come back exactly as they were.
 func TestMigrationsKeepReports(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -31,7 +32,9 @@ func TestMigrationsKeepReports(t *testing.T) {
 		INSERT INTO reports (cluster, key, resource_version, object)
 		SELECT 'c', '/wgpolicyk8s.io/policyreports/ns/r' || i, i,
 		       jsonb_build_object('apiVersion', 'wgpolicyk8s.io/v1alpha2', 'kind', 'PolicyReport',
-		           'metadata', jsonb_build_object('name', 'r' || i, 'namespace', 'ns'),
+		           'metadata', jsonb_build_object('name', 'r' || i, 'namespace', 'ns', 'uid', 'u' || i,
+		               'creationTimestamp', '2026-12-06T10:00:00Z', 'labels', jsonb_build_object('n', i::text)),
+		           'scope', jsonb_build_object('apiVersion', 'v1', 'kind', 'Pod', 'namespace', 'ns', 'name', 'p' || i),
 		           'summary', jsonb_build_object('pass', i, 'fail', i % 7))
 		FROM generate_series(1, $1) AS i`, reports); err != nil {
 		t.Fatal(err)
@@ -60,6 +63,16 @@ func TestMigrationsKeepReports(t *testing.T) {
 			t.Errorf("%s: stored objects changed", step)
 		}
 	}
+	// Every column of every report, the generated ones (the metadata column among them) included.
+	rowsDigest := func(step string) string {
+		t.Helper()
+		var digest string
+		if err := pool.QueryRow(ctx, `SELECT md5(string_agg(row_to_json(r)::text, '' ORDER BY key)) FROM reports r`).Scan(&digest); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		return digest
+	}
+	rows := rowsDigest("before")
 	check("before")
 	if err := m.Down(ctx); err != nil {
 		t.Fatalf("down: %v", err)
@@ -69,6 +82,23 @@ func TestMigrationsKeepReports(t *testing.T) {
 		t.Fatalf("up: %v", err)
 	}
 	check("after up")
+	// Every migration back to the first (which made the table), then all of them again: each
+	// keeps the reports, and the columns they rebuild come back as they were.
+	if err := m.DownTo(ctx, 1); err != nil {
+		t.Fatalf("down to 1: %v", err)
+	}
+	check("after down to 1")
+	if err := m.Up(ctx); err != nil {
+		t.Fatalf("up from 1: %v", err)
+	}
+	check("after up from 1")
+	if got := rowsDigest("after up from 1"); got != rows {
+		t.Errorf("the reports' rows (generated columns included) changed after every migration down and up")
+	}
+	var stale int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM reports WHERE metadata::text IS DISTINCT FROM (object->'metadata')::json::text`).Scan(&stale); err != nil || stale != 0 {
+		t.Errorf("%d reports' metadata column differs from their objects' metadata (%v)", stale, err)
+	}
 
 	big := fmt.Sprintf(`{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport","metadata":{"name":"big","namespace":"ns"},"summary":{"pass":%d}}`, int64(1)<<40)
 	if _, err := pool.Exec(ctx, `INSERT INTO reports (cluster, key, resource_version, object) VALUES ('c', '/wgpolicyk8s.io/policyreports/ns/big', 9999, $1)`, big); err != nil {
