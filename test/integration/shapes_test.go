@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 
@@ -29,7 +30,8 @@ const (
 
 // TestResponseShapesExact: what TestHeadOnlyResponses and TestStoredJSONResponses leave out. For
 // every kind, gets, Table lists, Table watch-lists and watches from a resourceVersion (ADDED,
-// MODIFIED and DELETED events) answer in each shape exactly what the whole objects give: the same
+// MODIFIED and DELETED events; metadata as JSON and, through client-go's metadata client, as
+// protobuf) answer in each shape exactly what the whole objects give: the same
 // metadata (managedFields and resourceVersions included) and the same Table cells as a Table of
 // the whole objects (includeObject=Object).
 func TestResponseShapesExact(t *testing.T) {
@@ -113,11 +115,12 @@ func TestResponseShapesExact(t *testing.T) {
 				wantTable.same(t, "Table list", got, wantMeta)
 			})
 
+			var metaNS metadata.ResourceInterface = metaClient.Resource(base)
+			if kind.Namespaced {
+				metaNS = metaClient.Resource(base).Namespace(ns)
+			}
+
 			t.Run("get", func(t *testing.T) {
-				var metaNS metadata.ResourceInterface = metaClient.Resource(base)
-				if kind.Namespaced {
-					metaNS = metaClient.Resource(base).Namespace(ns)
-				}
 				for n := range wholes {
 					m := g.get(t, path+"/"+n, acceptMeta)
 					var partial struct {
@@ -175,6 +178,12 @@ func TestResponseShapesExact(t *testing.T) {
 				for _, accept := range []string{acceptWhole, acceptMeta, acceptTable} {
 					watches[accept] = openWatch(t, ctx, g.hc, srv.Config.Host+path+"?watch=1&resourceVersion="+from, accept)
 				}
+				// And as informers watch metadata: client-go's metadata client, protobuf.
+				protoWatch, err := metaNS.Watch(ctx, metav1.ListOptions{ResourceVersion: from})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer protoWatch.Stop()
 				// One event of each type: a new object, a relabelled one and a deleted one.
 				apply(3, map[string]string{"n": "3"}, "error")
 				apply(0, map[string]string{"n": "0", "relabelled": "yes"}, "pass")
@@ -243,6 +252,24 @@ func TestResponseShapesExact(t *testing.T) {
 						metas[key(name(1))] = withResourceVersion(deleted, deletedRV)["metadata"].(map[string]any)
 						afterTable.same(t, "Table watch", gotTable, metas)
 					}
+				}
+				for e, typ := range types {
+					var ev watch.Event
+					select {
+					case ev = <-protoWatch.ResultChan():
+					case <-ctx.Done():
+						t.Fatalf("metadata client watch: no event %d", e)
+					}
+					p, ok := ev.Object.(*metav1.PartialObjectMetadata)
+					if string(ev.Type) != typ || !ok {
+						t.Fatalf("metadata client watch: event %d is %s of %T, want %s of PartialObjectMetadata", e, ev.Type, ev.Object, typ)
+					}
+					want := after[names[e]]
+					if typ == "DELETED" {
+						want = withResourceVersion(deleted, deletedRV)
+					}
+					checkMeta(t, "metadata client "+typ+" event", names[e], mustJSON(t, p.ObjectMeta),
+						map[string]map[string]any{names[e]: want["metadata"].(map[string]any)})
 				}
 			})
 		})
