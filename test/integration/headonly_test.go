@@ -47,15 +47,8 @@ func TestHeadOnlyResponses(t *testing.T) {
 			ns := "head-" + strings.ToLower(kind.Kind)
 			res := resourceFor(client, kind, ns)
 			for i, result := range []string{"pass", "fail", "warn"} {
-				obj := sample(kind, ns, fmt.Sprintf("%s-%d", strings.ToLower(kind.Kind), i), map[string]string{"n": fmt.Sprint(i)}, "Pod", result)
 				// Server-side apply, so managedFields are part of what must match.
-				data, err := json.Marshal(obj.Object)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := res.Patch(ctx, obj.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: "head-test"}); err != nil {
-					t.Fatalf("apply: %v", err)
-				}
+				applySample(t, ctx, res, sample(kind, ns, fmt.Sprintf("%s-%d", strings.ToLower(kind.Kind), i), map[string]string{"n": fmt.Sprint(i)}, "Pod", result), "head-test")
 			}
 			full, err := res.List(ctx, metav1.ListOptions{})
 			if err != nil {
@@ -73,18 +66,10 @@ func TestHeadOnlyResponses(t *testing.T) {
 			for _, item := range full.Items {
 				wantMeta[item.GetName()] = item.Object["metadata"].(map[string]any)
 			}
-			base := kind.GroupVersionResource()
-			path := "/apis/" + base.Group + "/" + base.Version + "/"
-			if kind.Namespaced {
-				path += "namespaces/" + ns + "/"
-			}
-			path += base.Resource
+			path := collectionPath(kind, ns)
 
 			// Metadata-only, through client-go's metadata client (protobuf first, as informers ask).
-			var metaNS metadata.ResourceInterface = metaClient.Resource(base)
-			if kind.Namespaced {
-				metaNS = metaClient.Resource(base).Namespace(ns)
-			}
+			metaNS := metadataResourceFor(metaClient, kind, ns)
 			partial, err := metaNS.List(ctx, metav1.ListOptions{})
 			if err != nil {
 				t.Fatal(err)

@@ -55,10 +55,7 @@ func testMetadataExact(t *testing.T, kind reports.Kind, client dynamic.Interface
 	lower := strings.ToLower(kind.Kind)
 	ns := "exact-" + lower
 	res := resourceFor(client, kind, ns)
-	var metaRes metadata.ResourceInterface = metaClient.Resource(kind.GroupVersionResource())
-	if kind.Namespaced {
-		metaRes = metaClient.Resource(kind.GroupVersionResource()).Namespace(ns)
-	}
+	metaRes := metadataResourceFor(metaClient, kind, ns)
 	for i := range 5 {
 		name := fmt.Sprintf("%s-%d", lower, i)
 		u := sample(kind, ns, name, map[string]string{"app": name, "parity": fmt.Sprint(i % 2), "kind": lower}, "Pod", "pass")

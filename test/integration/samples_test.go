@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 )
@@ -74,6 +75,15 @@ func sample(k reports.Kind, namespace, name string, labels map[string]string, sc
 
 // resourceFor returns the dynamic client of kind, in namespace for namespaced kinds.
 func resourceFor(c dynamic.Interface, k reports.Kind, namespace string) dynamic.ResourceInterface {
+	r := c.Resource(k.GroupVersionResource())
+	if k.Namespaced {
+		return r.Namespace(namespace)
+	}
+	return r
+}
+
+// metadataResourceFor returns the metadata client of kind, in namespace for namespaced kinds.
+func metadataResourceFor(c metadata.Interface, k reports.Kind, namespace string) metadata.ResourceInterface {
 	r := c.Resource(k.GroupVersionResource())
 	if k.Namespaced {
 		return r.Namespace(namespace)

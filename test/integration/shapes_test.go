@@ -61,25 +61,12 @@ func TestResponseShapesExact(t *testing.T) {
 			}
 			apply := func(i int, labels map[string]string, result string) {
 				t.Helper()
-				obj := sample(kind, ns, name(i), labels, "Pod", result)
-				data, err := json.Marshal(obj.Object)
-				if err != nil {
-					t.Fatal(err)
-				}
-				// Server-side apply, so managedFields are part of what must match.
-				if _, err := res.Patch(ctx, obj.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: "shape-test"}); err != nil {
-					t.Fatalf("apply %s: %v", obj.GetName(), err)
-				}
+				applySample(t, ctx, res, sample(kind, ns, name(i), labels, "Pod", result), "shape-test")
 			}
 			for i, result := range []string{"pass", "fail", "warn"} {
 				apply(i, map[string]string{"n": fmt.Sprint(i)}, result)
 			}
-			base := kind.GroupVersionResource()
-			path := "/apis/" + base.Group + "/" + base.Version + "/"
-			if kind.Namespaced {
-				path += "namespaces/" + ns + "/"
-			}
-			path += base.Resource
+			path := collectionPath(kind, ns)
 
 			full, err := res.List(ctx, metav1.ListOptions{})
 			if err != nil {
@@ -115,10 +102,7 @@ func TestResponseShapesExact(t *testing.T) {
 				wantTable.same(t, "Table list", got, wantMeta)
 			})
 
-			var metaNS metadata.ResourceInterface = metaClient.Resource(base)
-			if kind.Namespaced {
-				metaNS = metaClient.Resource(base).Namespace(ns)
-			}
+			metaNS := metadataResourceFor(metaClient, kind, ns)
 
 			t.Run("get", func(t *testing.T) {
 				for n := range wholes {
@@ -353,6 +337,19 @@ func (tb table) same(t *testing.T, what string, got table, want map[string]map[s
 			t.Errorf("%s: row %s has cells %v, want %v", what, n, row.cells, w.cells)
 		}
 		checkMeta(t, what, n, row.metadata, want)
+	}
+}
+
+// applySample writes obj with server-side apply as manager, so that the object has managedFields
+// for the responses to carry.
+func applySample(t *testing.T, ctx context.Context, res dynamic.ResourceInterface, obj *unstructured.Unstructured, manager string) {
+	t.Helper()
+	data, err := json.Marshal(obj.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Patch(ctx, obj.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: manager}); err != nil {
+		t.Fatalf("apply %s: %v", obj.GetName(), err)
 	}
 }
 

@@ -57,10 +57,7 @@ func testMetadataKind(t *testing.T, kind reports.Kind, client dynamic.Interface,
 	lower := strings.ToLower(kind.Kind)
 	ns := "meta-" + lower
 	res := resourceFor(client, kind, ns)
-	var metaRes metadata.ResourceInterface = metaClient.Resource(kind.GroupVersionResource())
-	if kind.Namespaced {
-		metaRes = metaClient.Resource(kind.GroupVersionResource()).Namespace(ns)
-	}
+	metaRes := metadataResourceFor(metaClient, kind, ns)
 	prefix := keyPrefix(kind)
 
 	want := map[string]*unstructured.Unstructured{} // by cache key
