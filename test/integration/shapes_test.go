@@ -53,11 +53,11 @@ func TestResponseShapesExact(t *testing.T) {
 			ns := "shape-" + strings.ToLower(kind.Kind)
 			res := resourceFor(client, kind, ns)
 			name := func(i int) string { return fmt.Sprintf("%s-%d", strings.ToLower(kind.Kind), i) }
-			key := func(name string) string {
+			key := func(n string) string { // as shapeKey finds an object
 				if kind.Namespaced {
-					return ns + "/" + name
+					return ns + "/" + n
 				}
-				return "/" + name
+				return "/" + n
 			}
 			apply := func(i int, labels map[string]string, result string) {
 				t.Helper()
