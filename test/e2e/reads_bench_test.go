@@ -436,8 +436,8 @@ func metadataInformerSync(ctx context.Context, b *testing.B, cfg *rest.Config, g
 }
 
 // profileReplicas starts a CPU profile of every replica (its /debug/pprof/profile) lasting d, when
-// COMPARE_PROFILE names a directory (made if missing), and returns a function that waits for the profiles and
-// writes them there as <step>-replica-<i>.pprof (go tool pprof reads them with the
+// COMPARE_PROFILE names a directory (made if missing), and returns a function that waits for the
+// profiles and writes them there as <step>-replica-<i>.pprof (go tool pprof reads them with the
 // reports-server binary). Without COMPARE_PROFILE it does nothing. The benchmark waits for the
 // profiles before its next step, so they hold the step alone. Profiling costs the step a little
 // CPU: compare its numbers with runs without profiles.
