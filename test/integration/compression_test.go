@@ -11,7 +11,6 @@ import (
 
 	fastgzip "github.com/klauspost/compress/gzip"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 
 	wgpolicyv1alpha2 "github.com/reports-server/reports-server/internal/apis/wgpolicyk8s/v1alpha2"
 )
@@ -30,10 +29,7 @@ func TestListsCompressed(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	res := client.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports"))
 	// 320 reports: ~2.4 MB of full objects, ~160 KB of their metadata as JSON.
 	createConcurrently(t, 8, 320, func(i int) error {

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/db/dbtest"
@@ -153,10 +152,7 @@ func loadDashboard(t *testing.T) *grafanaDashboard {
 // createReports creates the reports through srv's API.
 func createReports(t *testing.T, srv *testServer, objs []*unstructured.Unstructured) {
 	t.Helper()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	for _, u := range objs {
 		k := kindNamed(t, u.GetKind())
 		if _, err := resourceFor(client, k, u.GetNamespace()).Create(context.Background(), u, metav1.CreateOptions{}); err != nil {
@@ -169,10 +165,7 @@ func createReports(t *testing.T, srv *testServer, objs []*unstructured.Unstructu
 // are findings (fail, warn, error, or no result at all: docs/sql.md, "Terms").
 func countResults(t *testing.T, srv *testServer) (results, findings int) {
 	t.Helper()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	for _, k := range reports.All() {
 		if isEphemeral(k) {
 			continue

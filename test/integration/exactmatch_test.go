@@ -16,7 +16,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 )
 
@@ -28,10 +27,7 @@ func TestSelectorsMatchExactly(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	polr := kindNamed(t, "PolicyReport")
 	const ns = "exact"
 	res := resourceFor(client, polr, ns)
@@ -107,10 +103,7 @@ func TestSelectorsMatchExactlyAtMaxLength(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	hc, err := rest.HTTPClientFor(srv.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -318,10 +311,7 @@ func TestConcurrentWriters(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	polr := kindNamed(t, "PolicyReport")
 	const ns = "concurrent"
 	res := resourceFor(client, polr, ns)

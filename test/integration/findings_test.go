@@ -90,10 +90,7 @@ func TestFindings(t *testing.T) {
 	viewer := &kubectl{bin: bin, kubeconfig: viewerKubeconfig(t, srv.Kubeconfig, filepath.Join(dir, "viewer.kubeconfig")), home: filepath.Join(dir, "viewer")}
 
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	pool, err := pgxpool.New(ctx, srv.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)
@@ -347,10 +344,7 @@ func TestFindings(t *testing.T) {
 func TestFindingsWithoutAnalytics(t *testing.T) {
 	t.Parallel()
 	srv := startServerWith(t, dbtest.URL(t), func(o *server.Options, _ *server.Hooks) { o.Analytics.Enabled = false })
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	for _, gvr := range []schema.GroupVersionResource{findingsGVR, summariesGVR} {
 		_, err := client.Resource(gvr).List(context.Background(), metav1.ListOptions{})
 		if !apierrors.IsServiceUnavailable(err) || !strings.Contains(err.Error(), "--analytics") {

@@ -11,8 +11,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/metadata"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/httpread"
@@ -26,14 +24,8 @@ func TestHeadOnlyResponses(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	metaClient, err := metadata.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
+	metaClient := srv.metadataClient(t)
 	g := newGetter(t, ctx, srv.Config)
 	hc := g.hc
 	get := g.get

@@ -7,7 +7,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
@@ -20,10 +19,7 @@ import (
 func TestInformer(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	kind := reports.All()[0]
 	res := resourceFor(client, kind, "informed")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -35,7 +31,7 @@ func TestInformer(t *testing.T) {
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(client, 0)
 	informer := factory.ForResource(kind.GroupVersionResource()).Informer()
 	events := make(chan string, 16)
-	_, err = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { events <- "add " + obj.(*unstructured.Unstructured).GetName() },
 		UpdateFunc: func(_, obj any) { events <- "update " + obj.(*unstructured.Unstructured).GetName() },
 		DeleteFunc: func(obj any) {

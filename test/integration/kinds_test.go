@@ -24,14 +24,8 @@ import (
 func TestReportKinds(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	metaClient, err := metadata.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
+	metaClient := srv.metadataClient(t)
 	for _, kind := range reports.All() {
 		t.Run(kind.Kind, func(t *testing.T) {
 			t.Parallel()

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 
 	wgpolicyv1alpha2 "github.com/reports-server/reports-server/internal/apis/wgpolicyk8s/v1alpha2"
 )
@@ -31,10 +30,7 @@ func TestListPagesAnsweredAhead(t *testing.T) {
 	srv := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	const ns = "ahead"
 	res := client.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports")).Namespace(ns)
 	// 300 reports: ~2.2 MB of full objects, ~150 KB of their metadata as JSON.

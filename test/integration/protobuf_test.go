@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
@@ -26,14 +25,8 @@ func TestMetadataClientWrites(t *testing.T) {
 	t.Parallel()
 	srv := startServerWith(t, dbtest.URL(t), nil)
 	ctx := context.Background()
-	meta, err := metadata.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta := srv.metadataClient(t)
+	dyn := srv.dynamicClient(t)
 	const ns = "doomed"
 	for _, k := range reports.All() {
 		res := dyn.Resource(k.GroupVersionResource())

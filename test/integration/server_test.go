@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
 	"github.com/reports-server/reports-server/internal/db/dbtest"
@@ -100,4 +102,24 @@ func startServerWith(t testing.TB, databaseURL string, configure func(*server.Op
 		t.Fatalf("server not ready after 2 minutes")
 	}
 	return nil
+}
+
+// dynamicClient is a client-go dynamic client of the server, as its Config authenticates.
+func (s *testServer) dynamicClient(t testing.TB) *dynamic.DynamicClient {
+	t.Helper()
+	c, err := dynamic.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// metadataClient is a client-go metadata client of the server (protobuf, as informers use it).
+func (s *testServer) metadataClient(t testing.TB) metadata.Interface {
+	t.Helper()
+	c, err := metadata.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

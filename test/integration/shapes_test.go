@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/metadata"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
 	"github.com/reports-server/reports-server/internal/httpread"
@@ -38,14 +37,8 @@ func TestResponseShapesExact(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	metaClient, err := metadata.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
+	metaClient := srv.metadataClient(t)
 	g := newGetter(t, ctx, srv.Config)
 
 	for _, kind := range reports.All() {

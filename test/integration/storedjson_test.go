@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
 	"github.com/reports-server/reports-server/internal/apis/reports"
@@ -38,10 +37,7 @@ func TestStoredJSONResponses(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := context.Background()
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
 	g := newGetter(t, ctx, srv.Config)
 	hc := g.hc
 	do := g.get

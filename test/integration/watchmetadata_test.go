@@ -34,14 +34,8 @@ func TestMetadataListWatchAllKinds(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	store := openStore(t, srv.DatabaseURL)
-	client, err := dynamic.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	metaClient, err := metadata.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := srv.dynamicClient(t)
+	metaClient := srv.metadataClient(t)
 	raw := newRawClient(t, srv.Config)
 	for _, kind := range reports.All() {
 		t.Run(kind.Kind, func(t *testing.T) {
