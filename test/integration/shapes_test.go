@@ -406,11 +406,17 @@ func findingShapes(t *testing.T, ctx context.Context, srv *testServer, client dy
 				wantMeta[shapeKey(item.Object)] = item.Object["metadata"].(map[string]any)
 			}
 
+			// The list's resourceVersion (the projection's generation) is the same in every shape:
+			// nothing is projected meanwhile.
 			var metaList struct {
-				Items []map[string]any `json:"items"`
+				Metadata metav1.ListMeta  `json:"metadata"`
+				Items    []map[string]any `json:"items"`
 			}
 			if err := json.Unmarshal(g.get(t, path, "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"), &metaList); err != nil {
 				t.Fatal(err)
+			}
+			if metaList.Metadata.ResourceVersion != full.GetResourceVersion() {
+				t.Errorf("metadata list resourceVersion %q, the full list's %q", metaList.Metadata.ResourceVersion, full.GetResourceVersion())
 			}
 			if len(metaList.Items) != len(full.Items) {
 				t.Errorf("metadata list has %d items, the full list %d", len(metaList.Items), len(full.Items))
@@ -420,7 +426,15 @@ func findingShapes(t *testing.T, ctx context.Context, srv *testServer, client dy
 			}
 
 			wantTable := tableOf(t, g.get(t, path+"?includeObject=Object", acceptTable))
-			got := tableOf(t, g.get(t, path, acceptTable))
+			tableBody := g.get(t, path, acceptTable)
+			var tableList metav1.Table
+			if err := json.Unmarshal(tableBody, &tableList); err != nil {
+				t.Fatal(err)
+			}
+			if tableList.ResourceVersion != full.GetResourceVersion() {
+				t.Errorf("Table list resourceVersion %q, the full list's %q", tableList.ResourceVersion, full.GetResourceVersion())
+			}
+			got := tableOf(t, tableBody)
 			if len(got.rows) != len(full.Items) || len(wantTable.rows) != len(full.Items) {
 				t.Errorf("Table rows %d, with whole objects %d, full list %d", len(got.rows), len(wantTable.rows), len(full.Items))
 			}
