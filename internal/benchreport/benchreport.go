@@ -1,16 +1,20 @@
 // Package benchreport is the report the write and read benchmarks create (make bench-compare,
-// BenchmarkWrites, BenchmarkCreateCPU), in one place so that they measure the same object, and
-// the wait for the analytics projection to have their results.
+// BenchmarkWrites, BenchmarkCreateCPU), in one place so that they measure the same object, the
+// wait for the analytics projection to have their results, and the PostgreSQL server whose CPU
+// they count.
 package benchreport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/reports-server/reports-server/internal/procstat"
 )
 
 // Results is the number of results of a report New makes.
@@ -98,4 +102,34 @@ func poll(ctx context.Context, url, query string, timeout time.Duration, done fu
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ErrNotVisible is Postmaster's error when the server is no process this one can see.
+var ErrNotVisible = errors.New("PostgreSQL's server is no process this one can see (a server on another machine, or in another PID namespace), so its CPU cannot be counted")
+
+// Postmaster is the process ID of the PostgreSQL server at url: the parent of the backend that
+// answers a connection to it. The CPU of that process and its descendants
+// (procstat.TreeCPUTime) is that server's alone, where counting every process named postgres
+// (procstat.CPUTimeOf) also counts any other server of the machine, and goes backwards when one
+// stops. ErrNotVisible when the server is no process this one can see.
+func Postmaster(ctx context.Context, url string) (int, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return 0, fmt.Errorf("find PostgreSQL's server process: %w", err)
+	}
+	notVisible := func(err error) error { return fmt.Errorf("%w: backend %d: %v", ErrNotVisible, backend, err) }
+	p, err := procstat.Lookup(backend)
+	if err != nil || p.Comm != "postgres" {
+		return 0, notVisible(fmt.Errorf("process %d is %+v (%v)", backend, p, err))
+	}
+	postmaster, err := procstat.Lookup(p.PPID)
+	if err != nil || postmaster.Comm != "postgres" {
+		return 0, notVisible(fmt.Errorf("its parent %d is %+v (%v)", p.PPID, postmaster, err))
+	}
+	return p.PPID, nil
 }

@@ -1,6 +1,7 @@
-// Package procstat reads what Linux's /proc says about a process: its CPU time and its memory.
-// The tests and benchmarks that measure a server as an OS process (its CPU per request, its peak
-// RSS) and the PostgreSQL behind it read them here, in one way.
+// Package procstat reads what Linux's /proc says about a process: its CPU time, its memory and
+// its children. The tests and benchmarks that measure a server as an OS process (its CPU per
+// request, its peak RSS) and the PostgreSQL behind it read them here, in one way, and pglocal
+// finds the processes of the PostgreSQL it runs.
 package procstat
 
 import (
@@ -41,6 +42,12 @@ func readStat(pid int) (stat, error) {
 	return st, nil
 }
 
+// ppid is field 4 of proc(5), the parent's process ID (0 for the kernel's own first ones).
+func (st stat) ppid() int {
+	pid, _ := strconv.Atoi(st.fields[4-3])
+	return pid
+}
+
 // ticks sums fields from..to of proc(5) (1-based, inclusive), each a count of clock ticks.
 func (st stat) ticks(from, to int) (time.Duration, error) {
 	var n int64
@@ -63,31 +70,91 @@ func CPUTime(pid int) (time.Duration, error) {
 	return st.ticks(14, 15)
 }
 
-// CPUTimeOf is the CPU time every process named comm has used so far: each one's own, plus what
-// its children that have exited and been waited for used (cutime and cstime). For PostgreSQL
-// ("postgres") that is every server on the machine, its backends included, those that ended
-// meanwhile too: the figure is a workload's when no other such server is busy meanwhile. Zero
-// when no such process is visible.
-func CPUTimeOf(comm string) time.Duration {
-	entries, err := os.ReadDir("/proc")
+// Process is what /proc/<pid>/stat says of who a process is.
+type Process struct {
+	// Comm is the command name (the executable's, at most 15 bytes).
+	Comm string
+	// State is proc(5)'s one-letter state: R running, S sleeping, Z zombie, ….
+	State string
+	// PPID is the parent's process ID.
+	PPID int
+}
+
+// Lookup reads who process pid is.
+func Lookup(pid int) (Process, error) {
+	st, err := readStat(pid)
 	if err != nil {
-		return 0
+		return Process{}, err
+	}
+	return Process{Comm: st.comm, State: st.fields[0], PPID: st.ppid()}, nil
+}
+
+// TreeCPUTime is the CPU time process root and every process descending from it have used so
+// far, each one's own plus what its children that have exited and been waited for used (cutime
+// and cstime): for a PostgreSQL server's postmaster, that server's CPU, its backends that ended
+// meanwhile included, and no other server's. It only grows while root lives (a child's time
+// moves into its parent's when it is reaped); an error when root has gone.
+func TreeCPUTime(root int) (time.Duration, error) {
+	st, err := readStat(root)
+	if err != nil {
+		return 0, fmt.Errorf("process %d: %w", root, err)
+	}
+	all, err := processes()
+	if err != nil {
+		return 0, err
+	}
+	all[root] = st
+	children := map[int][]int{}
+	for pid, st := range all {
+		if pid != root {
+			children[st.ppid()] = append(children[st.ppid()], pid)
+		}
 	}
 	var total time.Duration
+	for pending := []int{root}; len(pending) > 0; {
+		pid := pending[len(pending)-1]
+		pending = append(pending[:len(pending)-1], children[pid]...)
+		t, err := all[pid].ticks(14, 17)
+		if err != nil {
+			return 0, err
+		}
+		total += t
+	}
+	return total, nil
+}
+
+// Children is the process IDs of process pid's children.
+func Children(pid int) ([]int, error) {
+	all, err := processes()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for child, st := range all {
+		if st.ppid() == pid {
+			out = append(out, child)
+		}
+	}
+	return out, nil
+}
+
+// processes is every process /proc lists, by process ID, but those that end while it reads.
+func processes() (map[int]stat, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]stat, len(entries))
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		st, err := readStat(pid)
-		if err != nil || st.comm != comm {
-			continue // exited meanwhile, or another program
-		}
-		if t, err := st.ticks(14, 17); err == nil {
-			total += t
+		if st, err := readStat(pid); err == nil {
+			out[pid] = st
 		}
 	}
-	return total
+	return out, nil
 }
 
 // Memory is what /proc/<pid>/status says of a process's resident memory, in bytes.

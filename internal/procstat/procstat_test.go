@@ -3,6 +3,7 @@ package procstat
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 )
@@ -28,28 +29,6 @@ func TestCPUTime(t *testing.T) {
 	t.Fatal("CPUTime did not grow while the test spun for 5 s")
 }
 
-// TestCPUTimeOf counts the CPU of processes by name, reaped children included: a shell that ran
-// a busy child shell and waited for it has the child's time in its own cutime, which it keeps when
-// it becomes sleep (exec), the name counted.
-func TestCPUTimeOf(t *testing.T) {
-	if got := CPUTimeOf("no-such-command-here"); got != 0 {
-		t.Errorf("CPUTimeOf(no such command) = %v, want 0", got)
-	}
-	cmd := exec.Command("sh", "-c", `sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; exec sleep 30`)
-	if err := cmd.Start(); err != nil {
-		t.Skipf("no sh: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if CPUTimeOf("sleep") >= 50*time.Millisecond {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("CPUTimeOf(sleep) = %v after the loop, want its CPU", CPUTimeOf("sleep"))
-}
-
 func TestReadMemory(t *testing.T) {
 	m, err := ReadMemory(os.Getpid())
 	if err != nil {
@@ -60,5 +39,51 @@ func TestReadMemory(t *testing.T) {
 	}
 	if _, err := ReadMemory(-1); err == nil {
 		t.Error("ReadMemory(-1): no error")
+	}
+}
+
+// TestTreeCPUTime counts a process's descendants, live and reaped: a shell whose child shell
+// loops and then sleeps (live), and one whose child looped and was waited for (reaped, in the
+// shell's cutime). A process that has gone is an error, not zero.
+func TestTreeCPUTime(t *testing.T) {
+	const busy = `i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done`
+	for name, script := range map[string]string{
+		"live child":   `sh -c '` + busy + `; exec sleep 30' & wait`,
+		"reaped child": `sh -c '` + busy + `'; exec sleep 30`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command("sh", "-c", script)
+			if err := cmd.Start(); err != nil {
+				t.Skipf("no sh: %v", err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			if p, err := Lookup(cmd.Process.Pid); err != nil || p.PPID != os.Getpid() {
+				t.Errorf("Lookup(the shell) = %+v, %v; want the child of %d (this process)", p, err, os.Getpid())
+			}
+			if kids, err := Children(os.Getpid()); err != nil || !slices.Contains(kids, cmd.Process.Pid) {
+				t.Errorf("Children(this process) = %v, %v; want the shell %d among them", kids, err, cmd.Process.Pid)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				got, err := TreeCPUTime(cmd.Process.Pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got >= 50*time.Millisecond {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("TreeCPUTime(the shell) = %v after the loop, want its child's CPU", got)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("no true: %v", err)
+	}
+	if got, err := TreeCPUTime(cmd.Process.Pid); err == nil {
+		t.Errorf("TreeCPUTime(a process that has gone) = %v, want an error", got)
 	}
 }

@@ -88,6 +88,7 @@ func BenchmarkCompareReads(b *testing.B) {
 
 	etcdBefore := etcdInUse(b, c.EtcdURL())
 	pgBefore := postgresBytes(ctx, b, c.DatabaseURL)
+	cpu := newCPUMeter(ctx, b, c)
 	pgSettings, err := cluster.DatabaseSettings(ctx, c.DatabaseURL)
 	if err != nil {
 		b.Fatal(err)
@@ -139,20 +140,20 @@ func BenchmarkCompareReads(b *testing.B) {
 		b.Logf("peak RSS of the replicas after %s: %s MB", after, strings.Join(peaks, ", "))
 	}
 	logPeaks("start")
-	crdBefore := cpuNow(b, c)
+	crdBefore := cpu.now()
 	crdCreates := load(dyn.Resource(crd).Namespace("bench"), crd.GroupVersion().String(), 1, n)
 	// Through the aggregation creates run at 1.5–2 times the CRD's rate: a profile of the time
 	// half of them took on the CRD path stays within the step.
 	aggProfiled := profileReplicas(b, c, time.Duration(float64(n/2)/crdCreates/2*float64(time.Second)), "aggregated-creates")
-	aggBefore := cpuNow(b, c)
+	aggBefore := cpu.now()
 	aggCreates := load(dyn.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), 1, n/2)
-	aggSpent := cpuNow(b, c).since(aggBefore)
+	aggSpent := cpu.now().since(aggBefore)
 	aggProfiled()
 	// The direct creates take less time than the aggregated ones did: a profile that long covers them.
 	profiled := profileReplicas(b, c, time.Duration(float64(n/2)/aggCreates*float64(time.Second)), "creates")
-	directBefore := cpuNow(b, c)
+	directBefore := cpu.now()
 	directCreates := load(direct.Resource(policyReportsGVR).Namespace("bench"), policyReportsGVR.GroupVersion().String(), n/2+1, n)
-	directSpent := cpuNow(b, c).since(directBefore)
+	directSpent := cpu.now().since(directBefore)
 	created := time.Now()
 	profiled()
 	b.Logf("creates/s: CRD %.0f, aggregated %.0f, direct %.0f", crdCreates, aggCreates, directCreates)
@@ -208,8 +209,8 @@ func BenchmarkCompareReads(b *testing.B) {
 		fmt.Sprintf("| create (%d writers, once) | %.0f | %.0f | %.0f | %.2f | %.2f |", clients, crdCreates, aggCreates, directCreates,
 			aggCreates/crdCreates, directCreates/crdCreates),
 		fmt.Sprintf("| server CPU per create, ms (both replicas, projection included) | | %.2f | %.2f | | |", perCreate(aggSpent.replicas, n/2), perCreate(directSpent.replicas, n-n/2)),
-		// Every postgres process on the machine: reports-server's (the private one unless
-		// REPORTS_TEST_LOCAL_PG names the machine's) and any other, idle while this runs.
+		// reports-server's PostgreSQL server (the private one unless REPORTS_TEST_LOCAL_PG names
+		// the machine's), its backends and the projector's included.
 		fmt.Sprintf("| PostgreSQL CPU per create, ms (projection included, while creating) | | %.2f | %.2f | | |", perCreate(aggSpent.postgres, n/2), perCreate(directSpent.postgres, n-n/2))}
 	b.ResetTimer()
 	for _, r := range reads {
@@ -217,14 +218,14 @@ func BenchmarkCompareReads(b *testing.B) {
 		spent := map[string]cpuSpent{}
 		for range rounds {
 			for _, p := range paths {
-				before := cpuNow(b, c)
+				before := cpu.now()
 				start := time.Now()
 				got := r.read(p.client, p.url)
 				if got != r.want {
 					b.Fatalf("%s on %s read %d reports, want %d", r.name, p.name, got, r.want)
 				}
 				rates[p.name] = append(rates[p.name], float64(got)/time.Since(start).Seconds())
-				spent[p.name] = spent[p.name].add(cpuNow(b, c).since(before))
+				spent[p.name] = spent[p.name].add(cpu.now().since(before))
 			}
 		}
 		crdRate, agg, dir := median(rates["CRD"]), median(rates["Aggregated"]), median(rates["Direct"])
@@ -315,27 +316,47 @@ func BenchmarkCompareReads(b *testing.B) {
 var policyReportsGVR = schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1alpha2", Resource: "policyreports"}
 
 // cpuSpent is the CPU time the processes of a read have used: the benchmark's own (the client),
-// kube-apiserver, etcd, the reports-server replicas and every postgres process.
+// kube-apiserver, etcd, the reports-server replicas and reports-server's PostgreSQL server.
 type cpuSpent struct{ client, apiserver, etcd, replicas, postgres, wall time.Duration }
 
 // cpuColumns names what cpuSpent.per writes, in order.
 const cpuColumns = "client / kube-apiserver / etcd / replicas / postgres / wall"
 
-// cpuNow is the CPU time c's processes and this one have used so far, and the time now as wall.
-func cpuNow(b *testing.B, c *cluster.Cluster) cpuSpent {
+// cpuMeter reads the CPU time c's processes and this one have used so far.
+type cpuMeter struct {
+	b *testing.B
+	c *cluster.Cluster
+	// postmaster is reports-server's PostgreSQL server: its processes are the postgres column.
+	postmaster int
+}
+
+func newCPUMeter(ctx context.Context, b *testing.B, c *cluster.Cluster) cpuMeter {
+	postmaster, err := benchreport.Postmaster(ctx, c.DatabaseURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cpuMeter{b: b, c: c, postmaster: postmaster}
+}
+
+// now is the CPU time used so far, and the time now as wall.
+func (m cpuMeter) now() cpuSpent {
 	of := func(p *cluster.Process) time.Duration {
 		t, err := p.CPUTime()
 		if err != nil {
-			b.Fatal(err)
+			m.b.Fatal(err)
 		}
 		return t
 	}
 	self, err := procstat.CPUTime(os.Getpid())
 	if err != nil {
-		b.Fatal(err)
+		m.b.Fatal(err)
 	}
-	return cpuSpent{client: self, apiserver: of(c.APIServer), etcd: of(c.Etcd), replicas: replicasCPU(b, c),
-		postgres: procstat.CPUTimeOf("postgres"), wall: time.Duration(time.Now().UnixNano())}
+	postgres, err := procstat.TreeCPUTime(m.postmaster)
+	if err != nil {
+		m.b.Fatalf("reports-server's PostgreSQL server: %v", err)
+	}
+	return cpuSpent{client: self, apiserver: of(m.c.APIServer), etcd: of(m.c.Etcd), replicas: replicasCPU(m.b, m.c),
+		postgres: postgres, wall: time.Duration(time.Now().UnixNano())}
 }
 
 // replicasCPU is the CPU time c's reports-server replicas have used so far, together.

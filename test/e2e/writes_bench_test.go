@@ -66,6 +66,10 @@ func BenchmarkWrites(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	postmaster, err := benchreport.Postmaster(ctx, c.DatabaseURL)
+	if err != nil {
+		b.Fatal(err)
+	}
 	// Straight to one replica, as the admin: what the proxy hop costs.
 	direct, err := dynamic.NewForConfig(c.ReplicaConfig(c.ReportsServers[0], nil))
 	if err != nil {
@@ -78,9 +82,9 @@ func BenchmarkWrites(b *testing.B) {
 		gvr    schema.GroupVersionResource
 	}{{"CRD", dyn, crd}, {"Aggregated", dyn, aggregated}, {"Direct", direct, aggregated}} {
 		b.Run(path.name, func(b *testing.B) {
-			before := cpuTimes(c)
+			before := cpuTimes(c, postmaster)
 			benchCreates(b, path.client.Resource(path.gvr).Namespace("bench"), path.gvr.GroupVersion().String())
-			after := cpuTimes(c)
+			after := cpuTimes(c, postmaster)
 			// CPU per write of each component: independent of how busy the machine is, and what
 			// a cluster pays where the components run on machines of their own.
 			for name, t := range after {
@@ -131,17 +135,18 @@ func benchCreates(b *testing.B, client dynamic.ResourceInterface, apiVersion str
 }
 
 // cpuTimes is the CPU time used so far by kube-apiserver, etcd, the reports-server replicas
-// together and every PostgreSQL process of the machine (the benchmark's database is the only
-// busy one), from /proc (0 for a process that cannot be read).
-func cpuTimes(c *cluster.Cluster) map[string]time.Duration {
+// together and reports-server's PostgreSQL server (the processes of postmaster), from /proc (0
+// for a process that cannot be read).
+func cpuTimes(c *cluster.Cluster, postmaster int) map[string]time.Duration {
 	cpu := func(p *cluster.Process) time.Duration {
 		t, _ := p.CPUTime()
 		return t
 	}
+	pg, _ := procstat.TreeCPUTime(postmaster)
 	out := map[string]time.Duration{
 		"kube-apiserver": cpu(c.APIServer),
 		"etcd":           cpu(c.Etcd),
-		"postgres":       procstat.CPUTimeOf("postgres"),
+		"postgres":       pg,
 	}
 	for _, r := range c.ReportsServers {
 		out["reports-server"] += cpu(r.Process)

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
+	"github.com/reports-server/reports-server/internal/benchreport"
 	"github.com/reports-server/reports-server/internal/procstat"
 	"github.com/reports-server/reports-server/test/e2e/cluster"
 	"github.com/reports-server/reports-server/test/ecosystem/kyverno"
@@ -180,7 +181,16 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 		run.pgSettings = postgresSettings(ctx, t, c.DatabaseURL)
 	}
 	cpuBefore := cpuTimes(t, processes)
-	pgCPUBefore := procstat.CPUTimeOf("postgres")
+	// reports-server's PostgreSQL server, its processes' CPU (none on the CRDs' path).
+	postmaster := 0
+	var pgCPUBefore time.Duration
+	if !crds {
+		var err error
+		if postmaster, err = benchreport.Postmaster(ctx, c.DatabaseURL); err != nil {
+			t.Fatal(err)
+		}
+		pgCPUBefore = pgCPU(t, postmaster)
+	}
 	requestsBefore, dbBefore := reportRequests(ctx, t, c, client)
 
 	start := time.Now()
@@ -198,8 +208,8 @@ func runAtScale(t *testing.T, bins *kyverno.Binaries, w scaleWorkload, crds bool
 	for name, d := range cpuAfter {
 		run.cpu[name] = d - cpuBefore[name]
 	}
-	if pgCPU := procstat.CPUTimeOf("postgres"); pgCPU > 0 {
-		run.cpu["PostgreSQL"] = pgCPU - pgCPUBefore
+	if !crds {
+		run.cpu["PostgreSQL"] = pgCPU(t, postmaster) - pgCPUBefore
 	}
 	requestsAfter, dbAfter := reportRequests(ctx, t, c, client)
 	run.requests, run.dbSeconds = difference(requestsAfter, requestsBefore), difference(dbAfter, dbBefore)
@@ -460,6 +470,16 @@ func cpuTimes(t *testing.T, processes map[string][]*cluster.Process) map[string]
 		}
 	}
 	return out
+}
+
+// pgCPU is the CPU time the processes of the PostgreSQL server postmaster have used so far.
+func pgCPU(t *testing.T, postmaster int) time.Duration {
+	t.Helper()
+	d, err := procstat.TreeCPUTime(postmaster)
+	if err != nil {
+		t.Fatalf("reports-server's PostgreSQL server: %v", err)
+	}
+	return d
 }
 
 // peakRSS sums the peak RSS of each component's processes.

@@ -24,8 +24,8 @@ import (
 // iteration creates CREATE_BENCH_REPORTS (default 1,500, the direct half of make bench-compare)
 // PolicyReports (benchreport.New: 20 results, ~10 KB) with 16 client-go writers, as
 // bench-compare does, and waits until the analytics projection has them too. Reported per
-// create, in ms: the server's CPU (server-ms), PostgreSQL's during the creates (pg-ms: every
-// postgres process on the machine, so run it where no other PostgreSQL is busy) and the
+// create, in ms: the server's CPU (server-ms), PostgreSQL's during the creates (pg-ms: the
+// processes of the server that holds the benchmark's database) and the
 // projection's after them (projection-pg-ms), and the client's (client-ms: this process, the
 // writers' encoding, TLS and decoding).
 //
@@ -76,6 +76,8 @@ type writeCPUBench struct {
 	url string
 	p   *memProcess
 	res dynamic.ResourceInterface
+	// postmaster is the PostgreSQL server of the database: its processes are pg-ms.
+	postmaster int
 	// ops is the writes measured so far; the rest are their totals.
 	ops                                     int
 	elapsed, server, pg, projection, client time.Duration
@@ -89,7 +91,12 @@ func newWriteCPUBench(b *testing.B) *writeCPUBench {
 	url := dbtest.URL(b)
 	p := memStart(b, memBuildServer(b), url)
 	res := p.dynamic.Resource(wgpolicyv1alpha2.SchemeGroupVersion.WithResource("policyreports")).Namespace("default")
-	return &writeCPUBench{b: b, ctx: context.Background(), n: counts[0], url: url, p: p, res: res}
+	ctx := context.Background()
+	postmaster, err := benchreport.Postmaster(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &writeCPUBench{b: b, ctx: ctx, n: counts[0], url: url, p: p, res: res, postmaster: postmaster}
 }
 
 // create is the write of report r<first+i>.
@@ -139,8 +146,8 @@ func (w *writeCPUBench) measure(write func(i int) error, caughtUp func() error) 
 	w.server, w.pg, w.projection, w.client = w.server+s1-s0, w.pg+pg1-pg0, w.projection+pg2-pg1, w.client+c1-c0
 }
 
-// cpu is the CPU time used so far by the server process, by every postgres process on the
-// machine, and by this process (the client).
+// cpu is the CPU time used so far by the server process, by the database's PostgreSQL server,
+// and by this process (the client).
 func (w *writeCPUBench) cpu() (server, pg, client time.Duration) {
 	server, err := procstat.CPUTime(w.p.cmd.Process.Pid)
 	if err != nil {
@@ -150,7 +157,11 @@ func (w *writeCPUBench) cpu() (server, pg, client time.Duration) {
 	if err != nil {
 		w.b.Fatal(err)
 	}
-	return server, procstat.CPUTimeOf("postgres"), client
+	pg, err = procstat.TreeCPUTime(w.postmaster)
+	if err != nil {
+		w.b.Fatalf("the database's PostgreSQL server: %v", err)
+	}
+	return server, pg, client
 }
 
 // report reports the writes per second (as rate) and the CPU per write.
