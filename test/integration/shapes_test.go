@@ -81,13 +81,7 @@ func TestResponseShapesExact(t *testing.T) {
 
 			t.Run("table list", func(t *testing.T) {
 				body := g.get(t, path, acceptTable)
-				var list metav1.Table
-				if err := json.Unmarshal(body, &list); err != nil {
-					t.Fatal(err)
-				}
-				if list.ResourceVersion != full.GetResourceVersion() {
-					t.Errorf("Table list resourceVersion %s, the full list's %s", list.ResourceVersion, full.GetResourceVersion())
-				}
+				checkListRV(t, "Table list", body, full.GetResourceVersion())
 				got := tableOf(t, body)
 				if len(got.rows) != 3 {
 					t.Errorf("Table list has %d rows, want 3", len(got.rows))
@@ -346,6 +340,21 @@ func applySample(t *testing.T, ctx context.Context, res dynamic.ResourceInterfac
 	}
 }
 
+// checkListRV checks that the list in body (a list of any shape, or a Table) has resourceVersion
+// want, the full list's.
+func checkListRV(t *testing.T, what string, body []byte, want string) {
+	t.Helper()
+	var list struct {
+		Metadata metav1.ListMeta `json:"metadata"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if list.Metadata.ResourceVersion != want {
+		t.Errorf("%s resourceVersion %q, the full list's %q", what, list.Metadata.ResourceVersion, want)
+	}
+}
+
 // withResourceVersion is a deep copy of obj with its metadata.resourceVersion set to rv.
 func withResourceVersion(obj map[string]any, rv string) map[string]any {
 	u := (&unstructured.Unstructured{Object: obj}).DeepCopy()
@@ -408,15 +417,13 @@ func findingShapes(t *testing.T, ctx context.Context, srv *testServer, client dy
 
 			// The list's resourceVersion (the projection's generation) is the same in every shape:
 			// nothing is projected meanwhile.
+			metaBody := g.get(t, path, "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+			checkListRV(t, "metadata list", metaBody, full.GetResourceVersion())
 			var metaList struct {
-				Metadata metav1.ListMeta  `json:"metadata"`
-				Items    []map[string]any `json:"items"`
+				Items []map[string]any `json:"items"`
 			}
-			if err := json.Unmarshal(g.get(t, path, "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"), &metaList); err != nil {
+			if err := json.Unmarshal(metaBody, &metaList); err != nil {
 				t.Fatal(err)
-			}
-			if metaList.Metadata.ResourceVersion != full.GetResourceVersion() {
-				t.Errorf("metadata list resourceVersion %q, the full list's %q", metaList.Metadata.ResourceVersion, full.GetResourceVersion())
 			}
 			if len(metaList.Items) != len(full.Items) {
 				t.Errorf("metadata list has %d items, the full list %d", len(metaList.Items), len(full.Items))
@@ -427,13 +434,7 @@ func findingShapes(t *testing.T, ctx context.Context, srv *testServer, client dy
 
 			wantTable := tableOf(t, g.get(t, path+"?includeObject=Object", acceptTable))
 			tableBody := g.get(t, path, acceptTable)
-			var tableList metav1.Table
-			if err := json.Unmarshal(tableBody, &tableList); err != nil {
-				t.Fatal(err)
-			}
-			if tableList.ResourceVersion != full.GetResourceVersion() {
-				t.Errorf("Table list resourceVersion %q, the full list's %q", tableList.ResourceVersion, full.GetResourceVersion())
-			}
+			checkListRV(t, "Table list", tableBody, full.GetResourceVersion())
 			got := tableOf(t, tableBody)
 			if len(got.rows) != len(full.Items) || len(wantTable.rows) != len(full.Items) {
 				t.Errorf("Table rows %d, with whole objects %d, full list %d", len(got.rows), len(wantTable.rows), len(full.Items))
