@@ -109,9 +109,9 @@ var ErrNotVisible = errors.New("PostgreSQL's server is no process this one can s
 
 // Postmaster is the process ID of the PostgreSQL server at url: the parent of the backend that
 // answers a connection to it. The CPU of that process and its descendants
-// (procstat.TreeCPUTime) is that server's alone, where counting every process named postgres
-// (procstat.CPUTimeOf) also counts any other server of the machine, and goes backwards when one
-// stops. ErrNotVisible when the server is no process this one can see.
+// (procstat.TreeCPUTime) is that server's alone; counting every process named postgres, as the
+// benchmarks did before, also counts any other server of the machine, and goes backwards when
+// one stops. ErrNotVisible when the server is no process this one can see.
 func Postmaster(ctx context.Context, url string) (int, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

@@ -95,7 +95,7 @@ func Lookup(pid int) (Process, error) {
 // meanwhile included, and no other server's. It only grows while root lives (a child's time
 // moves into its parent's when it is reaped); an error when root has gone.
 func TreeCPUTime(root int) (time.Duration, error) {
-	st, err := readStat(root)
+	rootStat, err := readStat(root)
 	if err != nil {
 		return 0, fmt.Errorf("process %d: %w", root, err)
 	}
@@ -103,7 +103,7 @@ func TreeCPUTime(root int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	all[root] = st
+	all[root] = rootStat
 	children := map[int][]int{}
 	for pid, st := range all {
 		if pid != root {

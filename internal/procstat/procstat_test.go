@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,10 +54,12 @@ func TestTreeCPUTime(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			cmd := exec.Command("sh", "-c", script)
+			// A process group of its own, so the end of the test ends the child shell too.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			if err := cmd.Start(); err != nil {
 				t.Skipf("no sh: %v", err)
 			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 			if p, err := Lookup(cmd.Process.Pid); err != nil || p.PPID != os.Getpid() {
 				t.Errorf("Lookup(the shell) = %+v, %v; want the child of %d (this process)", p, err, os.Getpid())
 			}
