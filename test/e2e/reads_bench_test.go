@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -60,7 +61,8 @@ const labelLists = 10
 // (COMPARE_UPDATES reports, default 600, each a GET and an update) and a client-go metadata
 // informer's sync; the peak RSS of kube-apiserver and of the larger replica; bytes per stored report: etcd's
 // in-use size growth against PostgreSQL's total relation sizes (tables, TOAST, indexes, change
-// log, analytics) after VACUUM. `make bench-compare` runs it. With COMPARE_PROFILE=<dir> it also
+// log, analytics) after VACUUM, with each relation's growth per report (heap, TOAST, indexes)
+// logged. `make bench-compare` runs it. With COMPARE_PROFILE=<dir> it also
 // saves each replica's CPU profile of the direct creates there.
 func BenchmarkCompareReads(b *testing.B) {
 	n := envInt(b, "COMPARE_REPORTS", 3000)
@@ -249,8 +251,10 @@ func BenchmarkCompareReads(b *testing.B) {
 	if err := benchreport.WaitProjected(ctx, c.DatabaseURL, n*benchreport.Results, 5*time.Minute); err != nil {
 		b.Fatal(err)
 	}
-	pgAfter := postgresBytes(ctx, b, c.DatabaseURL)
-	etcdPer, pgPer := float64(etcdAfter-etcdBefore)/float64(n), float64(pgAfter-pgBefore)/float64(n)
+	relations, pgGrowth := relationGrowth(pgBefore, postgresBytes(ctx, b, c.DatabaseURL), n)
+	b.Logf("PostgreSQL's bytes per stored report by relation, after VACUUM:\n%s", strings.Join(append([]string{
+		"| relation | heap | TOAST | indexes | total |", "|---|---|---|---|---|"}, relations...), "\n"))
+	etcdPer, pgPer := float64(etcdAfter-etcdBefore)/float64(n), float64(pgGrowth)/float64(n)
 	sizeRow := fmt.Sprintf("| bytes per stored report (etcd in use / PostgreSQL total) | %.0f | %.0f | | %.2f | |", etcdPer, pgPer, pgPer/etcdPer)
 	b.StartTimer()
 
@@ -583,9 +587,13 @@ func analyzedAfter(ctx context.Context, b *testing.B, url string, t time.Time) s
 	return fmt.Sprintf("analyzed %d times by reports-server (%s), %d by autovacuum (%s)", server, at(serverAt), auto, at(autoAt))
 }
 
-// postgresBytes is the total size of the database's tables and materialized views (heap, TOAST,
-// indexes) after VACUUM.
-func postgresBytes(ctx context.Context, b *testing.B, url string) int64 {
+// relationBytes is the size of one table or materialized view: its heap, its TOAST (the TOAST
+// table and its index), its indexes, and all three (pg_total_relation_size).
+type relationBytes struct{ heap, toast, indexes, total int64 }
+
+// postgresBytes is the size of each of the database's tables and materialized views, by name,
+// after VACUUM.
+func postgresBytes(ctx context.Context, b *testing.B, url string) map[string]relationBytes {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		b.Fatal(err)
@@ -594,11 +602,48 @@ func postgresBytes(ctx context.Context, b *testing.B, url string) int64 {
 	if _, err := conn.Exec(ctx, "VACUUM"); err != nil {
 		b.Fatal(err)
 	}
-	var total int64
-	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`).Scan(&total); err != nil {
+	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname, pg_relation_size(c.oid),
+		       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0), pg_indexes_size(c.oid), pg_total_relation_size(c.oid)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`)
+	if err != nil {
 		b.Fatal(err)
 	}
-	return total
+	out := map[string]relationBytes{}
+	for rows.Next() {
+		var name string
+		var r relationBytes
+		if err := rows.Scan(&name, &r.heap, &r.toast, &r.indexes, &r.total); err != nil {
+			b.Fatal(err)
+		}
+		out[name] = r
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// relationGrowth is what each relation grew by from before to after, per report (n of them), as
+// Markdown rows, the largest first, and the total growth in bytes.
+func relationGrowth(before, after map[string]relationBytes, n int) (rows []string, total int64) {
+	type grown struct {
+		name string
+		relationBytes
+	}
+	var all []grown
+	for name, a := range after {
+		p := before[name]
+		g := grown{name, relationBytes{a.heap - p.heap, a.toast - p.toast, a.indexes - p.indexes, a.total - p.total}}
+		total += g.total
+		if g.total != 0 {
+			all = append(all, g)
+		}
+	}
+	slices.SortFunc(all, func(x, y grown) int { return cmp.Compare(y.total, x.total) })
+	per := func(v int64) string { return strconv.FormatFloat(float64(v)/float64(n), 'f', 0, 64) }
+	for _, g := range all {
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s |", g.name, per(g.heap), per(g.toast), per(g.indexes), per(g.total)))
+	}
+	return rows, total
 }
