@@ -1,7 +1,7 @@
 // Package benchreport is the report the write and read benchmarks create (make bench-compare,
 // BenchmarkWrites, BenchmarkCreateCPU), in one place so that they measure the same object, the
-// wait for the analytics projection to have their results, and the PostgreSQL server whose CPU
-// they count.
+// wait for the analytics projection to have their results, the PostgreSQL server whose CPU they
+// count, and the sizes of its relations they compare with etcd's.
 package benchreport
 
 import (
@@ -132,4 +132,41 @@ func Postmaster(ctx context.Context, url string) (int, error) {
 		return 0, notVisible(fmt.Errorf("its parent %d is %+v (%v)", p.PPID, postmaster, err))
 	}
 	return p.PPID, nil
+}
+
+// Relation is the size of one table or materialized view: its heap (the main fork), its TOAST
+// (the TOAST table and its index), its indexes, and the whole (pg_total_relation_size).
+type Relation struct{ Heap, TOAST, Indexes, Total int64 }
+
+// Relations runs VACUUM on the database at url and returns the size of each of its tables and
+// materialized views, by schema-qualified name.
+func Relations(ctx context.Context, url string) (map[string]Relation, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "VACUUM"); err != nil {
+		return nil, fmt.Errorf("VACUUM: %w", err)
+	}
+	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname, pg_relation_size(c.oid),
+		       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0), pg_indexes_size(c.oid), pg_total_relation_size(c.oid)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`)
+	if err != nil {
+		return nil, fmt.Errorf("relation sizes: %w", err)
+	}
+	out := map[string]Relation{}
+	for rows.Next() {
+		var name string
+		var r Relation
+		if err := rows.Scan(&name, &r.Heap, &r.TOAST, &r.Indexes, &r.Total); err != nil {
+			return nil, fmt.Errorf("relation sizes: %w", err)
+		}
+		out[name] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("relation sizes: %w", err)
+	}
+	return out, nil
 }

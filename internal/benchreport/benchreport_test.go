@@ -63,3 +63,34 @@ func TestPostmaster(t *testing.T) {
 		}
 	}
 }
+
+// TestRelations gives each table its heap, TOAST and indexes, and the whole at least their sum.
+func TestRelations(t *testing.T) {
+	ctx := context.Background()
+	url := dbtest.URL(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	// Values of 20 KB of random text: too large for a page, and not compressible enough to fit.
+	if _, err := conn.Exec(ctx, `CREATE TABLE sized (id int PRIMARY KEY, v text);
+		INSERT INTO sized SELECT i, (SELECT string_agg(md5(random()::text || i || j), '') FROM generate_series(1, 640) j)
+		FROM generate_series(1, 50) i`); err != nil {
+		t.Fatal(err)
+	}
+	sizes, err := Relations(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := sizes["public.sized"]
+	if !ok {
+		t.Fatalf("no public.sized among %d relations", len(sizes))
+	}
+	if r.Heap <= 0 || r.TOAST < 50*20_000 || r.Indexes <= 0 || r.Total < r.Heap+r.TOAST+r.Indexes {
+		t.Errorf("public.sized: %+v, want a heap, 50 values of 20 KB in TOAST, an index, and a total of at least their sum", r)
+	}
+	if _, ok := sizes["public.reports"]; !ok {
+		t.Errorf("no public.reports among the migrated database's relations")
+	}
+}

@@ -587,63 +587,36 @@ func analyzedAfter(ctx context.Context, b *testing.B, url string, t time.Time) s
 	return fmt.Sprintf("analyzed %d times by reports-server (%s), %d by autovacuum (%s)", server, at(serverAt), auto, at(autoAt))
 }
 
-// relationBytes is the size of one table or materialized view: its heap, its TOAST (the TOAST
-// table and its index), its indexes, and all three (pg_total_relation_size).
-type relationBytes struct{ heap, toast, indexes, total int64 }
-
 // postgresBytes is the size of each of the database's tables and materialized views, by name,
 // after VACUUM.
-func postgresBytes(ctx context.Context, b *testing.B, url string) map[string]relationBytes {
-	conn, err := pgx.Connect(ctx, url)
+func postgresBytes(ctx context.Context, b *testing.B, url string) map[string]benchreport.Relation {
+	sizes, err := benchreport.Relations(ctx, url)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "VACUUM"); err != nil {
-		b.Fatal(err)
-	}
-	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname, pg_relation_size(c.oid),
-		       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0), pg_indexes_size(c.oid), pg_total_relation_size(c.oid)
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	out := map[string]relationBytes{}
-	for rows.Next() {
-		var name string
-		var r relationBytes
-		if err := rows.Scan(&name, &r.heap, &r.toast, &r.indexes, &r.total); err != nil {
-			b.Fatal(err)
-		}
-		out[name] = r
-	}
-	if err := rows.Err(); err != nil {
-		b.Fatal(err)
-	}
-	return out
+	return sizes
 }
 
 // relationGrowth is what each relation grew by from before to after, per report (n of them), as
 // Markdown rows, the largest first, and the total growth in bytes.
-func relationGrowth(before, after map[string]relationBytes, n int) (rows []string, total int64) {
+func relationGrowth(before, after map[string]benchreport.Relation, n int) (rows []string, total int64) {
 	type grown struct {
 		name string
-		relationBytes
+		benchreport.Relation
 	}
 	var all []grown
 	for name, a := range after {
 		p := before[name]
-		g := grown{name, relationBytes{a.heap - p.heap, a.toast - p.toast, a.indexes - p.indexes, a.total - p.total}}
-		total += g.total
-		if g.total != 0 {
+		g := grown{name, benchreport.Relation{Heap: a.Heap - p.Heap, TOAST: a.TOAST - p.TOAST, Indexes: a.Indexes - p.Indexes, Total: a.Total - p.Total}}
+		total += g.Total
+		if g.Total != 0 {
 			all = append(all, g)
 		}
 	}
-	slices.SortFunc(all, func(x, y grown) int { return cmp.Compare(y.total, x.total) })
+	slices.SortFunc(all, func(x, y grown) int { return cmp.Compare(y.Total, x.Total) })
 	per := func(v int64) string { return strconv.FormatFloat(float64(v)/float64(n), 'f', 0, 64) }
 	for _, g := range all {
-		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s |", g.name, per(g.heap), per(g.toast), per(g.indexes), per(g.total)))
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s |", g.name, per(g.Heap), per(g.TOAST), per(g.Indexes), per(g.Total)))
 	}
 	return rows, total
 }

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -573,23 +572,14 @@ func etcdPrefixBytes(ctx context.Context, t *testing.T, c *cluster.Cluster, pref
 // indexes) after VACUUM, and the reports table's share of it.
 func postgresSizes(ctx context.Context, t *testing.T, url string) (total, reports int64) {
 	t.Helper()
-	conn, err := pgx.Connect(ctx, url)
+	sizes, err := benchreport.Relations(ctx, url)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "VACUUM"); err != nil {
-		t.Fatalf("VACUUM: %v", err)
-	}
-	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`).Scan(&total); err != nil {
 		t.Fatalf("database size: %v", err)
 	}
-	if err := conn.QueryRow(ctx, `SELECT coalesce(pg_total_relation_size(to_regclass('reports')), 0)::bigint`).Scan(&reports); err != nil {
-		t.Fatalf("reports table size: %v", err)
+	for _, r := range sizes {
+		total += r.Total
 	}
-	return total, reports
+	return total, sizes["public.reports"].Total
 }
 
 // scaleTable is the Markdown table of the runs, one column per side.
